@@ -1,0 +1,1 @@
+//! The mtg-multi application library.

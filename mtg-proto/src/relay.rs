@@ -1,0 +1,134 @@
+//! The relay after the handshake: two independent halves that transform bytes in place in the
+//! caller's buffer (decrypt with one leg's keystream, encrypt with the other's, add or strip the
+//! TLS record framing) and count payload bytes. No allocation, no locks.
+
+use core::fmt;
+use core::ops::Range;
+
+use crate::cipher::Keystream;
+use crate::handshake::Mode;
+use crate::tls::record::{self, Deframer, HEADER_LEN, MAX_RECORD_PAYLOAD, RecordError};
+use crate::users::UserId;
+
+/// A caller error in the relay API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The client sent a malformed record.
+    Record(RecordError),
+    /// The chunk is longer than [`DcToClient::MAX_CHUNK`] or the buffer lacks headroom.
+    ChunkTooLarge,
+}
+
+impl fmt::Display for RelayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Record(e) => write!(f, "client record: {e}"),
+            Self::ChunkTooLarge => f.write_str("relay chunk larger than one record or buffer without headroom"),
+        }
+    }
+}
+
+impl std::error::Error for RelayError {}
+
+impl From<RecordError> for RelayError {
+    fn from(e: RecordError) -> Self {
+        Self::Record(e)
+    }
+}
+
+/// An accepted client's relay, ready to split into its two halves.
+#[derive(Debug)]
+pub struct Session {
+    /// The authenticated user.
+    pub user: UserId,
+    /// FakeTLS or secured.
+    pub mode: Mode,
+    /// Client→DC half.
+    pub client_to_dc: ClientToDc,
+    /// DC→client half.
+    pub dc_to_client: DcToClient,
+}
+
+/// The client→DC half: strips TLS records (FakeTLS mode), decrypts the client leg and
+/// encrypts the DC leg.
+#[derive(Debug)]
+pub struct ClientToDc {
+    deframer: Option<Deframer>,
+    from_client: Keystream,
+    to_dc: Keystream,
+    bytes: u64,
+}
+
+impl ClientToDc {
+    pub(crate) fn new(deframer: Option<Deframer>, from_client: Keystream, to_dc: Keystream) -> Self {
+        Self { deframer, from_client, to_dc, bytes: 0 }
+    }
+
+    /// Transforms `buf` (bytes as read from the client) in place and returns how many bytes at
+    /// its start to write to the DC.
+    pub fn process(&mut self, buf: &mut [u8]) -> Result<usize, RelayError> {
+        let n = match &mut self.deframer {
+            Some(deframer) => deframer.deframe_in_place(buf)?,
+            None => buf.len(),
+        };
+        let payload = &mut buf[..n];
+        self.from_client.apply(payload);
+        self.to_dc.apply(payload);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    /// MTProto payload bytes relayed so far (the `/stats` `bytes_in`).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// The DC→client half: decrypts the DC leg, encrypts the client leg and (FakeTLS mode) wraps
+/// each chunk in one ApplicationData record.
+#[derive(Debug)]
+pub struct DcToClient {
+    framed: bool,
+    from_dc: Keystream,
+    to_client: Keystream,
+    bytes: u64,
+}
+
+impl DcToClient {
+    /// Bytes the caller leaves free before the payload for the record header.
+    pub const HEADROOM: usize = HEADER_LEN;
+    /// Largest payload per call (one TLS record).
+    pub const MAX_CHUNK: usize = MAX_RECORD_PAYLOAD;
+    /// Size of a buffer that holds the headroom and the largest chunk.
+    pub const BUFFER_LEN: usize = Self::HEADROOM + Self::MAX_CHUNK;
+
+    pub(crate) fn new(framed: bool, from_dc: Keystream, to_client: Keystream) -> Self {
+        Self { framed, from_dc, to_client, bytes: 0 }
+    }
+
+    /// Transforms the `len` bytes read from the DC into `buf[HEADROOM..HEADROOM + len]` in
+    /// place and returns the range of `buf` to write to the client.
+    pub fn process(&mut self, buf: &mut [u8], len: usize) -> Result<Range<usize>, RelayError> {
+        if len > Self::MAX_CHUNK || buf.len() < Self::HEADROOM + len {
+            return Err(RelayError::ChunkTooLarge);
+        }
+        let payload = &mut buf[Self::HEADROOM..Self::HEADROOM + len];
+        self.from_dc.apply(payload);
+        self.to_client.apply(payload);
+        self.bytes += len as u64;
+        if self.framed {
+            let mut header = [0u8; HEADER_LEN];
+            record::write_app_data_header(&mut header, len);
+            buf[..HEADER_LEN].copy_from_slice(&header);
+            Ok(0..HEADER_LEN + len)
+        } else {
+            Ok(Self::HEADROOM..Self::HEADROOM + len)
+        }
+    }
+
+    /// MTProto payload bytes relayed so far (the `/stats` `bytes_out`).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}

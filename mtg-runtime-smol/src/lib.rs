@@ -1,0 +1,1 @@
+//! Runtime adapter: drives the mtg-proto core from sockets (built in the run issue).
