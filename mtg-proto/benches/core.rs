@@ -1,1 +1,136 @@
-fn main() {}
+//! Criterion benchmarks of the core: handshake search cost by user count, and relay cost per
+//! byte for 16 KiB chunks.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mtg_proto::client::{ClientSession, FakeTlsHello};
+use mtg_proto::{
+    DcToClient, HandshakeConfig, HandshakeContext, NoReplayCheck, Secret, ServerHandshake, UserId, UserTable,
+    Verdict,
+};
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+
+const NOW: u32 = 1_700_000_000;
+const HOST: &str = "bench.example";
+
+fn users(n: usize, rng: &mut SmallRng) -> Vec<Secret> {
+    (0..n)
+        .map(|_| {
+            let mut key = [0u8; 16];
+            rng.fill_bytes(&mut key);
+            key[0] |= 1;
+            Secret::fake_tls(key, HOST).unwrap()
+        })
+        .collect()
+}
+
+fn run(
+    table: &UserTable,
+    hello: &[u8],
+    hint: Option<UserId>,
+    rng: &mut SmallRng,
+    out: &mut Vec<u8>,
+) -> Verdict {
+    out.clear();
+    let mut hs = ServerHandshake::new(HandshakeConfig::default());
+    let mut ctx = HandshakeContext {
+        users: table,
+        replay: &mut NoReplayCheck,
+        rng,
+        now: Duration::from_secs(u64::from(NOW)),
+        hint,
+    };
+    hs.handle_input(hello, &mut ctx, out)
+}
+
+fn handshake(c: &mut Criterion) {
+    let mut group = c.benchmark_group("handshake");
+    let mut rng = SmallRng::seed_from_u64(1);
+    for n in [1usize, 100, 1000, 10_000] {
+        let secrets = users(n, &mut rng);
+        let table = UserTable::new(&secrets);
+        let last = &secrets[n - 1];
+        let mut valid = Vec::new();
+        FakeTlsHello::build(last, NOW, &mut rng, &mut valid).unwrap();
+        let stranger = users(1, &mut rng).remove(0);
+        let mut probe = Vec::new();
+        FakeTlsHello::build(&stranger, NOW, &mut rng, &mut probe).unwrap();
+        let mut out = Vec::with_capacity(8192);
+        let last_id = UserId((n - 1) as u32);
+
+        group.bench_with_input(BenchmarkId::new("hint_hit", n), &n, |b, _| {
+            b.iter(|| {
+                let v = run(&table, black_box(&valid), Some(last_id), &mut rng, &mut out);
+                assert_eq!(v, Verdict::ServerHello { user: last_id });
+            });
+        });
+        // Worst case for a valid client: no hint, it is the last user of its hostname.
+        group.bench_with_input(BenchmarkId::new("last_user_no_hint", n), &n, |b, _| {
+            b.iter(|| run(&table, black_box(&valid), None, &mut rng, &mut out));
+        });
+        // Worst case for a probe: a well-formed hello with the right SNI and a wrong key tries
+        // every user of the hostname. Time / n = cost per user tried.
+        group.bench_with_input(BenchmarkId::new("probe_all_users", n), &n, |b, _| {
+            b.iter(|| run(&table, black_box(&probe), None, &mut rng, &mut out));
+        });
+    }
+    group.finish();
+}
+
+fn relay(c: &mut Criterion) {
+    const CHUNK: usize = 16 * 1024;
+    let mut rng = SmallRng::seed_from_u64(2);
+    let secret = users(1, &mut rng).remove(0);
+    let table = UserTable::new([&secret]);
+    let mut wire = Vec::new();
+    FakeTlsHello::build(&secret, NOW, &mut rng, &mut wire).unwrap();
+    let _client = ClientSession::start(&secret, 2, &mut rng, &mut wire);
+    let mut hs = ServerHandshake::new(HandshakeConfig::default());
+    let mut out = Vec::new();
+    let mut r2 = SmallRng::seed_from_u64(3);
+    let mut ctx = HandshakeContext {
+        users: &table,
+        replay: &mut NoReplayCheck,
+        rng: &mut r2,
+        now: Duration::from_secs(u64::from(NOW)),
+        hint: None,
+    };
+    assert!(matches!(hs.handle_input(&wire, &mut ctx, &mut out), Verdict::ServerHello { .. }));
+    let Verdict::Accepted { dc, .. } = hs.handle_input(&wire, &mut ctx, &mut out) else {
+        panic!("not accepted")
+    };
+    let (mut session, _) = hs.into_session(dc.dc, &mut rng).unwrap();
+
+    let mut group = c.benchmark_group("relay");
+    group.throughput(Throughput::Bytes(CHUNK as u64));
+    // Client→DC: one 16 KiB record per read (header + payload), deframed and re-keyed in place.
+    let mut record = vec![0u8; CHUNK + 5];
+    group.bench_function("client_to_dc_16k", |b| {
+        b.iter(|| {
+            record[..5].copy_from_slice(&[0x17, 3, 3, (CHUNK >> 8) as u8, CHUNK as u8]);
+            black_box(session.client_to_dc.process(black_box(&mut record)).unwrap())
+        });
+    });
+    // DC→client: 16 KiB read from the DC, re-keyed and framed as 2 records' worth in 2 calls
+    // (one record holds at most 16379 bytes).
+    let mut buf = vec![0u8; DcToClient::BUFFER_LEN];
+    group.bench_function("dc_to_client_16k", |b| {
+        b.iter(|| {
+            let first = session.dc_to_client.process(black_box(&mut buf), DcToClient::MAX_CHUNK).unwrap();
+            let second =
+                session.dc_to_client.process(black_box(&mut buf), CHUNK - DcToClient::MAX_CHUNK).unwrap();
+            black_box((first, second))
+        });
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(30);
+    targets = handshake, relay
+}
+criterion_main!(benches);

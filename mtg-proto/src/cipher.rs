@@ -1,16 +1,43 @@
 //! AES-256-CTR keystreams used by obfuscated2 and the key schedules of both legs.
+//!
+//! CTR mode is done here over the `aes` block cipher rather than through the `ctr` crate: the
+//! counter blocks are built in batches of [`BATCH_BLOCKS`] and encrypted with one
+//! `encrypt_blocks` call, which lets the `aes` crate use its widest (VAES) backend. On the
+//! reference machine that is ~3× faster than `ctr::Ctr128BE` (0.06 vs 0.17 ns/byte).
 
 use aes::Aes256;
-use ctr::cipher::{KeyIvInit, StreamCipher};
+use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
 use crate::secret::KEY_LEN;
 
+/// Counter blocks encrypted per `encrypt_blocks` call: a multiple of the 64-block batch of the
+/// `aes` crate's VAES-512 backend (smaller batches fall back to 8-block AES-NI: 2× slower).
+const BATCH_BLOCKS: usize = 128;
+const BLOCK: usize = 16;
+const BATCH_BYTES: usize = BATCH_BLOCKS * BLOCK;
+
 /// One direction's AES-256-CTR keystream (128-bit big-endian counter).
 ///
-/// The key schedule lives inside and is zeroized on drop (the `aes`/`ctr` `zeroize` features).
-pub(crate) struct Keystream(ctr::Ctr128BE<Aes256>);
+/// The key schedule is zeroized on drop (the `aes` `zeroize` feature), the counter and the
+/// unused keystream bytes by `Drop` here. The per-call keystream batches on the stack are not
+/// wiped: they are cipher output, not key material, and wiping 4 KiB with volatile writes per
+/// call would cost a third of the relay's time.
+pub(crate) struct Keystream {
+    aes: Aes256,
+    counter: u128,
+    /// Keystream bytes of the last block not used yet: `spare[spare_at..]`.
+    spare: [u8; BLOCK],
+    spare_at: usize,
+}
+
+impl Drop for Keystream {
+    fn drop(&mut self) {
+        self.counter.zeroize();
+        self.spare.zeroize();
+    }
+}
 
 impl core::fmt::Debug for Keystream {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -19,16 +46,119 @@ impl core::fmt::Debug for Keystream {
 }
 
 impl Keystream {
-    /// A keystream from a raw key and IV.
+    /// A keystream from a raw key and IV (the IV is the initial big-endian counter).
     pub(crate) fn new(key: &[u8; 32], iv: &[u8; 16]) -> Self {
-        Self(ctr::Ctr128BE::<Aes256>::new(key.into(), iv.into()))
+        Self {
+            aes: Aes256::new(key.into()),
+            counter: u128::from_be_bytes(*iv),
+            spare: [0; BLOCK],
+            spare_at: BLOCK,
+        }
     }
 
     /// XORs the keystream into `data`, advancing the position.
     #[inline]
     pub(crate) fn apply(&mut self, data: &mut [u8]) {
-        self.0.apply_keystream(data);
+        let data = self.use_spare(data);
+        let mut chunks = data.chunks_exact_mut(BATCH_BYTES);
+        let mut ks = [aes::Block::default(); BATCH_BLOCKS];
+        for chunk in &mut chunks {
+            self.fill(&mut ks);
+            xor_blocks(chunk, &ks);
+        }
+        self.apply_tail(chunks.into_remainder(), &mut ks);
     }
+
+    /// XORs two keystreams into `data` in one pass (decrypt with `a`, encrypt with `b`).
+    #[inline]
+    pub(crate) fn apply_pair(a: &mut Self, b: &mut Self, data: &mut [u8]) {
+        // Both streams must sit on a block boundary to share batches; otherwise align first.
+        let lead = a.spare_len().max(b.spare_len()).min(data.len());
+        let lead = if a.spare_len() == b.spare_len() { lead } else { data.len() };
+        let (head, rest) = data.split_at_mut(lead);
+        a.apply(head);
+        b.apply(head);
+        if a.spare_len() != 0 || b.spare_len() != 0 {
+            a.apply(rest);
+            b.apply(rest);
+            return;
+        }
+        let mut chunks = rest.chunks_exact_mut(BATCH_BYTES);
+        let mut ka = [aes::Block::default(); BATCH_BLOCKS];
+        let mut kb = [aes::Block::default(); BATCH_BLOCKS];
+        for chunk in &mut chunks {
+            a.fill(&mut ka);
+            b.fill(&mut kb);
+            for ((word, ka), kb) in chunk.chunks_exact_mut(BLOCK).zip(&ka).zip(&kb) {
+                let x = load(word) ^ load(ka) ^ load(kb);
+                word.copy_from_slice(&x.to_ne_bytes());
+            }
+        }
+        let tail = chunks.into_remainder();
+        a.apply_tail(tail, &mut ka);
+        b.apply_tail(tail, &mut kb);
+    }
+
+    fn spare_len(&self) -> usize {
+        BLOCK - self.spare_at
+    }
+
+    /// Uses leftover keystream bytes; returns the part of `data` still to process.
+    fn use_spare<'d>(&mut self, data: &'d mut [u8]) -> &'d mut [u8] {
+        let n = self.spare_len().min(data.len());
+        let (head, rest) = data.split_at_mut(n);
+        for (d, k) in head.iter_mut().zip(&self.spare[self.spare_at..]) {
+            *d ^= k;
+        }
+        self.spare_at += n;
+        rest
+    }
+
+    /// Encrypts the next `blocks.len()` counter values into `blocks`.
+    fn fill(&mut self, blocks: &mut [aes::Block]) {
+        for block in blocks.iter_mut() {
+            *block = self.counter.to_be_bytes().into();
+            self.counter = self.counter.wrapping_add(1);
+        }
+        self.aes.encrypt_blocks(blocks);
+    }
+
+    /// Handles fewer than a batch of bytes at a block boundary, keeping unused keystream.
+    fn apply_tail(&mut self, tail: &mut [u8], ks: &mut [aes::Block; BATCH_BLOCKS]) {
+        if tail.is_empty() {
+            return;
+        }
+        let blocks = tail.len().div_ceil(BLOCK);
+        self.fill(&mut ks[..blocks]);
+        xor_blocks(tail, &ks[..blocks]);
+        let used = tail.len() % BLOCK;
+        if used != 0 {
+            self.spare.copy_from_slice(&ks[blocks - 1]);
+            self.spare_at = used;
+        }
+    }
+}
+
+fn xor_blocks(data: &mut [u8], ks: &[aes::Block]) {
+    let full = data.len() / BLOCK;
+    let mut words = data.chunks_exact_mut(BLOCK);
+    for (word, k) in (&mut words).zip(ks) {
+        let x = load(word) ^ load(k);
+        word.copy_from_slice(&x.to_ne_bytes());
+    }
+    if let Some(k) = ks.get(full) {
+        for (d, k) in words.into_remainder().iter_mut().zip(k.iter()) {
+            *d ^= k;
+        }
+    }
+}
+
+/// Reads 16 bytes as one word (`bytes` is exactly one block long by construction).
+#[inline(always)]
+fn load(bytes: &[u8]) -> u128 {
+    let mut w = [0u8; BLOCK];
+    w.copy_from_slice(bytes);
+    u128::from_ne_bytes(w)
 }
 
 /// Both keystreams of one obfuscated2 leg, derived from the 48 key+IV bytes of a frame.
@@ -70,4 +200,75 @@ fn derive_one(material: &[u8; 48], secret: Option<&[u8; KEY_LEN]>) -> Keystream 
     key.zeroize();
     iv.zeroize();
     stream
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ctr::cipher::{KeyIvInit, StreamCipher};
+    use proptest::prelude::*;
+
+    fn reference(key: &[u8; 32], iv: &[u8; 16]) -> ctr::Ctr128BE<Aes256> {
+        ctr::Ctr128BE::<Aes256>::new(key.into(), iv.into())
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_ctr_crate_for_any_split(
+            key in any::<[u8; 32]>(), iv in any::<[u8; 16]>(),
+            data in prop::collection::vec(any::<u8>(), 0..3000),
+            splits in prop::collection::vec(0usize..700, 0..8),
+        ) {
+            let mut ours = Keystream::new(&key, &iv);
+            let mut theirs = reference(&key, &iv);
+            let mut a = data.clone();
+            let mut b = data;
+            theirs.apply_keystream(&mut b);
+            let mut pos = 0;
+            for s in splits {
+                let end = (pos + s).min(a.len());
+                ours.apply(&mut a[pos..end]);
+                pos = end;
+            }
+            ours.apply(&mut a[pos..]);
+            prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn pair_equals_two_single_passes(
+            k1 in any::<[u8; 32]>(), k2 in any::<[u8; 32]>(), iv in any::<[u8; 16]>(),
+            data in prop::collection::vec(any::<u8>(), 0..3000),
+            splits in prop::collection::vec(0usize..700, 0..8),
+            offset_b in 0usize..20,
+        ) {
+            let (mut a1, mut b1) = (Keystream::new(&k1, &iv), Keystream::new(&k2, &iv));
+            let (mut a2, mut b2) = (reference(&k1, &iv), reference(&k2, &iv));
+            // Put the two streams at different positions inside a block.
+            let mut skip = vec![0u8; offset_b];
+            b1.apply(&mut skip);
+            b2.apply_keystream(&mut skip);
+            let mut ours = data.clone();
+            let mut theirs = data;
+            a2.apply_keystream(&mut theirs);
+            b2.apply_keystream(&mut theirs);
+            let mut pos = 0;
+            for s in splits {
+                let end = (pos + s).min(ours.len());
+                Keystream::apply_pair(&mut a1, &mut b1, &mut ours[pos..end]);
+                pos = end;
+            }
+            Keystream::apply_pair(&mut a1, &mut b1, &mut ours[pos..]);
+            prop_assert_eq!(ours, theirs);
+        }
+
+        #[test]
+        fn counter_wraps_like_the_ctr_crate(key in any::<[u8; 32]>(), data in prop::collection::vec(any::<u8>(), 0..200)) {
+            let iv = [0xff; 16];
+            let mut a = data.clone();
+            let mut b = data;
+            Keystream::new(&key, &iv).apply(&mut a);
+            reference(&key, &iv).apply_keystream(&mut b);
+            prop_assert_eq!(a, b);
+        }
+    }
 }

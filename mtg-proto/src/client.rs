@@ -40,7 +40,12 @@ impl FakeTlsHello {
     /// `unix_secs` to `out`, padded to [`DEFAULT_HELLO_LEN`] bytes.
     ///
     /// Returns `None` for a `dd` secret (no TLS there).
-    pub fn build(secret: &Secret, unix_secs: u32, rng: &mut (impl RngCore + ?Sized), out: &mut Vec<u8>) -> Option<Self> {
+    pub fn build(
+        secret: &Secret,
+        unix_secs: u32,
+        rng: &mut (impl RngCore + ?Sized),
+        out: &mut Vec<u8>,
+    ) -> Option<Self> {
         Self::build_with(secret, secret.host(), unix_secs, DEFAULT_HELLO_LEN, rng, out)
     }
 
@@ -93,7 +98,8 @@ impl FakeTlsHello {
         };
         let flight = &input[..len];
         let expected = server_hello::flight_digest(&self.mac, &self.random, flight);
-        let got = &flight[server_hello::SERVER_RANDOM_OFFSET..server_hello::SERVER_RANDOM_OFFSET + RANDOM_LEN];
+        let got =
+            &flight[server_hello::SERVER_RANDOM_OFFSET..server_hello::SERVER_RANDOM_OFFSET + RANDOM_LEN];
         if got != expected {
             return Err(FlightError::BadDigest);
         }
@@ -187,21 +193,27 @@ impl ClientSession {
         self.cipher.encrypt(data);
     }
 
-    /// Deframes (for `ee`) and decrypts bytes received from the proxy in place; returns the
-    /// payload length at the start of `buf`.
-    pub fn open(&mut self, buf: &mut [u8]) -> Result<usize, RecordError> {
-        let n = match self.mode {
+    /// Deframes (for `ee`) and decrypts bytes received from the proxy in place; returns where
+    /// the payload lies in `buf`.
+    pub fn open(&mut self, buf: &mut [u8]) -> Result<core::ops::Range<usize>, RecordError> {
+        let range = match self.mode {
             Mode::FakeTls => self.deframer.deframe_in_place(buf)?,
-            Mode::Secured => buf.len(),
+            Mode::Secured => 0..buf.len(),
         };
-        self.cipher.decrypt(&mut buf[..n]);
-        Ok(n)
+        self.cipher.decrypt(&mut buf[range.clone()]);
+        Ok(range)
     }
 }
 
 /// Writes a ClientHello record modelled on Chrome's: TLS 1.3 suites after a GREASE value, SNI,
 /// an X25519 key share and a padding extension to reach `total_len`.
-fn write_hello(out: &mut Vec<u8>, session_id: &[u8; 32], sni: &str, total_len: usize, rng: &mut (impl RngCore + ?Sized)) {
+fn write_hello(
+    out: &mut Vec<u8>,
+    session_id: &[u8; 32],
+    sni: &str,
+    total_len: usize,
+    rng: &mut (impl RngCore + ?Sized),
+) {
     fn grease(rng: &mut (impl RngCore + ?Sized)) -> [u8; 2] {
         let b = (((rng.next_u32() % 16) as u8) << 4) | 0x0a;
         [b, b]
@@ -213,7 +225,10 @@ fn write_hello(out: &mut Vec<u8>, session_id: &[u8; 32], sni: &str, total_len: u
     body.extend_from_slice(session_id);
     let mut suites = Vec::new();
     suites.extend_from_slice(&grease(rng));
-    for s in [0x1301u16, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013, 0xc014, 0x009c, 0x009d, 0x002f, 0x0035] {
+    for s in [
+        0x1301u16, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013, 0xc014, 0x009c,
+        0x009d, 0x002f, 0x0035,
+    ] {
         suites.extend_from_slice(&s.to_be_bytes());
     }
     body.extend_from_slice(&(suites.len() as u16).to_be_bytes());
@@ -242,7 +257,14 @@ fn write_hello(out: &mut Vec<u8>, session_id: &[u8; 32], sni: &str, total_len: u
     push_ext(&mut ext, 0x0023, &[]);
     push_ext(&mut ext, 0x0010, b"\x00\x0c\x02h2\x08http/1.1");
     push_ext(&mut ext, 0x0005, &[0x01, 0x00, 0x00, 0x00, 0x00]);
-    push_ext(&mut ext, 0x000d, &[0x00, 0x10, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01, 0x05, 0x03, 0x08, 0x05, 0x05, 0x01, 0x08, 0x06, 0x06, 0x01]);
+    push_ext(
+        &mut ext,
+        0x000d,
+        &[
+            0x00, 0x10, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01, 0x05, 0x03, 0x08, 0x05, 0x05, 0x01, 0x08, 0x06,
+            0x06, 0x01,
+        ],
+    );
     push_ext(&mut ext, 0x0012, &[]);
     let mut key_share = vec![0x00, 0x29, g[0], g[1], 0x00, 0x01, 0x00, 0x00, 0x1d, 0x00, 0x20];
     let mut public = [0u8; 32];

@@ -12,7 +12,8 @@
 //!
 //! * `NeedMore`: read more and call again.
 //! * `ServerHello`: the server flight was appended to `out`: write it (or, if the app refuses
-//!   this user, drop it and front the connection instead), then keep reading.
+//!   this user, drop it and front the connection instead), then call again with the same
+//!   bytes before reading more: the buffer may already hold the client's next records.
 //! * `Accepted`: the client is authenticated; `consumed` bytes of the buffer belong to the
 //!   handshake and the rest is relay input. Call [`ServerHandshake::into_session`].
 //! * `Front`: replay every byte read so far to the fronting site and splice.
@@ -64,7 +65,10 @@ pub struct HandshakeContext<'a> {
 
 impl fmt::Debug for HandshakeContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandshakeContext").field("now", &self.now).field("hint", &self.hint).finish_non_exhaustive()
+        f.debug_struct("HandshakeContext")
+            .field("now", &self.now)
+            .field("hint", &self.hint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -163,6 +167,10 @@ pub enum Verdict {
 }
 
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a handshake lives on the stack for one connection's first second; boxing would allocate per valid client"
+)]
 enum State {
     Hello,
     Frame { user: UserId, deframer: Deframer, scanned: usize, frame: [u8; FRAME_LEN], have: usize },
@@ -185,7 +193,12 @@ impl ServerHandshake {
 
     /// Feeds all bytes read so far (`received` only ever grows) and returns the verdict. The
     /// server flight, when there is one, is appended to `out`.
-    pub fn handle_input(&mut self, received: &[u8], ctx: &mut HandshakeContext<'_>, out: &mut Vec<u8>) -> Verdict {
+    pub fn handle_input(
+        &mut self,
+        received: &[u8],
+        ctx: &mut HandshakeContext<'_>,
+        out: &mut Vec<u8>,
+    ) -> Verdict {
         let verdict = match self.state {
             State::Hello => self.on_hello(received, ctx, out),
             State::Frame { .. } => self.on_frame(received, ctx),
@@ -207,12 +220,16 @@ impl ServerHandshake {
         let records = match HelloRecords::scan(received) {
             Ok(Some(records)) => records,
             Ok(None) => return Verdict::NeedMore,
-            Err(e) => return Verdict::Front { reason: FrontReason::BadHello(e), host: None },
+            Err(e) => {
+                return Verdict::Front { reason: FrontReason::BadHello(e), host: None };
+            }
         };
         let users = ctx.users;
         let hello = match records.parse(|name| users.host_id(name).map(|h| h.0)) {
             Ok(hello) => hello,
-            Err(e) => return Verdict::Front { reason: FrontReason::BadHello(e), host: None },
+            Err(e) => {
+                return Verdict::Front { reason: FrontReason::BadHello(e), host: None };
+            }
         };
         let Some(&first_host) = hello.hosts().first() else {
             return Verdict::Front { reason: FrontReason::UnknownSni, host: None };
@@ -220,8 +237,12 @@ impl ServerHandshake {
         let host = Some(HostId(first_host));
         let user = match users.match_hello(&records, &hello, ctx.now, self.config.time_skew, ctx.hint) {
             MatchOutcome::Matched(user) => user,
-            MatchOutcome::TimeSkew => return Verdict::Front { reason: FrontReason::TimeSkew, host },
-            MatchOutcome::NoMatch => return Verdict::Front { reason: FrontReason::BadDigest, host },
+            MatchOutcome::TimeSkew => {
+                return Verdict::Front { reason: FrontReason::TimeSkew, host };
+            }
+            MatchOutcome::NoMatch => {
+                return Verdict::Front { reason: FrontReason::BadDigest, host };
+            }
         };
         if ctx.replay.check_and_insert(hello.session_id()) {
             return Verdict::Front { reason: FrontReason::Replay, host };
@@ -254,7 +275,9 @@ impl ServerHandshake {
         let n = received.len().min(FRAME_LEN);
         head[..n].copy_from_slice(&received[..n]);
         if (n >= 1 && head[0] == 0xef)
-            || (n >= 4 && obfs2::FORBIDDEN_PREFIXES.contains(&u32::from_le_bytes([head[0], head[1], head[2], head[3]])))
+            || (n >= 4
+                && obfs2::FORBIDDEN_PREFIXES
+                    .contains(&u32::from_le_bytes([head[0], head[1], head[2], head[3]])))
             || (n >= 8 && head[4..8] == [0, 0, 0, 0])
         {
             return Verdict::Front { reason: FrontReason::NoSecuredMatch, host: None };
@@ -263,7 +286,9 @@ impl ServerHandshake {
             return Verdict::NeedMore;
         }
         for &user in ctx.users.secured_users() {
-            let Some(key) = ctx.users.key(user) else { continue };
+            let Some(key) = ctx.users.key(user) else {
+                continue;
+            };
             let (header, client) = obfs2::respond(&head, Some(key));
             if header.tag != TAG_PADDED_INTERMEDIATE {
                 continue;
@@ -313,7 +338,11 @@ impl ServerHandshake {
     /// After `Accepted`: opens the DC leg for `dc` (normally the client's DC, or the fallback
     /// the app chose) and returns the relay session and the 64-byte frame to send to the DC
     /// first. `None` if the handshake has not been accepted.
-    pub fn into_session(self, dc: i16, rng: &mut (impl RngCore + ?Sized)) -> Option<(Session, [u8; FRAME_LEN])> {
+    pub fn into_session(
+        self,
+        dc: i16,
+        rng: &mut (impl RngCore + ?Sized),
+    ) -> Option<(Session, [u8; FRAME_LEN])> {
         let State::Done { user, mode, client, deframer } = self.state else {
             return None;
         };

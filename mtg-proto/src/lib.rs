@@ -53,7 +53,9 @@ pub mod secret;
 pub mod tls;
 pub mod users;
 
-pub use handshake::{FrontReason, HandshakeConfig, HandshakeContext, Mode, RejectReason, ServerHandshake, Verdict};
+pub use handshake::{
+    FrontReason, HandshakeConfig, HandshakeContext, Mode, RejectReason, ServerHandshake, Verdict,
+};
 pub use obfs2::FrameHeader;
 pub use relay::{ClientToDc, DcToClient, RelayError, Session};
 pub use replay::{NoReplayCheck, ReplayCache, StableBloomFilter};

@@ -24,7 +24,9 @@ impl fmt::Display for RelayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Record(e) => write!(f, "client record: {e}"),
-            Self::ChunkTooLarge => f.write_str("relay chunk larger than one record or buffer without headroom"),
+            Self::ChunkTooLarge => {
+                f.write_str("relay chunk larger than one record or buffer without headroom")
+            }
         }
     }
 }
@@ -65,18 +67,16 @@ impl ClientToDc {
         Self { deframer, from_client, to_dc, bytes: 0 }
     }
 
-    /// Transforms `buf` (bytes as read from the client) in place and returns how many bytes at
-    /// its start to write to the DC.
-    pub fn process(&mut self, buf: &mut [u8]) -> Result<usize, RelayError> {
-        let n = match &mut self.deframer {
+    /// Transforms `buf` (bytes as read from the client) in place and returns the range of it
+    /// to write to the DC (possibly empty: a read may hold only record headers).
+    pub fn process(&mut self, buf: &mut [u8]) -> Result<Range<usize>, RelayError> {
+        let range = match &mut self.deframer {
             Some(deframer) => deframer.deframe_in_place(buf)?,
-            None => buf.len(),
+            None => 0..buf.len(),
         };
-        let payload = &mut buf[..n];
-        self.from_client.apply(payload);
-        self.to_dc.apply(payload);
-        self.bytes += n as u64;
-        Ok(n)
+        Keystream::apply_pair(&mut self.from_client, &mut self.to_dc, &mut buf[range.clone()]);
+        self.bytes += range.len() as u64;
+        Ok(range)
     }
 
     /// MTProto payload bytes relayed so far (the `/stats` `bytes_in`).
@@ -113,9 +113,11 @@ impl DcToClient {
         if len > Self::MAX_CHUNK || buf.len() < Self::HEADROOM + len {
             return Err(RelayError::ChunkTooLarge);
         }
-        let payload = &mut buf[Self::HEADROOM..Self::HEADROOM + len];
-        self.from_dc.apply(payload);
-        self.to_client.apply(payload);
+        Keystream::apply_pair(
+            &mut self.from_dc,
+            &mut self.to_client,
+            &mut buf[Self::HEADROOM..Self::HEADROOM + len],
+        );
         self.bytes += len as u64;
         if self.framed {
             let mut header = [0u8; HEADER_LEN];

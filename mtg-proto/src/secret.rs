@@ -89,9 +89,7 @@ impl fmt::Display for SecretError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Empty => f.write_str("secret is empty"),
-            Self::NotHexOrBase64 => {
-                f.write_str("secret is neither hex nor base64url without padding")
-            }
+            Self::NotHexOrBase64 => f.write_str("secret is neither hex nor base64url without padding"),
             Self::TooShort => f.write_str("secret is shorter than 2 bytes"),
             Self::UnknownKind(b) => write!(
                 f,
@@ -101,10 +99,9 @@ impl fmt::Display for SecretError {
             Self::ZeroKey => f.write_str("secret key is all zeros"),
             Self::MissingHost => f.write_str("ee secret has no hostname after the 16-byte key"),
             Self::HostTooLong => f.write_str("secret hostname is longer than 253 bytes"),
-            Self::BadHostByte(b) => write!(
-                f,
-                "secret hostname contains byte {b:#04x}; only printable ASCII is allowed"
-            ),
+            Self::BadHostByte(b) => {
+                write!(f, "secret hostname contains byte {b:#04x}; only printable ASCII is allowed")
+            }
             Self::TrailingBytes => f.write_str("dd secret must be exactly 17 bytes (dd + 16-byte key)"),
         }
     }
@@ -258,7 +255,7 @@ fn hex_value(c: u8) -> Option<u8> {
 /// Decodes hex into `out`; `None` if the text is not even-length hex or does not fit.
 fn decode_hex(text: &str, out: &mut [u8]) -> Option<usize> {
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 || bytes.len() / 2 > out.len() {
+    if !bytes.len().is_multiple_of(2) || bytes.len() / 2 > out.len() {
         return None;
     }
     for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
@@ -301,17 +298,14 @@ mod tests {
             Secret::parse("ee00000000000000000000000000000000676f6f676c652e636f6d"),
             Err(SecretError::ZeroKey)
         );
-        assert_eq!(
-            Secret::parse("ee367a189aee18fa31c190054efd4a8e95"),
-            Err(SecretError::MissingHost)
-        );
-        assert_eq!(
-            Secret::parse("dd367a189aee18fa31c190054efd4a8e9500"),
-            Err(SecretError::TrailingBytes)
-        );
+        assert_eq!(Secret::parse("ee367a189aee18fa31c190054efd4a8e95"), Err(SecretError::MissingHost));
+        assert_eq!(Secret::parse("dd367a189aee18fa31c190054efd4a8e9500"), Err(SecretError::TrailingBytes));
         assert_eq!(Secret::parse("not a secret!"), Err(SecretError::NotHexOrBase64));
         // Standard-alphabet base64 with padding is refused, as mtg does.
-        assert_eq!(Secret::parse("7ibaERuTSGPH1RdztfYnN4tnb29nbGUuY29t+/=="), Err(SecretError::NotHexOrBase64));
+        assert_eq!(
+            Secret::parse("7ibaERuTSGPH1RdztfYnN4tnb29nbGUuY29t+/=="),
+            Err(SecretError::NotHexOrBase64)
+        );
     }
 
     #[test]

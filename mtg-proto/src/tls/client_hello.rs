@@ -77,22 +77,18 @@ impl<'a> HelloRecords<'a> {
         let mut pos = 0usize;
         let mut needed: Option<usize> = None;
         loop {
-            if let Some(needed) = needed {
-                if total >= needed {
-                    return Ok(Some(Self { parts, count, body_len: needed - 4, consumed: pos }));
-                }
+            if let Some(needed) = needed
+                && total >= needed
+            {
+                return Ok(Some(Self { parts, count, body_len: needed - 4, consumed: pos }));
             }
             if count == MAX_HELLO_RECORDS {
                 return Err(HelloError::TooManyRecords);
             }
             let rest = &input[pos..];
             check_header_prefix(rest)?;
-            if count == 0 {
-                if let Some(&kind) = rest.get(HEADER_LEN) {
-                    if kind != 0x01 {
-                        return Err(HelloError::NotClientHello);
-                    }
-                }
+            if count == 0 && rest.get(HEADER_LEN).is_some_and(|&kind| kind != 0x01) {
+                return Err(HelloError::NotClientHello);
             }
             let Some(header) = rest.get(..HEADER_LEN) else {
                 return Ok(None);
@@ -115,7 +111,8 @@ impl<'a> HelloRecords<'a> {
                 if head[0] != 0x01 {
                     return Err(HelloError::NotClientHello);
                 }
-                let body_len = (usize::from(head[1]) << 16) | (usize::from(head[2]) << 8) | usize::from(head[3]);
+                let body_len =
+                    (usize::from(head[1]) << 16) | (usize::from(head[2]) << 8) | usize::from(head[3]);
                 if body_len + 4 + HEADER_LEN > MAX_HELLO_LEN {
                     return Err(HelloError::TooLarge);
                 }
@@ -134,7 +131,10 @@ impl<'a> HelloRecords<'a> {
     }
 
     /// Parses the hello body. `lookup_host` maps an SNI name to a configured host id.
-    pub fn parse(&self, mut lookup_host: impl FnMut(&[u8]) -> Option<u32>) -> Result<ClientHello, HelloError> {
+    pub fn parse(
+        &self,
+        mut lookup_host: impl FnMut(&[u8]) -> Option<u32>,
+    ) -> Result<ClientHello, HelloError> {
         let s = self.stream();
         let mut hello = ClientHello {
             random: [0; RANDOM_LEN],
@@ -249,16 +249,12 @@ impl<'a> HelloRecords<'a> {
 }
 
 fn check_header_prefix(rest: &[u8]) -> Result<(), HelloError> {
-    if let Some(&kind) = rest.first() {
-        if kind != TYPE_HANDSHAKE {
-            return Err(HelloError::NotTls);
-        }
+    if rest.first().is_some_and(|&kind| kind != TYPE_HANDSHAKE) {
+        return Err(HelloError::NotTls);
     }
     for (i, want) in VERSION_TLS10.iter().enumerate() {
-        if let Some(&b) = rest.get(1 + i) {
-            if b != *want {
-                return Err(HelloError::BadRecordVersion);
-            }
+        if rest.get(1 + i).is_some_and(|b| b != want) {
+            return Err(HelloError::BadRecordVersion);
         }
     }
     Ok(())

@@ -5,6 +5,7 @@
 //! Proxy→client: ApplicationData records of at most [`MAX_RECORD_PAYLOAD`] bytes.
 
 use core::fmt;
+use core::ops::Range;
 
 /// Size of a TLS record header.
 pub const HEADER_LEN: usize = 5;
@@ -53,7 +54,7 @@ pub struct Step {
     /// Input bytes this step used.
     pub consumed: usize,
     /// ApplicationData payload found in those bytes, as a range of the input.
-    pub payload: Option<core::ops::Range<usize>>,
+    pub payload: Option<Range<usize>>,
 }
 
 /// Incremental client→proxy record parser; carries partial headers across chunks and never
@@ -104,23 +105,27 @@ impl Deframer {
         Ok(Step { consumed: take, payload: None })
     }
 
-    /// Removes record headers and non-ApplicationData records from `buf` in place, compacting
-    /// the payload to the front. Returns the payload length.
-    pub fn deframe_in_place(&mut self, buf: &mut [u8]) -> Result<usize, RecordError> {
+    /// Removes record headers and non-ApplicationData records from `buf` in place and returns
+    /// where the joined payload now lies. The first payload run stays where it is (so a read
+    /// holding one record moves no bytes); later runs are moved down to join it.
+    pub fn deframe_in_place(&mut self, buf: &mut [u8]) -> Result<Range<usize>, RecordError> {
         let mut read = 0;
-        let mut write = 0;
+        let mut out: Option<Range<usize>> = None;
         while read < buf.len() {
             let step = self.step(&buf[read..], usize::MAX)?;
             if let Some(range) = step.payload {
                 let len = range.len();
-                if write != read {
-                    buf.copy_within(read..read + len, write);
-                }
-                write += len;
+                out = Some(match out {
+                    None => read..read + len,
+                    Some(joined) => {
+                        buf.copy_within(read..read + len, joined.end);
+                        joined.start..joined.end + len
+                    }
+                });
             }
             read += step.consumed;
         }
-        Ok(write)
+        Ok(out.unwrap_or(0..0))
     }
 }
 
@@ -131,9 +136,10 @@ mod tests {
     #[test]
     fn drops_ccs_and_joins_payloads() {
         let mut d = Deframer::new();
-        let mut wire = vec![0x14, 3, 3, 0, 1, 1, 0x17, 3, 3, 0, 3, b'a', b'b', b'c', 0x17, 3, 3, 0, 2, b'd', b'e'];
-        let n = d.deframe_in_place(&mut wire).unwrap();
-        assert_eq!(&wire[..n], b"abcde");
+        let mut wire =
+            vec![0x14, 3, 3, 0, 1, 1, 0x17, 3, 3, 0, 3, b'a', b'b', b'c', 0x17, 3, 3, 0, 2, b'd', b'e'];
+        let r = d.deframe_in_place(&mut wire).unwrap();
+        assert_eq!(&wire[r], b"abcde");
         assert!(d.at_boundary());
     }
 
@@ -143,10 +149,10 @@ mod tests {
         let mut a = vec![0x17, 3];
         let mut b = vec![3, 0, 2, b'x'];
         let mut c = vec![b'y'];
-        assert_eq!(d.deframe_in_place(&mut a).unwrap(), 0);
-        assert_eq!(d.deframe_in_place(&mut b).unwrap(), 1);
-        assert_eq!(b[0], b'x');
-        assert_eq!(d.deframe_in_place(&mut c).unwrap(), 1);
+        assert_eq!(d.deframe_in_place(&mut a).unwrap(), 0..0);
+        assert_eq!(d.deframe_in_place(&mut b).unwrap(), 3..4);
+        assert_eq!(b[3], b'x');
+        assert_eq!(d.deframe_in_place(&mut c).unwrap(), 0..1);
         assert!(d.at_boundary());
     }
 
@@ -160,7 +166,7 @@ mod tests {
     fn drops_unknown_record_types() {
         let mut d = Deframer::new();
         let mut wire = [0x42, 3, 3, 0, 1, 9, 0x17, 3, 3, 0, 1, 7];
-        assert_eq!(d.deframe_in_place(&mut wire), Ok(1));
-        assert_eq!(wire[0], 7);
+        assert_eq!(d.deframe_in_place(&mut wire), Ok(11..12));
+        assert_eq!(wire[11], 7);
     }
 }

@@ -90,7 +90,11 @@ pub(crate) fn write_flight(
 }
 
 /// `HMAC(key, client_random || flight)` where the flight's server random is zero.
-pub(crate) fn flight_digest(mac_key: &Hmac<Sha256>, client_random: &[u8; RANDOM_LEN], flight: &[u8]) -> [u8; 32] {
+pub(crate) fn flight_digest(
+    mac_key: &Hmac<Sha256>,
+    client_random: &[u8; RANDOM_LEN],
+    flight: &[u8],
+) -> [u8; 32] {
     let mut mac = mac_key.clone();
     mac.update(client_random);
     let split = SERVER_RANDOM_OFFSET.min(flight.len());

@@ -1,0 +1,382 @@
+//! Property tests of the core: secrets, handshake, chunking, relay, replay, DC frames.
+
+mod common;
+
+use std::time::Duration;
+
+use mtg_proto::client::ClientSession;
+use mtg_proto::obfs2::{self, is_forbidden_frame};
+use mtg_proto::{
+    FrontReason, HandshakeConfig, Mode, NoReplayCheck, Secret, StableBloomFilter, UserId, UserTable, Verdict,
+};
+use proptest::prelude::*;
+use rand::RngCore;
+
+use common::*;
+
+const NOW: u32 = 1_700_000_000;
+
+fn now() -> Duration {
+    Duration::from_secs(u64::from(NOW))
+}
+
+fn host_strategy() -> impl Strategy<Value = String> {
+    proptest::string::string_regex("[a-z0-9][a-z0-9.-]{0,40}").unwrap()
+}
+
+fn key_strategy() -> impl Strategy<Value = [u8; 16]> {
+    any::<[u8; 16]>().prop_filter("non-zero key", |k| k.iter().any(|&b| b != 0))
+}
+
+proptest! {
+    #[test]
+    fn secret_text_forms_round_trip(key in key_strategy(), host in host_strategy(), dd in any::<bool>()) {
+        let secret = if dd { Secret::secured(key).unwrap() } else { Secret::fake_tls(key, &host).unwrap() };
+        prop_assert_eq!(Secret::parse(&secret.to_hex()).unwrap(), secret.clone());
+        prop_assert_eq!(Secret::parse(&secret.to_hex().to_uppercase()).unwrap(), secret.clone());
+        prop_assert_eq!(Secret::parse(&secret.to_base64url()).unwrap(), secret.clone());
+        prop_assert_eq!(Secret::from_bytes(&secret.to_bytes()).unwrap(), secret);
+    }
+
+    #[test]
+    fn secret_parse_never_panics(text in ".{0,120}") {
+        let _ = Secret::parse(&text);
+    }
+
+    #[test]
+    fn encoder_hello_matches_its_user_and_no_digest_bit_flip_passes(
+        users_n in 1usize..6, pick in any::<prop::sample::Index>(), seed in any::<u64>(), hint in any::<Option<u8>>(),
+    ) {
+        let mut r = rng(seed);
+        let secrets: Vec<Secret> = (0..users_n)
+            .map(|i| {
+                let mut key = [0u8; 16];
+                r.fill_bytes(&mut key);
+                key[0] |= 1;
+                Secret::fake_tls(key, if i % 2 == 0 { "a.example" } else { "b.example" }).unwrap()
+            })
+            .collect();
+        let table = UserTable::new(&secrets);
+        let who = pick.index(users_n);
+        let t = transcript(&secrets[who], NOW, 2, b"", seed);
+        let hello = &t.bytes[..t.hello_len];
+        let hint = hint.map(|h| UserId(u32::from(h) % users_n as u32));
+        let mut hs = mtg_proto::ServerHandshake::new(HandshakeConfig::default());
+        let mut ctx = mtg_proto::HandshakeContext { users: &table, replay: &mut NoReplayCheck, rng: &mut r, now: now(), hint };
+        let v = hs.handle_input(hello, &mut ctx, &mut Vec::new());
+        prop_assert_eq!(v, Verdict::ServerHello { user: UserId(who as u32) });
+
+        // Every single-bit flip of the 28 digest bytes of the client random is refused.
+        let random_at = 5 + 6;
+        for bit in 0..28 * 8 {
+            let mut bad = hello.to_vec();
+            bad[random_at + bit / 8] ^= 1 << (bit % 8);
+            let fed = feed(&table, &mut NoReplayCheck, HandshakeConfig::default(), now(), &bad, &[bad.len()], seed);
+            prop_assert!(
+                matches!(fed.verdicts[..], [Verdict::Front { reason: FrontReason::BadDigest, .. }]),
+                "bit {} gave {:?}", bit, fed.verdicts
+            );
+        }
+    }
+
+    #[test]
+    fn verdict_does_not_depend_on_chunking(
+        seed in any::<u64>(), chunks in prop::collection::vec(1usize..700, 1..20), garbage in any::<bool>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let s = secret(3, "front.example");
+        let users = UserTable::new([&s]);
+        let mut input = transcript(&s, NOW, -4, b"first payload", seed).bytes;
+        if garbage {
+            // Corrupt one byte anywhere: whatever the verdict is, it must not depend on chunking.
+            let i = cut.index(input.len());
+            input[i] ^= 0x55;
+        }
+        let whole = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &input, &[input.len()], seed);
+        let split = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &input, &chunks, seed);
+        prop_assert_eq!(&whole.verdicts, &split.verdicts);
+        prop_assert_eq!(whole.flight, split.flight);
+        if !garbage {
+            let last = *whole.verdicts.last().unwrap();
+            let Verdict::Accepted { dc, mode, .. } = last else { panic!("{last:?}") };
+            prop_assert_eq!(dc.dc, -4);
+            prop_assert_eq!(dc.target_dc(), 4);
+            prop_assert_eq!(mode, Mode::FakeTls);
+        }
+    }
+
+    #[test]
+    fn relay_is_identity_both_ways_and_counts_every_byte(
+        seed in any::<u64>(),
+        up in prop::collection::vec(any::<u8>(), 0..40_000),
+        down in prop::collection::vec(any::<u8>(), 0..40_000),
+        up_chunks in prop::collection::vec(1usize..5000, 1..10),
+        down_chunks in prop::collection::vec(1usize..16379, 1..10),
+        dd in any::<bool>(),
+    ) {
+        let s = if dd { Secret::secured([9; 16]).unwrap() } else { secret(5, "relay.example") };
+        let users = UserTable::new([&s]);
+        let mut r = rng(seed);
+        let mut wire = Vec::new();
+        if !dd {
+            mtg_proto::client::FakeTlsHello::build(&s, NOW, &mut r, &mut wire).unwrap();
+        }
+        let mut client = ClientSession::start(&s, 2, &mut r, &mut wire);
+        client.seal(&up, &mut wire);
+
+        let config = HandshakeConfig { secured: true, ..HandshakeConfig::default() };
+        let fed = feed(&users, &mut NoReplayCheck, config, now(), &wire, &[wire.len()], seed);
+        let Some(&Verdict::Accepted { consumed, dc, .. }) = fed.verdicts.last() else { panic!("{:?}", fed.verdicts) };
+        let (mut session, frame) = fed.handshake.into_session(dc.dc, &mut r).unwrap();
+        let (header, mut dc_leg) = dc_accept(&frame);
+        prop_assert_eq!(header.tag, [0xdd; 4]);
+        prop_assert_eq!(header.dc, 2);
+
+        // Client → DC, in arbitrary read sizes.
+        let mut rest = wire[consumed..].to_vec();
+        let mut at_dc = Vec::new();
+        let mut i = 0;
+        let mut pos = 0;
+        while pos < rest.len() {
+            let n = up_chunks[i % up_chunks.len()].min(rest.len() - pos);
+            i += 1;
+            let chunk = &mut rest[pos..pos + n];
+            let k = session.client_to_dc.process(chunk).unwrap();
+            let mut out = chunk[k].to_vec();
+            dc_leg.decrypt(&mut out);
+            at_dc.extend_from_slice(&out);
+            pos += n;
+        }
+        prop_assert_eq!(&at_dc, &up);
+        prop_assert_eq!(session.client_to_dc.bytes(), up.len() as u64);
+
+        // DC → client, in arbitrary read sizes.
+        let mut to_client_wire = Vec::new();
+        let mut buf = vec![0u8; mtg_proto::DcToClient::BUFFER_LEN];
+        let mut pos = 0;
+        let mut i = 0;
+        while pos < down.len() {
+            let n = down_chunks[i % down_chunks.len()].min(down.len() - pos);
+            i += 1;
+            let payload = &mut buf[mtg_proto::DcToClient::HEADROOM..mtg_proto::DcToClient::HEADROOM + n];
+            payload.copy_from_slice(&down[pos..pos + n]);
+            dc_leg.encrypt(payload);
+            let range = session.dc_to_client.process(&mut buf, n).unwrap();
+            to_client_wire.extend_from_slice(&buf[range]);
+            pos += n;
+        }
+        let k = client.open(&mut to_client_wire).unwrap();
+        prop_assert_eq!(&to_client_wire[k], &down[..]);
+        prop_assert_eq!(session.dc_to_client.bytes(), down.len() as u64);
+    }
+
+    #[test]
+    fn replayed_hello_is_fronted(seed in any::<u64>()) {
+        let s = secret(7, "replay.example");
+        let users = UserTable::new([&s]);
+        let mut cache = StableBloomFilter::new(64 * 1024, 0.001, &mut rng(seed));
+        let t = transcript(&s, NOW, 2, b"x", seed);
+        let first = feed(&users, &mut cache, HandshakeConfig::default(), now(), &t.bytes, &[t.bytes.len()], 1);
+        prop_assert!(matches!(first.verdicts.last(), Some(Verdict::Accepted { .. })), "{:?}", first.verdicts);
+        let again = feed(&users, &mut cache, HandshakeConfig::default(), now(), &t.bytes, &[t.bytes.len()], 1);
+        prop_assert!(
+            matches!(again.verdicts[..], [Verdict::Front { reason: FrontReason::Replay, .. }]),
+            "{:?}", again.verdicts
+        );
+    }
+
+    #[test]
+    fn dc_frames_never_start_with_a_forbidden_prefix(
+        seed in any::<u64>(), dc in any::<i16>(),
+        forced in prop::collection::vec(prop_oneof![
+            Just(*b"HEAD"), Just(*b"POST"), Just(*b"GET "), Just(*b"OPTI"),
+            Just([0x16, 3, 1, 2]), Just([0xdd; 4]), Just([0xee; 4]), Just([0xef, 1, 2, 3]),
+        ], 0..6),
+        zero_second_word in any::<bool>(),
+    ) {
+        // An RNG whose first draws are exactly the frames obfuscated2 must skip.
+        let mut rigged = RiggedRng { forced, zero_second_word, inner: rng(seed) };
+        let (wire, _) = obfs2::initiate(&mut rigged, [0xdd; 4], dc, None);
+        let mut plain_head = [0u8; 64];
+        plain_head[..56].copy_from_slice(&wire[..56]);
+        plain_head[56..].fill(1);
+        prop_assert!(!is_forbidden_frame(&plain_head), "{:02x?}", &wire[..8]);
+        let (header, _) = obfs2::respond(&wire, None);
+        prop_assert_eq!(header.dc, dc);
+    }
+}
+
+struct RiggedRng {
+    forced: Vec<[u8; 4]>,
+    zero_second_word: bool,
+    inner: rand::rngs::SmallRng,
+}
+
+impl rand::RngCore for RiggedRng {
+    fn next_u32(&mut self) -> u32 {
+        self.inner.next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.inner.next_u64()
+    }
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        self.inner.fill_bytes(dst);
+        if dst.len() >= 8 {
+            if let Some(head) = self.forced.pop() {
+                dst[..4].copy_from_slice(&head);
+            } else if self.zero_second_word {
+                self.zero_second_word = false;
+                dst[4..8].fill(0);
+            }
+        }
+    }
+}
+
+#[test]
+fn timestamp_at_the_edge_of_the_tolerance() {
+    let s = secret(4, "edge.example");
+    let users = UserTable::new([&s]);
+    let t = transcript(&s, NOW, 2, b"", 1);
+    let hello = &t.bytes[..t.hello_len];
+    let config = HandshakeConfig { time_skew: Duration::from_secs(5), ..HandshakeConfig::default() };
+    for (offset, ok) in [(-5i64, true), (5, true), (0, true), (6, false), (-6, false)] {
+        let now = Duration::from_secs((i64::from(NOW) + offset) as u64);
+        let fed = feed(&users, &mut NoReplayCheck, config, now, hello, &[hello.len()], 1);
+        if ok {
+            assert_eq!(fed.verdicts, vec![Verdict::ServerHello { user: UserId(0) }], "offset {offset}");
+        } else {
+            assert!(
+                matches!(fed.verdicts[..], [Verdict::Front { reason: FrontReason::TimeSkew, .. }]),
+                "offset {offset}: {:?}",
+                fed.verdicts
+            );
+        }
+    }
+}
+
+#[test]
+fn fragmented_hello_is_accepted_and_twelve_records_are_not() {
+    let s = secret(4, "frag.example");
+    let users = UserTable::new([&s]);
+    let t = transcript(&s, NOW, 2, b"", 2);
+    let hello = &t.bytes[..t.hello_len];
+    let split = mtg_proto::client::fragment_hello(hello, &[1, 3, 50, 100]);
+    let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &split, &[7], 1);
+    assert_eq!(fed.verdicts, vec![Verdict::ServerHello { user: UserId(0) }]);
+
+    let eleven = mtg_proto::client::fragment_hello(hello, &[1; 10]);
+    let fed =
+        feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &eleven, &[eleven.len()], 1);
+    assert_eq!(fed.verdicts, vec![Verdict::ServerHello { user: UserId(0) }]);
+
+    let twelve = mtg_proto::client::fragment_hello(hello, &[1; 11]);
+    let fed =
+        feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &twelve, &[twelve.len()], 1);
+    assert!(matches!(
+        fed.verdicts[..],
+        [Verdict::Front {
+            reason: FrontReason::BadHello(mtg_proto::tls::client_hello::HelloError::TooManyRecords),
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_key_only_matches_its_own_hostname() {
+    // Alice's key with Bob's hostname as SNI: mtg-multi accepts it, we front it.
+    let alice = secret(1, "alice.example");
+    let bob = secret(2, "bob.example");
+    let users = UserTable::new([&alice, &bob]);
+    let mut wire = Vec::new();
+    mtg_proto::client::FakeTlsHello::build_with(&alice, "bob.example", NOW, 517, &mut rng(1), &mut wire)
+        .unwrap();
+    let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &wire, &[wire.len()], 1);
+    let bob_host = users.host_id(b"bob.example");
+    assert_eq!(fed.verdicts, vec![Verdict::Front { reason: FrontReason::BadDigest, host: bob_host }]);
+}
+
+#[test]
+fn unknown_sni_http_and_garbage_are_fronted_at_once() {
+    let s = secret(1, "known.example");
+    let users = UserTable::new([&s]);
+    let mut wire = Vec::new();
+    mtg_proto::client::FakeTlsHello::build_with(&s, "other.example", NOW, 517, &mut rng(1), &mut wire)
+        .unwrap();
+    let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &wire, &[wire.len()], 1);
+    assert_eq!(fed.verdicts, vec![Verdict::Front { reason: FrontReason::UnknownSni, host: None }]);
+
+    for probe in [&b"GET / HTTP/1.1\r\n"[..], &[0x16, 0x03, 0x03][..], &[0x16, 0x03, 0x01, 0, 5, 0x02][..]] {
+        let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), probe, &[1], 1);
+        assert!(
+            matches!(fed.verdicts[..], [Verdict::Front { reason: FrontReason::BadHello(_), .. }]),
+            "{probe:?}"
+        );
+    }
+}
+
+#[test]
+fn secured_dd_clients_connect_only_when_enabled() {
+    let dd = Secret::secured([6; 16]).unwrap();
+    let ee = secret(1, "x.example");
+    let users = UserTable::new([&ee, &dd]);
+    let mut wire = Vec::new();
+    let mut client = ClientSession::start(&dd, -2, &mut rng(3), &mut wire);
+    client.seal(b"hello", &mut wire);
+    let on = HandshakeConfig { secured: true, ..HandshakeConfig::default() };
+    let fed = feed(&users, &mut NoReplayCheck, on, now(), &wire, &[10], 1);
+    assert!(matches!(
+        fed.verdicts[..],
+        [Verdict::Accepted { user: UserId(1), mode: Mode::Secured, consumed: 64, .. }]
+    ));
+    let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &wire, &[wire.len()], 1);
+    assert!(matches!(fed.verdicts[..], [Verdict::Front { reason: FrontReason::BadHello(_), .. }]));
+    // An HTTP probe is refused by its first four bytes even in secured mode.
+    let fed = feed(&users, &mut NoReplayCheck, on, now(), b"GET /", &[5], 1);
+    assert!(matches!(fed.verdicts[..], [Verdict::Front { reason: FrontReason::NoSecuredMatch, .. }]));
+}
+
+#[test]
+fn hint_changes_nothing_but_the_order() {
+    let a = secret(1, "same.example");
+    let b = secret(2, "same.example");
+    let c = secret(3, "same.example");
+    let users = UserTable::new([&a, &b, &c]);
+    let t = transcript(&c, NOW, 2, b"", 4);
+    let hello = &t.bytes[..t.hello_len];
+    for hint in [None, Some(UserId(0)), Some(UserId(2)), Some(UserId(99))] {
+        let mut hs = mtg_proto::ServerHandshake::new(HandshakeConfig::default());
+        let mut r = rng(1);
+        let mut ctx = mtg_proto::HandshakeContext {
+            users: &users,
+            replay: &mut NoReplayCheck,
+            rng: &mut r,
+            now: now(),
+            hint,
+        };
+        assert_eq!(
+            hs.handle_input(hello, &mut ctx, &mut Vec::new()),
+            Verdict::ServerHello { user: UserId(2) }
+        );
+    }
+}
+
+#[test]
+fn bad_transport_tag_after_the_hello_is_rejected() {
+    let s = secret(4, "tag.example");
+    let users = UserTable::new([&s]);
+    let mut r = rng(5);
+    let mut wire = Vec::new();
+    mtg_proto::client::FakeTlsHello::build(&s, NOW, &mut r, &mut wire).unwrap();
+    // A frame keyed without the secret: its tag decrypts to something other than dd dd dd dd.
+    let (frame, _) = obfs2::initiate(&mut r, [0xef; 4], 2, None);
+    wire.extend_from_slice(&[0x17, 3, 3, 0, 64]);
+    wire.extend_from_slice(&frame);
+    let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &wire, &[wire.len()], 1);
+    assert_eq!(
+        fed.verdicts,
+        vec![
+            Verdict::ServerHello { user: UserId(0) },
+            Verdict::Reject(mtg_proto::RejectReason::BadTransportTag)
+        ]
+    );
+}
