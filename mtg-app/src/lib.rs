@@ -1,1 +1,8 @@
-//! The mtg-multi application library.
+//! The mtg-multi application: configuration, the CLI, the proxy engine over the runtime seam,
+//! and (in later issues) users, stats and metrics.
+
+pub mod cli;
+pub mod dc_table;
+pub mod engine;
+pub mod runtime;
+pub mod secrets;

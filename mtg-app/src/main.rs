@@ -1,6 +1,28 @@
 //! The `mtg-multi` binary.
 
-fn main() {
-    eprintln!("mtg-multi: the proxy runtime lands with the run issue");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::Parser;
+use mtg_app::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            eprintln!("mtg-multi: run {} — config loading lands next", config.display());
+            ExitCode::from(2)
+        }
+        Command::GenerateSecret { hex, hostname } => {
+            match mtg_app::secrets::generate(&hostname, &mut rand::rng()) {
+                Ok(secret) => {
+                    println!("{}", if hex { secret.to_hex() } else { secret.to_base64url() });
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mtg-multi: invalid hostname {hostname:?}: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
 }

@@ -38,6 +38,7 @@
 //! * [`handshake`]: the server handshake verdict machine.
 //! * [`relay`]: the two relay halves.
 //! * [`replay`]: the anti-replay trait and the stable Bloom filter.
+//! * [`proxy_protocol`]: PROXY v1/v2 headers in, v2 out.
 //! * [`client`]: the client-side encoder for tests, `doctor` and load tools.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -47,6 +48,7 @@ mod cipher;
 pub mod client;
 pub mod handshake;
 pub mod obfs2;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod replay;
 pub mod secret;

@@ -1,0 +1,98 @@
+//! Listeners: accept loops with the concurrency limit and back-off when the process runs out
+//! of descriptors, and the graceful stop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{Either, select};
+use tracing::{debug, info, warn};
+
+use crate::runtime::Runtime;
+
+use super::session::serve_connection;
+use super::{ActiveGuard, Shared};
+
+/// Binds every `bind-to` address, serves until `shutdown` resolves, then waits up to the grace
+/// period for live sessions. Calls `on_ready` with the bound addresses once listening.
+pub async fn serve<R: Runtime>(
+    runtime: R,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&[SocketAddr]),
+) -> io::Result<()> {
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for &addr in &shared.settings.bind_to {
+        let listener = runtime
+            .bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        addrs.push(R::listener_addr(&listener)?);
+        listeners.push(listener);
+    }
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    for listener in listeners {
+        runtime.spawn(accept_loop(runtime.clone(), shared.clone(), listener, stopped.clone()));
+    }
+    on_ready(&addrs);
+    shutdown.await;
+    drop(stop);
+    info!(active = shared.active(), "shutting down: no new connections");
+    let until = Instant::now() + shared.settings.shutdown_grace;
+    while shared.active() > 0 && Instant::now() < until {
+        R::sleep(Duration::from_millis(50)).await;
+    }
+    if shared.active() > 0 {
+        info!(active = shared.active(), "grace period over, closing the rest");
+    }
+    Ok(())
+}
+
+fn out_of_descriptors(e: &io::Error) -> bool {
+    // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+async fn accept_loop<R: Runtime>(
+    runtime: R,
+    shared: Arc<Shared>,
+    listener: R::Listener,
+    stopped: async_channel::Receiver<()>,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = {
+            let accept = std::pin::pin!(R::accept(&listener));
+            let stop = std::pin::pin!(stopped.recv());
+            match select(accept, stop).await {
+                Either::Left((result, _)) => result,
+                Either::Right(_) => return,
+            }
+        };
+        let (stream, peer) = match accepted {
+            Ok(ok) => {
+                backoff = Duration::from_millis(10);
+                ok
+            }
+            Err(e) if out_of_descriptors(&e) => {
+                warn!(error = %e, pause_ms = backoff.as_millis() as u64, "accept failed: out of descriptors, pausing");
+                R::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            Err(e) => {
+                debug!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        runtime.spawn(async move {
+            let Some(_active) = ActiveGuard::try_new(&shared.active, shared.settings.concurrency) else {
+                debug!(%peer, "concurrency limit reached, closing");
+                return;
+            };
+            serve_connection::<R>(shared.clone(), stream, peer).await;
+        });
+    }
+}

@@ -1,0 +1,211 @@
+//! The proxy engine: listeners, per-connection handshake, domain fronting, DC dialing and
+//! relay, written once against the [`Runtime`](crate::runtime::Runtime) seam and run by
+//! either adapter.
+
+mod fronting;
+mod hints;
+mod listener;
+pub(crate) mod relay;
+mod session;
+mod upstream;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use mtg_proto::{HandshakeConfig, ReplayCache, Secret, UserId, UserTable};
+
+use crate::dc_table::DcTable;
+use crate::runtime::Runtime;
+
+pub use listener::serve;
+
+/// Where fronted connections go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontingSettings {
+    /// `[domain-fronting] host`: overrides the SNI-matched hostname as the dial target.
+    pub host: Option<String>,
+    /// `[domain-fronting] port`.
+    pub port: u16,
+    /// Send a PROXY v2 header before the replayed bytes.
+    pub proxy_protocol: bool,
+}
+
+/// What the engine needs from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen addresses.
+    pub bind_to: Vec<SocketAddr>,
+    /// Most connections served at once; more are closed on accept.
+    pub concurrency: usize,
+    /// Handshake rules for the core.
+    pub handshake: HandshakeConfig,
+    /// From accept until the client is authenticated.
+    pub handshake_timeout: Duration,
+    /// Relay idle timeout (shared by both directions).
+    pub idle_timeout: Duration,
+    /// Outbound TCP dial timeout.
+    pub dial_timeout: Duration,
+    /// DC addresses.
+    pub dcs: DcTable,
+    /// Unknown DC → DC 2 instead of closing.
+    pub allow_fallback_on_unknown_dc: bool,
+    /// Fronting target.
+    pub fronting: FrontingSettings,
+    /// Expect PROXY v1/v2 headers on accepted connections (optional per connection).
+    pub proxy_protocol_listener: bool,
+    /// How long live sessions may run on after SIGINT/SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// The users the engine serves: names (for logs and stats) and the core's table.
+#[derive(Debug)]
+pub struct Directory {
+    names: Vec<String>,
+    table: UserTable,
+}
+
+impl Directory {
+    /// Builds the directory from (name, secret) pairs; ids follow the given order.
+    pub fn new(users: &[(String, Secret)]) -> Self {
+        Self {
+            names: users.iter().map(|(n, _)| n.clone()).collect(),
+            table: UserTable::new(users.iter().map(|(_, s)| s)),
+        }
+    }
+
+    /// The name of a user id.
+    pub fn name(&self, user: UserId) -> &str {
+        self.names.get(user.0 as usize).map_or("?", String::as_str)
+    }
+
+    /// The core's table.
+    pub fn table(&self) -> &UserTable {
+        &self.table
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether there are no users.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The fronting hostname of the alphabetically first FakeTLS user (mtg-multi's default
+    /// target when the SNI matched nothing).
+    pub fn default_host(&self) -> Option<&str> {
+        let mut ids: Vec<usize> = (0..self.names.len()).collect();
+        ids.sort_by(|&a, &b| self.names[a].cmp(&self.names[b]));
+        ids.into_iter()
+            .find_map(|i| self.table.user_host(UserId(i as u32)).and_then(|h| self.table.host_name(h)))
+    }
+}
+
+/// Decides whether a client IP may connect at all (block/allow lists plug in here).
+pub trait IpFilter: Send + Sync {
+    /// `true` to serve the connection, `false` to close it without reading.
+    fn allows(&self, ip: IpAddr) -> bool;
+}
+
+/// Serves everyone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl IpFilter for AllowAll {
+    fn allows(&self, _ip: IpAddr) -> bool {
+        true
+    }
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    settings: Settings,
+    users: RwLock<Arc<Directory>>,
+    replay: Mutex<Box<dyn ReplayCache + Send>>,
+    hints: hints::HintCache,
+    ip_filter: Box<dyn IpFilter>,
+    active: AtomicUsize,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("settings", &self.settings)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Shared state for a proxy with these settings, users, replay cache and IP filter.
+    pub fn new(
+        settings: Settings,
+        users: Directory,
+        replay: Box<dyn ReplayCache + Send>,
+        ip_filter: Box<dyn IpFilter>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            users: RwLock::new(Arc::new(users)),
+            replay: Mutex::new(replay),
+            hints: hints::HintCache::new(4096),
+            ip_filter,
+            active: AtomicUsize::new(0),
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The current users.
+    pub fn users(&self) -> Arc<Directory> {
+        // A poisoned lock only means a panic elsewhere while swapping: the value is whole.
+        self.users.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Connections being served now (handshakes, fronted and relayed sessions).
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a connection as active for its lifetime.
+struct ActiveGuard<'a>(&'a AtomicUsize);
+
+impl<'a> ActiveGuard<'a> {
+    fn try_new(counter: &'a AtomicUsize, limit: usize) -> Option<Self> {
+        let mut current = counter.load(Ordering::Relaxed);
+        loop {
+            if current >= limit {
+                return None;
+            }
+            match counter.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(Self(counter)),
+                Err(now) => current = now,
+            }
+        }
+    }
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs `future` with a deadline; `None` if the deadline passed first.
+pub(crate) async fn with_timeout<R: Runtime, F: Future>(d: Duration, future: F) -> Option<F::Output> {
+    use futures_util::future::{Either, select};
+    let future = std::pin::pin!(future);
+    let sleep = std::pin::pin!(R::sleep(d));
+    match select(future, sleep).await {
+        Either::Left((out, _)) => Some(out),
+        Either::Right(_) => None,
+    }
+}

@@ -1,0 +1,231 @@
+//! One client connection from accept to close: PROXY header, handshake with its deadline,
+//! then domain fronting or the DC leg and the relay.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{AsyncReadExt, AsyncWriteExt};
+use mtg_proto::proxy_protocol::{self, Parsed, ProxiedAddrs};
+use mtg_proto::{HandshakeContext, HostId, ReplayCache, ServerHandshake, Verdict};
+use tracing::{debug, info};
+
+use crate::runtime::Runtime;
+
+use super::relay::{Pump, Relay};
+use super::{Shared, fronting, upstream, with_timeout};
+
+/// Read granularity during the handshake.
+const HANDSHAKE_READ: usize = 4096;
+/// Most bytes read before the handshake must have decided (a hello is at most 16 KiB).
+const HANDSHAKE_MAX: usize = 20 * 1024;
+
+/// Locks the shared replay cache only for the check itself, not the whole handshake.
+struct LockedReplay<'a>(&'a Mutex<Box<dyn ReplayCache + Send>>);
+
+impl ReplayCache for LockedReplay<'_> {
+    fn check_and_insert(&mut self, key: &[u8]) -> bool {
+        // A poisoned lock means a panic mid-insert elsewhere; the filter is still usable.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).check_and_insert(key)
+    }
+}
+
+enum ReadOutcome {
+    Data,
+    Closed,
+    TimedOut,
+}
+
+/// Reads more bytes into `buf` before `deadline`.
+async fn read_more<R: Runtime>(client: &mut R::Stream, buf: &mut Vec<u8>, deadline: Instant) -> ReadOutcome {
+    let have = buf.len();
+    buf.resize(have + HANDSHAKE_READ, 0);
+    let left = deadline.saturating_duration_since(Instant::now());
+    let outcome = match with_timeout::<R, _>(left, client.read(&mut buf[have..])).await {
+        Some(Ok(0)) | Some(Err(_)) => (0, ReadOutcome::Closed),
+        Some(Ok(n)) => (n, ReadOutcome::Data),
+        None => (0, ReadOutcome::TimedOut),
+    };
+    buf.truncate(have + outcome.0);
+    outcome.1
+}
+
+fn unix_now() -> std::time::Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// Serves one accepted connection.
+pub(crate) async fn serve_connection<R: Runtime>(
+    shared: Arc<Shared>,
+    mut client: R::Stream,
+    mut peer: SocketAddr,
+) {
+    let settings = &shared.settings;
+    let started = Instant::now();
+    let deadline = started + settings.handshake_timeout;
+    let mut buf: Vec<u8> = Vec::with_capacity(HANDSHAKE_READ);
+
+    if settings.proxy_protocol_listener {
+        loop {
+            match proxy_protocol::parse(&buf) {
+                Ok(Parsed::Absent) => break,
+                Ok(Parsed::Header { addrs, len }) => {
+                    if let ProxiedAddrs::Tcp { source, .. } = addrs {
+                        peer = source;
+                    }
+                    buf.drain(..len);
+                    break;
+                }
+                Ok(Parsed::Incomplete) => {}
+                Err(e) => {
+                    debug!(%peer, error = %e, "bad PROXY header, closing");
+                    return;
+                }
+            }
+            if !matches!(read_more::<R>(&mut client, &mut buf, deadline).await, ReadOutcome::Data) {
+                return;
+            }
+        }
+    }
+    if !shared.ip_filter.allows(peer.ip()) {
+        debug!(%peer, "client address refused by the IP lists");
+        return;
+    }
+
+    let users = shared.users();
+    let mut handshake = ServerHandshake::new(settings.handshake);
+    let mut flight = Vec::new();
+    let hint = shared.hints.get(peer.ip());
+    let mut authenticated = None;
+    let accepted = loop {
+        let verdict = {
+            let mut rng = rand::rng();
+            let mut replay = LockedReplay(&shared.replay);
+            let mut ctx = HandshakeContext {
+                users: users.table(),
+                replay: &mut replay,
+                rng: &mut rng,
+                now: unix_now(),
+                hint,
+            };
+            handshake.handle_input(&buf, &mut ctx, &mut flight)
+        };
+        match verdict {
+            Verdict::NeedMore => {}
+            Verdict::ServerHello { user } => {
+                authenticated = Some(user);
+                let left = deadline.saturating_duration_since(Instant::now());
+                match with_timeout::<R, _>(left, client.write_all(&flight)).await {
+                    Some(Ok(())) => {}
+                    _ => return,
+                }
+                flight = Vec::new();
+                // The buffer may already hold the client's next records: decide again first.
+                continue;
+            }
+            Verdict::Accepted { user, dc, consumed, .. } => break (user, dc, consumed),
+            Verdict::Front { reason, host } => {
+                debug!(%peer, %reason, "not a client");
+                return front::<R>(&shared, client, peer, host, &buf, started).await;
+            }
+            Verdict::Reject(reason) => {
+                debug!(%peer, user = authenticated.map(|u| users.name(u)), %reason, "handshake rejected");
+                return;
+            }
+        }
+        if buf.len() >= HANDSHAKE_MAX {
+            return front::<R>(&shared, client, peer, None, &buf, started).await;
+        }
+        match read_more::<R>(&mut client, &mut buf, deadline).await {
+            ReadOutcome::Data => {}
+            ReadOutcome::Closed if authenticated.is_some() || buf.is_empty() => return,
+            ReadOutcome::TimedOut if authenticated.is_some() => {
+                debug!(%peer, "handshake timeout after the hello");
+                return;
+            }
+            ReadOutcome::Closed | ReadOutcome::TimedOut => {
+                debug!(%peer, read = buf.len(), "handshake incomplete, fronting");
+                return front::<R>(&shared, client, peer, None, &buf, started).await;
+            }
+        }
+    };
+
+    let (user, dc, consumed) = accepted;
+    let name = users.name(user).to_owned();
+    drop(users);
+    let requested = dc.target_dc();
+    let mut target = i16::try_from(requested).ok().filter(|&d| settings.dcs.knows(d));
+    if target.is_none() && settings.allow_fallback_on_unknown_dc {
+        debug!(user = %name, dc = requested, "unknown DC, falling back to DC 2");
+        target = Some(2);
+    }
+    let Some(target) = target else {
+        info!(user = %name, dc = requested, "no addresses for DC, closing");
+        return;
+    };
+    let Some((session, frame)) = handshake.into_session(target, &mut rand::rng()) else {
+        return;
+    };
+    let (dc_stream, dc_addr) =
+        match upstream::dial_first::<R>(settings.dcs.addresses(target), settings.dial_timeout).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                info!(user = %name, dc = target, error = %e, "DC unreachable, closing");
+                return;
+            }
+        };
+    shared.hints.put(peer.ip(), user);
+
+    let mut client_to_dc = session.client_to_dc;
+    let mut first = Vec::with_capacity(frame.len() + buf.len().saturating_sub(consumed));
+    first.extend_from_slice(&frame);
+    let mut leftover = buf[consumed..].to_vec();
+    match client_to_dc.process(&mut leftover) {
+        Ok(range) => first.extend_from_slice(&leftover[range]),
+        Err(e) => {
+            debug!(user = %name, error = %e, "bad record after the frame");
+            return;
+        }
+    }
+    drop(buf);
+    let mut relay: Relay<R, _, _> = Relay::new(
+        client,
+        dc_stream,
+        Pump::new(client_to_dc, &first),
+        Pump::new(session.dc_to_client, &[]),
+        settings.idle_timeout,
+    );
+    let end = (&mut relay).await;
+    info!(
+        user = %name,
+        dc = target,
+        dc_addr = %dc_addr,
+        bytes_in = relay.up.transform.bytes(),
+        bytes_out = relay.down.transform.bytes(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        reason = %end,
+        "session ended"
+    );
+}
+
+async fn front<R: Runtime>(
+    shared: &Shared,
+    client: R::Stream,
+    peer: SocketAddr,
+    host: Option<HostId>,
+    buf: &[u8],
+    started: Instant,
+) {
+    let users = shared.users();
+    match fronting::front::<R>(shared, &users, client, peer, host, buf).await {
+        Ok((end, up, down)) => debug!(
+            %peer,
+            bytes_to_site = up,
+            bytes_from_site = down,
+            duration_ms = started.elapsed().as_millis() as u64,
+            reason = %end,
+            "fronted session ended"
+        ),
+        Err(e) => info!(%peer, error = %e, "fronting site unreachable"),
+    }
+}

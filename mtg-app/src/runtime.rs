@@ -1,0 +1,146 @@
+//! The runtime seam: what the engine needs from an async runtime (sockets, timers, tasks),
+//! implemented for tokio and smol by the adapter crates. Exactly one is compiled in.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_io::{AsyncRead, AsyncWrite};
+
+#[cfg(all(feature = "tokio", feature = "smol"))]
+compile_error!("mtg-app: enable exactly one runtime feature: `tokio` (default) or `smol`, not both");
+#[cfg(not(any(feature = "tokio", feature = "smol")))]
+compile_error!("mtg-app: enable exactly one runtime feature: `tokio` (default) or `smol`");
+
+/// Sockets, timers and tasks of one async runtime.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// A connected TCP stream.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// A listening socket.
+    type Listener: Send + Sync + 'static;
+    /// A one-shot timer that can be moved.
+    type Timer: Future<Output = ()> + Unpin + Send + 'static;
+
+    /// Opens a listener.
+    fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener>;
+    /// The address a listener is bound to.
+    fn listener_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
+    /// Accepts one connection.
+    fn accept(
+        listener: &Self::Listener,
+    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    /// Connects to `addr`.
+    fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Resolves a hostname with the OS resolver.
+    fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
+    /// The local address of a stream.
+    fn local_addr(stream: &Self::Stream) -> io::Result<SocketAddr>;
+    /// A timer firing at `deadline`.
+    fn timer_at(deadline: Instant) -> Self::Timer;
+    /// Moves a timer's deadline.
+    fn reset(timer: &mut Self::Timer, deadline: Instant);
+    /// Sleeps.
+    fn sleep(d: Duration) -> impl Future<Output = ()> + Send;
+    /// Spawns a task.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
+}
+
+#[cfg(feature = "tokio")]
+mod tokio_impl {
+    use super::*;
+    use mtg_runtime_tokio::{Stream, Timer, Tokio};
+
+    impl Runtime for Tokio {
+        type Stream = Stream;
+        type Listener = mtg_runtime_tokio::Listener;
+        type Timer = Timer;
+
+        fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
+            Self::bind(self, addr)
+        }
+        fn listener_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
+            Self::listener_addr(listener)
+        }
+        fn accept(
+            listener: &Self::Listener,
+        ) -> impl Future<Output = io::Result<(Stream, SocketAddr)>> + Send {
+            Self::accept(listener)
+        }
+        fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Stream>> + Send {
+            Self::connect(addr)
+        }
+        fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+            let host = host.to_owned();
+            async move { Self::resolve(&host, port).await }
+        }
+        fn local_addr(stream: &Stream) -> io::Result<SocketAddr> {
+            Self::local_addr(stream)
+        }
+        fn timer_at(deadline: Instant) -> Timer {
+            Self::timer_at(deadline)
+        }
+        fn reset(timer: &mut Timer, deadline: Instant) {
+            timer.reset(deadline);
+        }
+        fn sleep(d: Duration) -> impl Future<Output = ()> + Send {
+            Self::sleep(d)
+        }
+        fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+            Self::spawn(self, task);
+        }
+    }
+}
+
+#[cfg(feature = "smol")]
+mod smol_impl {
+    use super::*;
+    use mtg_runtime_smol::{Smol, Stream, Timer};
+
+    impl Runtime for Smol {
+        type Stream = Stream;
+        type Listener = mtg_runtime_smol::Listener;
+        type Timer = Timer;
+
+        fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
+            Self::bind(self, addr)
+        }
+        fn listener_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
+            Self::listener_addr(listener)
+        }
+        fn accept(
+            listener: &Self::Listener,
+        ) -> impl Future<Output = io::Result<(Stream, SocketAddr)>> + Send {
+            Self::accept(listener)
+        }
+        fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Stream>> + Send {
+            Self::connect(addr)
+        }
+        fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+            let host = host.to_owned();
+            async move { Self::resolve(&host, port).await }
+        }
+        fn local_addr(stream: &Stream) -> io::Result<SocketAddr> {
+            Self::local_addr(stream)
+        }
+        fn timer_at(deadline: Instant) -> Timer {
+            Self::timer_at(deadline)
+        }
+        fn reset(timer: &mut Timer, deadline: Instant) {
+            timer.reset(deadline);
+        }
+        fn sleep(d: Duration) -> impl Future<Output = ()> + Send {
+            Self::sleep(d)
+        }
+        fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+            Self::spawn(self, task);
+        }
+    }
+}
+
+/// The runtime this binary was built with.
+#[cfg(feature = "tokio")]
+pub type Selected = mtg_runtime_tokio::Tokio;
+/// The runtime this binary was built with.
+#[cfg(all(feature = "smol", not(feature = "tokio")))]
+pub type Selected = mtg_runtime_smol::Smol;
