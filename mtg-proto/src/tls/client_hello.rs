@@ -85,17 +85,19 @@ impl<'a> HelloRecords<'a> {
             if count == MAX_HELLO_RECORDS {
                 return Err(HelloError::TooManyRecords);
             }
+            // Errors are checked in the order of the bytes they depend on, so the verdict is the
+            // same however the input arrives.
             let rest = &input[pos..];
             check_header_prefix(rest)?;
-            if count == 0 && rest.get(HEADER_LEN).is_some_and(|&kind| kind != 0x01) {
-                return Err(HelloError::NotClientHello);
-            }
             let Some(header) = rest.get(..HEADER_LEN) else {
                 return Ok(None);
             };
             let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
             if pos + HEADER_LEN + len > MAX_HELLO_LEN {
                 return Err(HelloError::TooLarge);
+            }
+            if count == 0 && len > 0 && rest.get(HEADER_LEN).is_some_and(|&kind| kind != 0x01) {
+                return Err(HelloError::NotClientHello);
             }
             let Some(payload) = rest.get(HEADER_LEN..HEADER_LEN + len) else {
                 return Ok(None);
@@ -382,5 +384,21 @@ impl ClientHello {
         self.hosts[count] = host;
         self.host_count += 1;
         self.hosts[..=count].sort_unstable();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_do_not_depend_on_how_much_arrived() {
+        // Found by the `faketls` fuzz target: an oversized first record followed by a non-hello
+        // byte was `TooLarge` in one chunking and `NotClientHello` in another.
+        let input = [0x16, 0x03, 0x01, 0xff, 0xff, 0xff, 0x16];
+        for end in 5..=input.len() {
+            assert_eq!(HelloRecords::scan(&input[..end]).err(), Some(HelloError::TooLarge), "{end} bytes");
+        }
+        assert_eq!(HelloRecords::scan(&input[..4]).ok(), Some(None));
     }
 }
