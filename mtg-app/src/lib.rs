@@ -2,6 +2,7 @@
 //! and (in later issues) users, stats and metrics.
 
 pub mod cli;
+pub mod config;
 pub mod dc_table;
 pub mod engine;
 pub mod runtime;
