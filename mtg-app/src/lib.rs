@@ -5,5 +5,6 @@ pub mod cli;
 pub mod config;
 pub mod dc_table;
 pub mod engine;
+pub mod run;
 pub mod runtime;
 pub mod secrets;

@@ -8,10 +8,7 @@ use mtg_app::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => {
-            eprintln!("mtg-multi: run {} — config loading lands next", config.display());
-            ExitCode::from(2)
-        }
+        Command::Run { config } => mtg_app::run::run(&config),
         Command::GenerateSecret { hex, hostname } => {
             match mtg_app::secrets::generate(&hostname, &mut rand::rng()) {
                 Ok(secret) => {

@@ -44,6 +44,8 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn sleep(d: Duration) -> impl Future<Output = ()> + Send;
     /// Spawns a task.
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
+    /// Resolves on the first SIGINT or SIGTERM.
+    fn shutdown_signal() -> impl Future<Output = io::Result<()>> + Send;
 }
 
 #[cfg(feature = "tokio")]
@@ -88,6 +90,9 @@ mod tokio_impl {
         }
         fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
             Self::spawn(self, task);
+        }
+        fn shutdown_signal() -> impl Future<Output = io::Result<()>> + Send {
+            Self::shutdown_signal()
         }
     }
 }
@@ -134,6 +139,9 @@ mod smol_impl {
         }
         fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
             Self::spawn(self, task);
+        }
+        fn shutdown_signal() -> impl Future<Output = io::Result<()>> + Send {
+            Self::shutdown_signal()
         }
     }
 }

@@ -119,7 +119,10 @@ impl fmt::Display for ConfigWarning {
             Self::UnknownKey { key, suggestion: None } => write!(f, "unknown config key {key} (ignored)"),
             Self::Deprecated { key, advice } => write!(f, "config key {key} is deprecated: {advice}"),
             Self::DuplicateKey { kept, shadowed } => {
-                write!(f, "secrets.{shadowed} has the same key and host as secrets.{kept}; only {kept} can match")
+                write!(
+                    f,
+                    "secrets.{shadowed} has the same key and host as secrets.{kept}; only {kept} can match"
+                )
             }
         }
     }

@@ -258,9 +258,9 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn from_toml_str(text: &str) -> Result<Loaded, ConfigError> {
-        let root: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Syntax { message: e.to_string().replace('\n', " ").trim().to_owned() })?;
+        let root: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            message: e.to_string().replace('\n', " ").trim().to_owned(),
+        })?;
         let mut warnings: Vec<ConfigWarning> = schema::unknown_keys(&root)
             .into_iter()
             .map(|(key, suggestion)| ConfigWarning::UnknownKey { key, suggestion })
@@ -293,7 +293,7 @@ impl Config {
             Some(d) => Some(r.parsed("network.dns", &d, values::dns_uri)?),
             None => r.ip("network.doh-ip")?.map(|ip| format!("https://{ip}")),
         };
-        let config = Config {
+        let config = Self {
             debug: r.boolean("debug")?.unwrap_or(false),
             users,
             bind_to,
@@ -302,12 +302,16 @@ impl Config {
             prefer_ip: r.prefer_ip("prefer-ip")?.unwrap_or_default(),
             public_ipv4: match r.ip("public-ipv4")? {
                 Some(IpAddr::V4(ip)) => Some(ip),
-                Some(IpAddr::V6(ip)) => return Err(r.invalid("public-ipv4", &ip.to_string(), "an IPv4 address")),
+                Some(IpAddr::V6(ip)) => {
+                    return Err(r.invalid("public-ipv4", &ip.to_string(), "an IPv4 address"));
+                }
                 None => None,
             },
             public_ipv6: match r.ip("public-ipv6")? {
                 Some(IpAddr::V6(ip)) => Some(ip),
-                Some(IpAddr::V4(ip)) => return Err(r.invalid("public-ipv6", &ip.to_string(), "an IPv6 address")),
+                Some(IpAddr::V4(ip)) => {
+                    return Err(r.invalid("public-ipv6", &ip.to_string(), "an IPv6 address"));
+                }
                 None => None,
             },
             auto_update: r.boolean("auto-update")?.unwrap_or(false),
@@ -327,7 +331,8 @@ impl Config {
                     None => None,
                 },
                 port: r.port("domain-fronting.port")?.or(deprecated_port).unwrap_or(443),
-                proxy_protocol: r.boolean("domain-fronting.proxy-protocol")?.unwrap_or(false) || deprecated_pp,
+                proxy_protocol: r.boolean("domain-fronting.proxy-protocol")?.unwrap_or(false)
+                    || deprecated_pp,
             },
             network: Network {
                 dns,
@@ -357,7 +362,9 @@ impl Config {
             doppelganger: Doppelganger {
                 urls: r.list("defense.doppelganger.urls", values::https_url)?,
                 repeats_per_raid: r.count("defense.doppelganger.repeats-per-raid")?.unwrap_or(10),
-                raid_each: r.duration("defense.doppelganger.raid-each")?.unwrap_or(Duration::from_secs(6 * 3600)),
+                raid_each: r
+                    .duration("defense.doppelganger.raid-each")?
+                    .unwrap_or(Duration::from_secs(6 * 3600)),
                 drs: r.boolean("defense.doppelganger.drs")?.unwrap_or(false),
             },
             statsd: Statsd {
@@ -372,7 +379,9 @@ impl Config {
             prometheus: Prometheus {
                 enabled: r.boolean("stats.prometheus.enabled")?.unwrap_or(false),
                 bind_to: r.socket_addr("stats.prometheus.bind-to")?,
-                http_path: r.string("stats.prometheus.http-path")?.map_or_else(|| "/".to_owned(), |p| values::http_path(&p)),
+                http_path: r
+                    .string("stats.prometheus.http-path")?
+                    .map_or_else(|| "/".to_owned(), |p| values::http_path(&p)),
                 metric_prefix: match r.string("stats.prometheus.metric-prefix")? {
                     Some(p) => r.parsed("stats.prometheus.metric-prefix", &p, values::metric_prefix)?,
                     None => "mtg".to_owned(),
@@ -390,7 +399,10 @@ impl Config {
 
 fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.statsd.enabled && c.statsd.address.is_none() {
-        return Err(ConfigError::Missing { key: "stats.statsd.address".into(), hint: Some("statsd is enabled".into()) });
+        return Err(ConfigError::Missing {
+            key: "stats.statsd.address".into(),
+            hint: Some("statsd is enabled".into()),
+        });
     }
     if c.prometheus.enabled && c.prometheus.bind_to.is_none() {
         return Err(ConfigError::Missing {
@@ -420,22 +432,34 @@ fn read_users(r: &Reader<'_>, root: &toml::Table) -> Result<BTreeMap<String, Sec
                     .then(|| format!("`{name}` is inside [secrets]: {TOP_LEVEL_AFTER_SECRETS}"));
                 let toml::Value::String(text) = value else {
                     return Err(match hint {
-                        Some(hint) => ConfigError::Conflict { message: format!("{key} is not a secret string ({hint})") },
+                        Some(hint) => ConfigError::Conflict {
+                            message: format!("{key} is not a secret string ({hint})"),
+                        },
                         None => r.invalid(&key, &shown(value), "a secret string (hex or base64url)"),
                     });
                 };
-                let secret = Secret::parse(text).map_err(|reason| ConfigError::Secret { key: key.clone(), reason, hint })?;
+                let secret = Secret::parse(text).map_err(|reason| ConfigError::Secret {
+                    key: key.clone(),
+                    reason,
+                    hint,
+                })?;
                 users.insert(name.clone(), secret);
             }
         }
         Some(toml::Value::Table(_)) | None => match r.string("secret")? {
             Some(text) => {
-                let secret = Secret::parse(&text)
-                    .map_err(|reason| ConfigError::Secret { key: "secret".into(), reason, hint: None })?;
+                let secret = Secret::parse(&text).map_err(|reason| ConfigError::Secret {
+                    key: "secret".into(),
+                    reason,
+                    hint: None,
+                })?;
                 users.insert("default".to_owned(), secret);
             }
             None => {
-                return Err(ConfigError::Missing { key: "secret".into(), hint: Some("or a [secrets] table".into()) });
+                return Err(ConfigError::Missing {
+                    key: "secret".into(),
+                    hint: Some("or a [secrets] table".into()),
+                });
             }
         },
         Some(other) => return Err(r.invalid("secrets", &shown(other), "a table of name = \"secret\"")),
@@ -460,7 +484,9 @@ fn read_bind_to(r: &Reader<'_>) -> Result<Vec<SocketAddr>, ConfigError> {
                 other => Err(r.invalid("bind-to", &shown(other), "IP:port strings")),
             })
             .collect::<Result<_, _>>()?,
-        Some(other) => return Err(r.invalid("bind-to", &shown(other), "an IP:port string or an array of them")),
+        Some(other) => {
+            return Err(r.invalid("bind-to", &shown(other), "an IP:port string or an array of them"));
+        }
     };
     if texts.is_empty() {
         return Err(ConfigError::Missing { key: "bind-to".into(), hint: Some("the array is empty".into()) });
@@ -485,16 +511,16 @@ fn read_dc_overrides(r: &Reader<'_>) -> Result<BTreeMap<i16, Vec<SocketAddr>>, C
         return Ok(out);
     };
     let toml::Value::Table(t) = value else {
-        return Err(r.invalid("network.dc-overrides", &shown(value), "a table of DC number = [\"IP:port\", ...]"));
+        return Err(r.invalid(
+            "network.dc-overrides",
+            &shown(value),
+            "a table of DC number = [\"IP:port\", ...]",
+        ));
     };
     for (dc, addrs) in t {
         let key = format!("network.dc-overrides.{dc}");
-        let number: i16 = dc
-            .trim()
-            .parse()
-            .ok()
-            .filter(|&n: &i16| n != 0)
-            .ok_or_else(|| ConfigError::Invalid {
+        let number: i16 =
+            dc.trim().parse().ok().filter(|&n: &i16| n != 0).ok_or_else(|| ConfigError::Invalid {
                 key: "network.dc-overrides".into(),
                 value: format!("{dc:?}"),
                 expected: "DC numbers as keys (non-zero integers, e.g. 2 or 203)".into(),
@@ -551,16 +577,24 @@ fn read_limits(
             None => None,
             Some(toml::Value::Integer(n)) if *n >= 0 => Some(*n as u64),
             Some(toml::Value::String(s)) => Some(r.parsed(&p("quota"), s, values::bytes)?),
-            Some(other) => return Err(r.invalid(&p("quota"), &shown(other), "a byte size like 10gib or a number of bytes")),
-        };
-        let quota_reset = match r.string(&p("quota-reset"))?.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("none") => QuotaReset::None,
-            Some("monthly") => QuotaReset::Monthly,
-            Some(_) => {
-                let shown_value = shown(r.value(&p("quota-reset")).unwrap_or(&toml::Value::Boolean(false)));
-                return Err(r.invalid(&p("quota-reset"), &shown_value, "none or monthly"));
+            Some(other) => {
+                return Err(r.invalid(
+                    &p("quota"),
+                    &shown(other),
+                    "a byte size like 10gib or a number of bytes",
+                ));
             }
         };
+        let quota_reset =
+            match r.string(&p("quota-reset"))?.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("none") => QuotaReset::None,
+                Some("monthly") => QuotaReset::Monthly,
+                Some(_) => {
+                    let shown_value =
+                        shown(r.value(&p("quota-reset")).unwrap_or(&toml::Value::Boolean(false)));
+                    return Err(r.invalid(&p("quota-reset"), &shown_value, "none or monthly"));
+                }
+            };
         let expires = match r.string(&p("expires"))? {
             Some(s) => Some(r.parsed(&p("expires"), &s, values::timestamp)?),
             None => None,
@@ -604,7 +638,12 @@ impl Reader<'_> {
         ConfigError::Invalid { key: key.to_owned(), value: value.to_owned(), expected: expected.to_owned() }
     }
 
-    fn parsed<T>(&self, key: &str, text: &str, parse: impl Fn(&str) -> Result<T, values::Expected>) -> Result<T, ConfigError> {
+    fn parsed<T>(
+        &self,
+        key: &str,
+        text: &str,
+        parse: impl Fn(&str) -> Result<T, values::Expected>,
+    ) -> Result<T, ConfigError> {
         parse(text).map_err(|expected| self.invalid(key, &format!("{text:?}"), expected))
     }
 
@@ -642,9 +681,9 @@ impl Reader<'_> {
         match self.value(key) {
             None => Ok(None),
             Some(toml::Value::Integer(0)) => Ok(None),
-            Some(toml::Value::Integer(n)) => {
-                u16::try_from(*n).map(Some).map_err(|_| self.invalid(key, &n.to_string(), "a port from 1 to 65535"))
-            }
+            Some(toml::Value::Integer(n)) => u16::try_from(*n)
+                .map(Some)
+                .map_err(|_| self.invalid(key, &n.to_string(), "a port from 1 to 65535")),
             Some(other) => Err(self.invalid(key, &shown(other), "a port from 1 to 65535")),
         }
     }
@@ -662,7 +701,9 @@ impl Reader<'_> {
             Some(toml::Value::Integer(n)) if *n > 0 => Ok(Some(*n as u64)),
             Some(toml::Value::Integer(0)) => Ok(None),
             Some(toml::Value::String(s)) if s.is_empty() => Ok(None),
-            Some(toml::Value::String(s)) => self.parsed(key, s, values::bytes).map(|b| Some(b).filter(|&b| b > 0)),
+            Some(toml::Value::String(s)) => {
+                self.parsed(key, s, values::bytes).map(|b| Some(b).filter(|&b| b > 0))
+            }
             Some(other) => Err(self.invalid(key, &shown(other), "a byte size like 512kib, 1mib")),
         }
     }
@@ -689,7 +730,7 @@ impl Reader<'_> {
             Some(toml::Value::Integer(n)) => *n as f64,
             Some(other) => return Err(self.invalid(key, &shown(other), expected)),
         };
-        if rate < 1e-8 && rate >= 0.0 {
+        if (0.0..1e-8).contains(&rate) {
             return Ok(None);
         }
         if !(rate > 0.0 && rate < 100.0) {
@@ -705,7 +746,9 @@ impl Reader<'_> {
             "prefer-ipv6" => Ok(Some(PreferIp::PreferIpv6)),
             "only-ipv4" => Ok(Some(PreferIp::OnlyIpv4)),
             "only-ipv6" => Ok(Some(PreferIp::OnlyIpv6)),
-            _ => Err(self.invalid(key, &format!("{s:?}"), "prefer-ipv4, prefer-ipv6, only-ipv4 or only-ipv6")),
+            _ => {
+                Err(self.invalid(key, &format!("{s:?}"), "prefer-ipv4, prefer-ipv6, only-ipv4 or only-ipv6"))
+            }
         }
     }
 
@@ -719,7 +762,11 @@ impl Reader<'_> {
         }
     }
 
-    fn list<T>(&self, key: &str, parse: impl Fn(&str) -> Result<T, values::Expected>) -> Result<Vec<T>, ConfigError> {
+    fn list<T>(
+        &self,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, values::Expected>,
+    ) -> Result<Vec<T>, ConfigError> {
         match self.value(key) {
             None => Ok(Vec::new()),
             Some(toml::Value::Array(items)) => items
@@ -734,6 +781,12 @@ impl Reader<'_> {
     }
 
     fn proxies(&self, key: &str) -> Result<Vec<ProxyUrl>, ConfigError> {
-        self.list(key, |s| if s.trim().is_empty() { Err("a socks5:// URL (empty entries are not allowed)") } else { values::proxy_url(s) })
+        self.list(key, |s| {
+            if s.trim().is_empty() {
+                Err("a socks5:// URL (empty entries are not allowed)")
+            } else {
+                values::proxy_url(s)
+            }
+        })
     }
 }

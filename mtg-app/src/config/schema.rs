@@ -6,9 +6,9 @@ pub(crate) enum Node {
     /// A value.
     Leaf,
     /// A table with these keys.
-    Table(&'static [(&'static str, Node)]),
+    Table(&'static [(&'static str, Self)]),
     /// A table whose keys are free (user names, DC numbers), each holding `Node`.
-    Map(&'static Node),
+    Map(&'static Self),
 }
 
 const TIMEOUT: &[(&str, Node)] =
@@ -24,7 +24,8 @@ const NETWORK: &[(&str, Node)] = &[
     ("keep-alive", Node::Table(KEEP_ALIVE)),
     ("dc-overrides", Node::Map(&Node::Leaf)),
 ];
-const ANTI_REPLAY: &[(&str, Node)] = &[("enabled", Node::Leaf), ("max-size", Node::Leaf), ("error-rate", Node::Leaf)];
+const ANTI_REPLAY: &[(&str, Node)] =
+    &[("enabled", Node::Leaf), ("max-size", Node::Leaf), ("error-rate", Node::Leaf)];
 const IP_LIST: &[(&str, Node)] = &[
     ("enabled", Node::Leaf),
     ("download-concurrency", Node::Leaf),
@@ -39,10 +40,18 @@ const DEFENSE: &[(&str, Node)] = &[
     ("allowlist", Node::Table(IP_LIST)),
     ("doppelganger", Node::Table(DOPPELGANGER)),
 ];
-const STATSD: &[(&str, Node)] =
-    &[("enabled", Node::Leaf), ("address", Node::Leaf), ("metric-prefix", Node::Leaf), ("tag-format", Node::Leaf)];
-const PROMETHEUS: &[(&str, Node)] =
-    &[("enabled", Node::Leaf), ("bind-to", Node::Leaf), ("http-path", Node::Leaf), ("metric-prefix", Node::Leaf)];
+const STATSD: &[(&str, Node)] = &[
+    ("enabled", Node::Leaf),
+    ("address", Node::Leaf),
+    ("metric-prefix", Node::Leaf),
+    ("tag-format", Node::Leaf),
+];
+const PROMETHEUS: &[(&str, Node)] = &[
+    ("enabled", Node::Leaf),
+    ("bind-to", Node::Leaf),
+    ("http-path", Node::Leaf),
+    ("metric-prefix", Node::Leaf),
+];
 const STATS: &[(&str, Node)] = &[("statsd", Node::Table(STATSD)), ("prometheus", Node::Table(PROMETHEUS))];
 const THROTTLE: &[(&str, Node)] = &[("max-connections", Node::Leaf), ("check-interval", Node::Leaf)];
 const FRONTING: &[(&str, Node)] =
@@ -94,7 +103,12 @@ pub(crate) fn unknown_keys(table: &toml::Table) -> Vec<(String, Option<&'static 
     out
 }
 
-fn walk(table: &toml::Table, known: &'static [(&'static str, Node)], prefix: &str, out: &mut Vec<(String, Option<&'static str>)>) {
+fn walk(
+    table: &toml::Table,
+    known: &'static [(&'static str, Node)],
+    prefix: &str,
+    out: &mut Vec<(String, Option<&'static str>)>,
+) {
     for (key, value) in table {
         let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         match known.iter().find(|(k, _)| k == key) {
@@ -126,8 +140,8 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

@@ -156,7 +156,9 @@ fn split_host_port(text: &str, default_port: u16) -> Option<(String, u16)> {
         return Some((ip.to_owned(), port));
     }
     match text.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && !h.contains(':') => Some((h.to_owned(), p.parse().ok().filter(|&p| p != 0)?)),
+        Some((h, p)) if !h.is_empty() && !h.contains(':') => {
+            Some((h.to_owned(), p.parse().ok().filter(|&p| p != 0)?))
+        }
         Some(_) => None,
         None => Some((text.to_owned(), default_port)),
     }
@@ -164,7 +166,8 @@ fn split_host_port(text: &str, default_port: u16) -> Option<(String, u16)> {
 
 /// A DNS resolver URI: `https://host[/path]`, `tls://host[:port]`, `udp://IP[:port]` or a bare IP.
 pub(crate) fn dns_uri(text: &str) -> Result<String, Expected> {
-    const EXPECTED: Expected = "a DNS URI: https://host[/path], tls://host[:port], udp://IP[:port] or a bare IP";
+    const EXPECTED: Expected =
+        "a DNS URI: https://host[/path], tls://host[:port], udp://IP[:port] or a bare IP";
     let t = text.trim();
     if t.parse::<IpAddr>().is_ok() {
         return Ok(t.to_owned());
@@ -191,10 +194,10 @@ pub(crate) fn list_source(text: &str) -> Result<String, Expected> {
         return Ok(std::path::absolute(path).map_or_else(|_| t.to_owned(), |p| p.display().to_string()));
     }
     for scheme in ["http://", "https://"] {
-        if let Some(r) = t.strip_prefix(scheme) {
-            if !r.split(['/', '?', '#']).next().unwrap_or_default().is_empty() {
-                return Ok(t.to_owned());
-            }
+        if let Some(r) = t.strip_prefix(scheme)
+            && !r.split(['/', '?', '#']).next().unwrap_or_default().is_empty()
+        {
+            return Ok(t.to_owned());
         }
     }
     Err(EXPECTED)
@@ -238,7 +241,8 @@ pub(crate) fn timestamp(text: &str) -> Result<i64, Expected> {
         None => (t, None),
     };
     let mut d = date.split('-');
-    let (y, m, day) = (num(d.next().ok_or(EXPECTED)?)?, num(d.next().ok_or(EXPECTED)?)?, num(d.next().ok_or(EXPECTED)?)?);
+    let (y, m, day) =
+        (num(d.next().ok_or(EXPECTED)?)?, num(d.next().ok_or(EXPECTED)?)?, num(d.next().ok_or(EXPECTED)?)?);
     if d.next().is_some() || !(1..=12).contains(&m) || day < 1 || day > days_in_month(y, m) {
         return Err(EXPECTED);
     }
@@ -250,7 +254,11 @@ pub(crate) fn timestamp(text: &str) -> Result<i64, Expected> {
         };
         let clock = clock.split('.').next().unwrap_or_default();
         let mut c = clock.split(':');
-        let (h, mi, s) = (num(c.next().ok_or(EXPECTED)?)?, num(c.next().ok_or(EXPECTED)?)?, num(c.next().ok_or(EXPECTED)?)?);
+        let (h, mi, s) = (
+            num(c.next().ok_or(EXPECTED)?)?,
+            num(c.next().ok_or(EXPECTED)?)?,
+            num(c.next().ok_or(EXPECTED)?)?,
+        );
         if c.next().is_some() || h > 23 || mi > 59 || s > 60 {
             return Err(EXPECTED);
         }
@@ -334,7 +342,10 @@ mod tests {
     #[test]
     fn proxies() {
         let p = proxy_url("socks5://u:p@127.0.0.1:1081").unwrap();
-        assert_eq!((p.host.as_str(), p.port, p.user.as_deref(), p.password.as_deref()), ("127.0.0.1", 1081, Some("u"), Some("p")));
+        assert_eq!(
+            (p.host.as_str(), p.port, p.user.as_deref(), p.password.as_deref()),
+            ("127.0.0.1", 1081, Some("u"), Some("p"))
+        );
         assert_eq!(proxy_url("socks5h://proxy.example").unwrap().port, 1080);
         assert_eq!(proxy_url("socks5://[::1]:9050").unwrap().host, "::1");
         assert!(proxy_url("http://127.0.0.1:8080").is_err());

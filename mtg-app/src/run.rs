@@ -1,0 +1,111 @@
+//! `mtg-multi run CONFIG`: load the config, set up logging, build the engine's shared state and
+//! serve until SIGINT/SIGTERM.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use mtg_proto::tls::server_hello::AppDataLen;
+use mtg_proto::{HandshakeConfig, NoReplayCheck, ReplayCache, Secret, StableBloomFilter};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::dc_table::DcTable;
+use crate::engine::{AllowAll, Directory, FrontingSettings, Settings, Shared, serve};
+use crate::runtime::{Runtime, Selected};
+
+/// How long live sessions may finish after SIGINT/SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Exit code for a config or usage error.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Logs to stderr: `info` by default, `debug` with `debug = true`; `RUST_LOG` overrides.
+pub fn init_logging(debug: bool) {
+    let default = if debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // A second init (tests) keeps the first subscriber.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The engine settings a config asks for.
+pub fn settings_from(config: &Config) -> Settings {
+    Settings {
+        bind_to: config.bind_to.clone(),
+        concurrency: config.concurrency as usize,
+        handshake: HandshakeConfig {
+            time_skew: config.tolerate_time_skewness,
+            secured: config.secured,
+            app_data_len: AppDataLen::default(),
+        },
+        handshake_timeout: config.network.timeout.handshake,
+        idle_timeout: config.network.timeout.idle,
+        dial_timeout: config.network.timeout.tcp,
+        dcs: DcTable::new(config.prefer_ip, &config.network.dc_overrides),
+        allow_fallback_on_unknown_dc: config.allow_fallback_on_unknown_dc,
+        fronting: FrontingSettings {
+            host: config.domain_fronting.host.clone(),
+            port: config.domain_fronting.port,
+            proxy_protocol: config.domain_fronting.proxy_protocol,
+        },
+        proxy_protocol_listener: config.proxy_protocol_listener,
+        shutdown_grace: SHUTDOWN_GRACE,
+    }
+}
+
+/// Runs the proxy; returns the process exit code.
+pub fn run(path: &Path) -> ExitCode {
+    let loaded = match Config::load(path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("mtg-multi: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let config = loaded.config;
+    init_logging(config.debug);
+    for warning in &loaded.warnings {
+        warn!("{warning}");
+    }
+    let users: Vec<(String, Secret)> = config.users.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+    let replay: Box<dyn ReplayCache + Send> = if config.anti_replay.enabled {
+        let size = usize::try_from(config.anti_replay.max_size).unwrap_or(usize::MAX);
+        Box::new(StableBloomFilter::new(size, config.anti_replay.error_rate, &mut rand::rng()))
+    } else {
+        Box::new(NoReplayCheck)
+    };
+    let hosts: std::collections::BTreeSet<&str> =
+        config.users.values().map(Secret::host).filter(|h| !h.is_empty()).collect();
+    let user_count = users.len();
+    let shared = Shared::new(settings_from(&config), Directory::new(&users), replay, Box::new(AllowAll));
+    let result = Selected::run(|runtime| async move {
+        let shutdown = async {
+            if let Err(e) = <Selected as Runtime>::shutdown_signal().await {
+                error!(error = %e, "cannot watch for signals; stop with SIGKILL");
+                std::future::pending::<()>().await;
+            }
+        };
+        serve(runtime, shared, shutdown, |addrs| {
+            let listen: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            info!(users = user_count, hosts = ?hosts, listen = ?listen, "serving");
+        })
+        .await
+    });
+    match result {
+        Ok(Ok(())) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) | Err(e) => {
+            error!(error = %e, "cannot run");
+            eprintln!("mtg-multi: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
