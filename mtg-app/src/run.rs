@@ -59,6 +59,18 @@ pub fn settings_from(config: &Config) -> Settings {
     }
 }
 
+/// The engine's shared state for a config: users in name order, the anti-replay cache.
+pub fn build_shared(config: &Config, settings: Settings) -> std::sync::Arc<Shared> {
+    let users: Vec<(String, Secret)> = config.users.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+    let replay: Box<dyn ReplayCache + Send> = if config.anti_replay.enabled {
+        let size = usize::try_from(config.anti_replay.max_size).unwrap_or(usize::MAX);
+        Box::new(StableBloomFilter::new(size, config.anti_replay.error_rate, &mut rand::rng()))
+    } else {
+        Box::new(NoReplayCheck)
+    };
+    Shared::new(settings, Directory::new(&users), replay, Box::new(AllowAll))
+}
+
 /// Runs the proxy; returns the process exit code.
 pub fn run(path: &Path) -> ExitCode {
     let loaded = match Config::load(path) {
@@ -73,17 +85,10 @@ pub fn run(path: &Path) -> ExitCode {
     for warning in &loaded.warnings {
         warn!("{warning}");
     }
-    let users: Vec<(String, Secret)> = config.users.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
-    let replay: Box<dyn ReplayCache + Send> = if config.anti_replay.enabled {
-        let size = usize::try_from(config.anti_replay.max_size).unwrap_or(usize::MAX);
-        Box::new(StableBloomFilter::new(size, config.anti_replay.error_rate, &mut rand::rng()))
-    } else {
-        Box::new(NoReplayCheck)
-    };
     let hosts: std::collections::BTreeSet<&str> =
         config.users.values().map(Secret::host).filter(|h| !h.is_empty()).collect();
-    let user_count = users.len();
-    let shared = Shared::new(settings_from(&config), Directory::new(&users), replay, Box::new(AllowAll));
+    let user_count = config.users.len();
+    let shared = build_shared(&config, settings_from(&config));
     let result = Selected::run(|runtime| async move {
         let shutdown = async {
             if let Err(e) = <Selected as Runtime>::shutdown_signal().await {

@@ -1,1 +1,42 @@
-//! Shared helpers of the integration tests.
+//! Test infrastructure of mtg-multi: everything talks only to loopback.
+//!
+//! * [`fake_dc`]: a fake Telegram datacenter (obfuscated2 leg without secret; echo, `resPQ`,
+//!   refuse, reset, blackhole and sink modes).
+//! * [`fronting`]: a local HTTPS fronting website with a self-signed certificate.
+//! * [`client`]: a Telegram-like client through the proxy (`ee` FakeTLS or `dd`).
+//! * [`mtproto`]: padded-intermediate framing, `req_pq_multi` and `resPQ`.
+//! * [`proxy_under_test`]: the real proxy (mtg-app's engine) in this process, on the runtime
+//!   the crate was built with (feature `tokio` or `smol`).
+//! * [`netns`]: running a test in a loopback-only network namespace (real clients).
+//! * [`recorder`]: a silent listener that records what a client sends first.
+//! * [`runtime`]: the shared background tokio runtime the servers run on.
+//! * [`real_clients`]: running TDLib and Telethon (`tests/clients/*.py`) and reading results.
+
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod fake_dc;
+pub mod fronting;
+pub mod mtproto;
+pub mod netns;
+pub mod proxy_under_test;
+pub mod real_clients;
+pub mod recorder;
+pub mod runtime;
+
+pub use client::{EeOptions, ProxyClient};
+pub use fake_dc::{DcConnection, DcMode, FakeDc};
+pub use fronting::{FrontConnection, FrontingSite};
+
+/// `Ok` for a loopback address, else an `InvalidInput` error: nothing in this crate dials
+/// anywhere else.
+pub fn ensure_loopback(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr} is not a loopback address; tests only talk to loopback"),
+        ))
+    }
+}

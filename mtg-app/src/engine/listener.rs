@@ -32,12 +32,22 @@ pub async fn serve<R: Runtime>(
         listeners.push(listener);
     }
     let (stop, stopped) = async_channel::bounded::<()>(1);
+    // Each accept loop holds a sender; when all have ended, `loops_done` yields an error.
+    let (loop_alive, loops_done) = async_channel::bounded::<()>(1);
     for listener in listeners {
-        runtime.spawn(accept_loop(runtime.clone(), shared.clone(), listener, stopped.clone()));
+        let alive = loop_alive.clone();
+        let accept = accept_loop(runtime.clone(), shared.clone(), listener, stopped.clone());
+        runtime.spawn(async move {
+            accept.await;
+            drop(alive);
+        });
     }
+    drop(loop_alive);
     on_ready(&addrs);
     shutdown.await;
     drop(stop);
+    // The listeners are closed once their loops have ended.
+    let _ = loops_done.recv().await;
     info!(active = shared.active(), "shutting down: no new connections");
     let until = Instant::now() + shared.settings.shutdown_grace;
     while shared.active() > 0 && Instant::now() < until {

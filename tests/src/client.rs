@@ -1,0 +1,218 @@
+//! An async test client that talks through the proxy like a Telegram app, built on
+//! `mtg_proto::client`: FakeTLS (`ee`) or secured (`dd`) obfuscated2, then payload both ways.
+//!
+//! ```text
+//! connect_ee: TCP ─► ClientHello(now) ─► read flight, verify digest ─► CCS + frame record
+//! connect_dd: TCP ─► frame
+//! send: seal ─► write          recv_exact: read ─► open (deframe + decrypt) ─► bytes
+//! ```
+//! Needs a tokio runtime (a `#[tokio::test]`, or [`crate::runtime::block_on`]). Every read
+//! gives up after [`IO_TIMEOUT`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mtg_proto::client::{ClientSession, DEFAULT_HELLO_LEN, FakeTlsHello};
+use mtg_proto::{Secret, SecretKind};
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::mtproto::{self, ResPq};
+
+/// How long one read waits before failing with `TimedOut`.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Choices for the FakeTLS hello (defaults: the secret's hostname, the wall clock, 517 bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EeOptions {
+    /// The SNI to send instead of the secret's hostname.
+    pub sni: Option<String>,
+    /// The Unix time to stamp instead of now.
+    pub unix_secs: Option<u32>,
+    /// Total hello record length.
+    pub hello_len: usize,
+}
+
+impl Default for EeOptions {
+    fn default() -> Self {
+        Self { sni: None, unix_secs: None, hello_len: DEFAULT_HELLO_LEN }
+    }
+}
+
+/// A client connection through the proxy, after its handshake.
+#[derive(Debug)]
+pub struct ProxyClient {
+    stream: TcpStream,
+    session: ClientSession,
+    /// Received bytes not yet opened (an `ee` record split across reads is fine: the
+    /// session's deframer keeps its state).
+    plain: Vec<u8>,
+    flight_len: Option<usize>,
+}
+
+fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+async fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    tokio::time::timeout(IO_TIMEOUT, stream.read(buf))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no data from the proxy"))?
+}
+
+impl ProxyClient {
+    /// Connects with an `ee` secret to `dc` and completes the FakeTLS handshake.
+    pub async fn connect_ee(proxy: SocketAddr, secret: &Secret, dc: i16) -> io::Result<Self> {
+        Self::connect_ee_with(proxy, secret, dc, &EeOptions::default()).await
+    }
+
+    /// Like [`Self::connect_ee`] with hello choices. Fails with `InvalidData` if the answer
+    /// is not a server flight signed with the secret (for example the fronting site's).
+    pub async fn connect_ee_with(
+        proxy: SocketAddr,
+        secret: &Secret,
+        dc: i16,
+        options: &EeOptions,
+    ) -> io::Result<Self> {
+        if secret.kind() != SecretKind::FakeTls {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "connect_ee needs an ee secret"));
+        }
+        let now = u32::try_from(mtproto::unix_now().as_secs()).unwrap_or(u32::MAX);
+        let mut hello_bytes = Vec::new();
+        let hello = {
+            let mut rng = rand::rng();
+            FakeTlsHello::build_with(
+                secret,
+                options.sni.as_deref().unwrap_or(secret.host()),
+                options.unix_secs.unwrap_or(now),
+                options.hello_len,
+                &mut rng,
+                &mut hello_bytes,
+            )
+            .expect("an ee secret builds a hello")
+        };
+        crate::ensure_loopback(proxy)?;
+        let mut stream = TcpStream::connect(proxy).await?;
+        stream.set_nodelay(true)?;
+        stream.write_all(&hello_bytes).await?;
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        let flight_len = loop {
+            match hello.verify_flight(&received).map_err(invalid)? {
+                Some(len) => break len,
+                None => {
+                    let n = read_some(&mut stream, &mut buf).await?;
+                    if n == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "proxy closed during handshake",
+                        ));
+                    }
+                    received.extend_from_slice(&buf[..n]);
+                }
+            }
+        };
+        let mut first = Vec::new();
+        let session = ClientSession::start(secret, dc, &mut rand::rng(), &mut first);
+        stream.write_all(&first).await?;
+        let mut client = Self { stream, session, plain: Vec::new(), flight_len: Some(flight_len) };
+        let mut rest = received.split_off(flight_len);
+        client.open(&mut rest)?;
+        Ok(client)
+    }
+
+    /// Connects with a `dd` secret to `dc`: sends the obfuscated2 frame straight away.
+    pub async fn connect_dd(proxy: SocketAddr, secret: &Secret, dc: i16) -> io::Result<Self> {
+        if secret.kind() != SecretKind::Secured {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "connect_dd needs a dd secret"));
+        }
+        crate::ensure_loopback(proxy)?;
+        let mut stream = TcpStream::connect(proxy).await?;
+        stream.set_nodelay(true)?;
+        let mut first = Vec::new();
+        let session = ClientSession::start(secret, dc, &mut rand::rng(), &mut first);
+        stream.write_all(&first).await?;
+        Ok(Self { stream, session, plain: Vec::new(), flight_len: None })
+    }
+
+    /// The length of the proxy's server flight (`ee` only).
+    pub fn flight_len(&self) -> Option<usize> {
+        self.flight_len
+    }
+
+    /// The client's local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+
+    fn open(&mut self, bytes: &mut [u8]) -> io::Result<()> {
+        let range = self.session.open(bytes).map_err(invalid)?;
+        self.plain.extend_from_slice(&bytes[range]);
+        Ok(())
+    }
+
+    /// Encrypts and sends `payload` (any bytes: the proxy does not parse them).
+    pub async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        let mut out = Vec::with_capacity(payload.len() + 64);
+        self.session.seal(payload, &mut out);
+        self.stream.write_all(&out).await
+    }
+
+    /// Reads until at least `n` payload bytes arrived and returns exactly `n` of them.
+    pub async fn recv_exact(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; 64 * 1024];
+        while self.plain.len() < n {
+            let got = read_some(&mut self.stream, &mut buf).await?;
+            if got == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "proxy closed the connection"));
+            }
+            self.open(&mut buf[..got])?;
+        }
+        let rest = self.plain.split_off(n);
+        Ok(std::mem::replace(&mut self.plain, rest))
+    }
+
+    /// Reads one padded-intermediate frame and returns its payload (padding included).
+    pub async fn recv_frame(&mut self) -> io::Result<Vec<u8>> {
+        let head = self.recv_exact(4).await?;
+        let len = (u32::from_le_bytes([head[0], head[1], head[2], head[3]]) & !mtproto::QUICK_ACK) as usize;
+        if len > mtproto::MAX_FRAME_LEN {
+            return Err(invalid(mtproto::MtprotoError::FrameTooLong(len)));
+        }
+        self.recv_exact(len).await
+    }
+
+    /// Sends `req_pq_multi` with a random nonce and reads the `resPQ`; fails unless it echoes
+    /// the nonce.
+    pub async fn req_pq(&mut self) -> io::Result<ResPq> {
+        let (nonce, packet) = {
+            let mut rng = rand::rng();
+            let nonce: [u8; 16] = rng.random();
+            let padding = rng.random_range(0..4);
+            let msg_id = mtproto::client_msg_id(mtproto::unix_now());
+            (nonce, mtproto::req_pq_multi_packet(&nonce, msg_id, padding, &mut rng))
+        };
+        self.send(&packet).await?;
+        let payload = self.recv_frame().await?;
+        let res = mtproto::parse_res_pq_payload(&payload).map_err(invalid)?;
+        if res.nonce != nonce {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "resPQ does not echo the nonce"));
+        }
+        Ok(res)
+    }
+
+    /// Waits until the proxy closes the connection (reading and dropping anything that comes
+    /// first); `Ok` on a clean close, the error on a reset or after [`IO_TIMEOUT`].
+    pub async fn wait_closed(&mut self) -> io::Result<()> {
+        let mut buf = vec![0u8; 16 * 1024];
+        while read_some(&mut self.stream, &mut buf).await? != 0 {}
+        Ok(())
+    }
+
+    /// Closes the sending side.
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.stream.shutdown().await
+    }
+}

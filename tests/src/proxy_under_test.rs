@@ -1,0 +1,96 @@
+//! The real proxy (mtg-app's engine, built from a config text) running in this process on the
+//! runtime this test binary was built with (`--features tokio` or `--features smol`), bound to
+//! a free loopback port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mtg_app::config::Config;
+use mtg_app::engine::{Shared, serve};
+use mtg_app::run::{build_shared, settings_from};
+use mtg_app::runtime::Selected;
+
+/// Which runtime the proxy under test runs on.
+#[cfg(feature = "tokio")]
+pub const RUNTIME: &str = "tokio";
+/// Which runtime the proxy under test runs on.
+#[cfg(all(feature = "smol", not(feature = "tokio")))]
+pub const RUNTIME: &str = "smol";
+
+/// A running proxy; stopped (gracefully) on drop.
+pub struct ProxyUnderTest {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<async_channel::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ProxyUnderTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyUnderTest").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl ProxyUnderTest {
+    /// Starts the proxy for `config` (its `bind-to` is replaced by `127.0.0.1:0`).
+    pub fn start(config: &str) -> Self {
+        let loaded = Config::from_toml_str(config).unwrap_or_else(|e| panic!("test config: {e}"));
+        let mut settings = settings_from(&loaded.config);
+        settings.bind_to = vec!["127.0.0.1:0".parse().expect("literal address")];
+        settings.shutdown_grace = Duration::from_millis(200);
+        let shared = build_shared(&loaded.config, settings);
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let for_thread = shared.clone();
+        let thread = std::thread::spawn(move || {
+            let served = Selected::run(|runtime| async move {
+                let shutdown = async move {
+                    let _ = stopped.recv().await;
+                };
+                serve(runtime, for_thread, shutdown, move |addrs| {
+                    let _ = ready_tx.send(addrs[0]);
+                })
+                .await
+            });
+            if let Ok(Err(e)) | Err(e) = served {
+                panic!("proxy under test failed: {e}");
+            }
+        });
+        let addr = ready_rx.recv_timeout(Duration::from_secs(10)).expect("proxy did not start listening");
+        Self { addr, shared, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections being served now.
+    pub fn active(&self) -> usize {
+        self.shared.active()
+    }
+
+    /// Waits until at most `n` connections are active, up to `timeout`.
+    pub fn wait_active_at_most(&self, n: usize, timeout: Duration) -> bool {
+        let until = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < until {
+            if self.active() <= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.active() <= n
+    }
+}
+
+impl Drop for ProxyUnderTest {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
