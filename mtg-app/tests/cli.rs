@@ -1,0 +1,105 @@
+//! The `mtg-multi` binary as an operator uses it: exit codes, the one-line config error, the
+//! start-up log line, SIGTERM, and no secret in any output.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mtg-multi");
+const KEY_HEX: &str = "367a189aee18fa31c190054efd4a8e95";
+
+fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mtg-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn invalid_config_exits_2_with_one_line_naming_the_key() {
+    let path = temp_config(
+        "bad",
+        &format!(
+            "bind-to = \"127.0.0.1:3128\"\nsecret = \"ee{KEY_HEX}6578616d706c652e636f6d\"\n[network.timeout]\nidle = \"forever\"\n"
+        ),
+    );
+    let out = Command::new(BIN).arg("run").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        "mtg-multi: invalid value for network.timeout.idle: \"forever\": expected a non-negative Go duration like 300ms, 10s, 1h30m\n"
+    );
+}
+
+#[test]
+fn missing_config_exits_2() {
+    let out = Command::new(BIN).args(["run", "/nonexistent/mtg.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("mtg-multi: cannot read config /nonexistent/mtg.toml")
+    );
+}
+
+#[test]
+fn serves_logs_without_secrets_and_stops_on_sigterm() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let path = temp_config(
+        "ok",
+        &format!(
+            "bind-to = \"127.0.0.1:{port}\"\ndebug = true\n[secrets]\nalice = \"ee{KEY_HEX}6578616d706c652e636f6d\"\n"
+        ),
+    );
+    let mut child = Command::new(BIN).arg("run").arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        let Some(Ok(line)) = lines.next() else { break };
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("serving") {
+            break;
+        }
+    }
+    assert!(log.contains("serving users=1"), "{log}");
+    assert!(log.contains(&format!("127.0.0.1:{port}")), "{log}");
+    // A probe, so the debug log has something to say about a connection.
+    let mut probe = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(&mut probe, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    drop(probe);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The kill command sends SIGTERM.
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for line in lines.map_while(Result::ok) {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    assert!(!log.to_lowercase().contains(KEY_HEX), "a secret key appeared in the log:\n{log}");
+}
+
+#[test]
+fn generate_secret_prints_a_parsable_secret() {
+    let out = Command::new(BIN).args(["generate-secret", "--hex", "example.com"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let secret = mtg_proto::Secret::parse(text.trim()).unwrap();
+    assert_eq!(secret.host(), "example.com");
+    assert!(text.trim().starts_with("ee"));
+    let out = Command::new(BIN).args(["generate-secret", "bad host"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
