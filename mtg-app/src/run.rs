@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::dc_table::DcTable;
-use crate::engine::{AllowAll, Directory, FrontingSettings, Settings, Shared, serve};
+use crate::engine::{AllowAll, Directory, FrontingSettings, Keepalive, Settings, Shared, TcpTuning, serve};
 use crate::runtime::{Runtime, Selected};
 
 /// How long live sessions may finish after SIGINT/SIGTERM.
@@ -56,6 +56,12 @@ pub fn settings_from(config: &Config) -> Settings {
         },
         proxy_protocol_listener: config.proxy_protocol_listener,
         shutdown_grace: SHUTDOWN_GRACE,
+        accepted_tcp: TcpTuning::accepted(),
+        dc_tcp: TcpTuning::outbound((!config.network.keep_alive.disabled).then_some(Keepalive {
+            idle: config.network.keep_alive.idle,
+            interval: config.network.keep_alive.interval,
+            count: config.network.keep_alive.count,
+        })),
     }
 }
 

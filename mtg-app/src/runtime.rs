@@ -36,6 +36,8 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
     /// The local address of a stream.
     fn local_addr(stream: &Self::Stream) -> io::Result<SocketAddr>;
+    /// The OS socket of a stream, for socket options.
+    fn socket(stream: &Self::Stream) -> socket2::SockRef<'_>;
     /// A timer firing at `deadline`.
     fn timer_at(deadline: Instant) -> Self::Timer;
     /// Moves a timer's deadline.
@@ -52,6 +54,10 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 mod tokio_impl {
     use super::*;
     use mtg_runtime_tokio::{Stream, Timer, Tokio};
+
+    fn socket_of(stream: &Stream) -> socket2::SockRef<'_> {
+        socket2::SockRef::from(stream.get_ref())
+    }
 
     impl Runtime for Tokio {
         type Stream = Stream;
@@ -79,6 +85,9 @@ mod tokio_impl {
         fn local_addr(stream: &Stream) -> io::Result<SocketAddr> {
             Self::local_addr(stream)
         }
+        fn socket(stream: &Stream) -> socket2::SockRef<'_> {
+            socket_of(stream)
+        }
         fn timer_at(deadline: Instant) -> Timer {
             Self::timer_at(deadline)
         }
@@ -101,6 +110,10 @@ mod tokio_impl {
 mod smol_impl {
     use super::*;
     use mtg_runtime_smol::{Smol, Stream, Timer};
+
+    fn socket_of(stream: &Stream) -> socket2::SockRef<'_> {
+        socket2::SockRef::from(stream)
+    }
 
     impl Runtime for Smol {
         type Stream = Stream;
@@ -127,6 +140,9 @@ mod smol_impl {
         }
         fn local_addr(stream: &Stream) -> io::Result<SocketAddr> {
             Self::local_addr(stream)
+        }
+        fn socket(stream: &Stream) -> socket2::SockRef<'_> {
+            socket_of(stream)
         }
         fn timer_at(deadline: Instant) -> Timer {
             Self::timer_at(deadline)

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mtg_app::dc_table::{DcTable, PreferIp};
-use mtg_app::engine::{AllowAll, Directory, FrontingSettings, Settings, Shared, serve};
+use mtg_app::engine::{AllowAll, Directory, FrontingSettings, Settings, Shared, TcpTuning, serve};
 use mtg_app::runtime::Selected;
 use mtg_proto::client::{ClientSession, FakeTlsHello};
 use mtg_proto::{HandshakeConfig, NoReplayCheck, Secret};
@@ -91,6 +91,8 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
         },
         proxy_protocol_listener: false,
         shutdown_grace: Duration::from_secs(1),
+        accepted_tcp: TcpTuning::accepted(),
+        dc_tcp: TcpTuning::outbound(None),
     };
     let shared = Shared::new(settings, Directory::new(users), Box::new(NoReplayCheck), Box::new(AllowAll));
     let (tx, rx) = mpsc::channel();

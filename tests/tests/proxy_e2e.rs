@@ -363,3 +363,33 @@ fn graceful_stop_waits_for_live_sessions_then_ends() {
     drop(proxy);
     assert!(TcpStream::connect(addr).is_err(), "listener closed after the stop");
 }
+
+#[test]
+fn proxy_protocol_in_is_stripped_and_v2_out_names_the_real_client() {
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    // The PROXY header out is switched on in the [domain-fronting] table the helper writes.
+    let text =
+        config(&[("alice", &alice())], &[(2, dc.addr())], &front, "proxy-protocol-listener = true", "")
+            .replace("[domain-fronting]\n", "[domain-fronting]\nproxy-protocol = true\n");
+    let proxy = ProxyUnderTest::start(&text);
+
+    let probe = b"GET /pp HTTP/1.1\r\nHost: front.example\r\n\r\n";
+    let mut wire = b"PROXY TCP4 198.51.100.7 203.0.113.9 40000 443\r\n".to_vec();
+    wire.extend_from_slice(probe);
+    let _conn = send_raw(proxy.addr(), &wire);
+    assert!(
+        front
+            .wait_until(Duration::from_secs(5), |conns| conns.iter().any(|c| c.first_bytes.ends_with(probe))),
+        "the probe reached the site"
+    );
+    let seen = front.snapshot().into_iter().find(|c| c.first_bytes.ends_with(probe)).unwrap();
+    let header = &seen.first_bytes[..seen.first_bytes.len() - probe.len()];
+    // v2 header, TCP over IPv4, source = the client named by the incoming v1 header.
+    assert_eq!(&header[..12], &mtg_proto::proxy_protocol::V2_SIGNATURE);
+    assert_eq!(header[12..14], [0x21, 0x11]);
+    assert_eq!(&header[16..20], &[198, 51, 100, 7]);
+    assert_eq!(u16::from_be_bytes([header[24], header[25]]), 40000);
+    assert_eq!(u16::from_be_bytes([header[26], header[27]]), front.addr().port());
+    assert_eq!(header.len(), 28);
+}

@@ -7,6 +7,7 @@ mod hints;
 mod listener;
 pub(crate) mod relay;
 mod session;
+mod tuning;
 mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +21,7 @@ use crate::dc_table::DcTable;
 use crate::runtime::Runtime;
 
 pub use listener::serve;
+pub use tuning::{Keepalive, TcpTuning};
 
 /// Where fronted connections go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +59,10 @@ pub struct Settings {
     pub proxy_protocol_listener: bool,
     /// How long live sessions may run on after SIGINT/SIGTERM.
     pub shutdown_grace: Duration,
+    /// TCP options of accepted client sockets.
+    pub accepted_tcp: TcpTuning,
+    /// TCP options of DC dials.
+    pub dc_tcp: TcpTuning,
 }
 
 /// The users the engine serves: names (for logs and stats) and the core's table.

@@ -61,6 +61,9 @@ pub(crate) async fn serve_connection<R: Runtime>(
     mut peer: SocketAddr,
 ) {
     let settings = &shared.settings;
+    if let Err(e) = settings.accepted_tcp.apply(R::socket(&client)) {
+        debug!(%peer, error = %e, "cannot set client socket options");
+    }
     let started = Instant::now();
     let deadline = started + settings.handshake_timeout;
     let mut buf: Vec<u8> = Vec::with_capacity(HANDSHAKE_READ);
@@ -174,6 +177,9 @@ pub(crate) async fn serve_connection<R: Runtime>(
                 return;
             }
         };
+    if let Err(e) = settings.dc_tcp.apply(R::socket(&dc_stream)) {
+        debug!(error = %e, "cannot set DC socket options");
+    }
     shared.hints.put(peer.ip(), user);
 
     let mut client_to_dc = session.client_to_dc;
