@@ -50,117 +50,72 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn shutdown_signal() -> impl Future<Output = io::Result<()>> + Send;
 }
 
-#[cfg(feature = "tokio")]
-mod tokio_impl {
-    use super::*;
-    use mtg_runtime_tokio::{Stream, Timer, Tokio};
+/// Implements [`Runtime`] for an adapter crate: both expose the same inherent functions, so
+/// one body serves both. `$socket` maps a stream to its OS socket.
+macro_rules! impl_runtime {
+    ($feature:literal, $module:ident, $adapter:ident, $socket:expr) => {
+        #[cfg(feature = $feature)]
+        mod $module {
+            use super::*;
+            use $adapter::{Listener, Stream, Timer};
 
-    fn socket_of(stream: &Stream) -> socket2::SockRef<'_> {
-        socket2::SockRef::from(stream.get_ref())
-    }
+            type Adapter = $adapter::Runtime;
 
-    impl Runtime for Tokio {
-        type Stream = Stream;
-        type Listener = mtg_runtime_tokio::Listener;
-        type Timer = Timer;
+            impl Runtime for Adapter {
+                type Stream = Stream;
+                type Listener = Listener;
+                type Timer = Timer;
 
-        fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
-            Self::bind(self, addr)
+                fn bind(&self, addr: SocketAddr) -> io::Result<Listener> {
+                    Self::bind(self, addr)
+                }
+                fn listener_addr(listener: &Listener) -> io::Result<SocketAddr> {
+                    Self::listener_addr(listener)
+                }
+                fn accept(
+                    listener: &Listener,
+                ) -> impl Future<Output = io::Result<(Stream, SocketAddr)>> + Send {
+                    Self::accept(listener)
+                }
+                fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Stream>> + Send {
+                    Self::connect(addr)
+                }
+                fn resolve(
+                    host: &str,
+                    port: u16,
+                ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+                    let host = host.to_owned();
+                    async move { Self::resolve(&host, port).await }
+                }
+                fn local_addr(stream: &Stream) -> io::Result<SocketAddr> {
+                    Self::local_addr(stream)
+                }
+                fn socket(stream: &Stream) -> socket2::SockRef<'_> {
+                    let socket_of: fn(&Stream) -> socket2::SockRef<'_> = $socket;
+                    socket_of(stream)
+                }
+                fn timer_at(deadline: Instant) -> Timer {
+                    Self::timer_at(deadline)
+                }
+                fn reset(timer: &mut Timer, deadline: Instant) {
+                    timer.reset(deadline);
+                }
+                fn sleep(d: Duration) -> impl Future<Output = ()> + Send {
+                    Self::sleep(d)
+                }
+                fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+                    Self::spawn(self, task);
+                }
+                fn shutdown_signal() -> impl Future<Output = io::Result<()>> + Send {
+                    Self::shutdown_signal()
+                }
+            }
         }
-        fn listener_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
-            Self::listener_addr(listener)
-        }
-        fn accept(
-            listener: &Self::Listener,
-        ) -> impl Future<Output = io::Result<(Stream, SocketAddr)>> + Send {
-            Self::accept(listener)
-        }
-        fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Stream>> + Send {
-            Self::connect(addr)
-        }
-        fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
-            let host = host.to_owned();
-            async move { Self::resolve(&host, port).await }
-        }
-        fn local_addr(stream: &Stream) -> io::Result<SocketAddr> {
-            Self::local_addr(stream)
-        }
-        fn socket(stream: &Stream) -> socket2::SockRef<'_> {
-            socket_of(stream)
-        }
-        fn timer_at(deadline: Instant) -> Timer {
-            Self::timer_at(deadline)
-        }
-        fn reset(timer: &mut Timer, deadline: Instant) {
-            timer.reset(deadline);
-        }
-        fn sleep(d: Duration) -> impl Future<Output = ()> + Send {
-            Self::sleep(d)
-        }
-        fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-            Self::spawn(self, task);
-        }
-        fn shutdown_signal() -> impl Future<Output = io::Result<()>> + Send {
-            Self::shutdown_signal()
-        }
-    }
+    };
 }
 
-#[cfg(feature = "smol")]
-mod smol_impl {
-    use super::*;
-    use mtg_runtime_smol::{Smol, Stream, Timer};
-
-    fn socket_of(stream: &Stream) -> socket2::SockRef<'_> {
-        socket2::SockRef::from(stream)
-    }
-
-    impl Runtime for Smol {
-        type Stream = Stream;
-        type Listener = mtg_runtime_smol::Listener;
-        type Timer = Timer;
-
-        fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
-            Self::bind(self, addr)
-        }
-        fn listener_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
-            Self::listener_addr(listener)
-        }
-        fn accept(
-            listener: &Self::Listener,
-        ) -> impl Future<Output = io::Result<(Stream, SocketAddr)>> + Send {
-            Self::accept(listener)
-        }
-        fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Stream>> + Send {
-            Self::connect(addr)
-        }
-        fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
-            let host = host.to_owned();
-            async move { Self::resolve(&host, port).await }
-        }
-        fn local_addr(stream: &Stream) -> io::Result<SocketAddr> {
-            Self::local_addr(stream)
-        }
-        fn socket(stream: &Stream) -> socket2::SockRef<'_> {
-            socket_of(stream)
-        }
-        fn timer_at(deadline: Instant) -> Timer {
-            Self::timer_at(deadline)
-        }
-        fn reset(timer: &mut Timer, deadline: Instant) {
-            timer.reset(deadline);
-        }
-        fn sleep(d: Duration) -> impl Future<Output = ()> + Send {
-            Self::sleep(d)
-        }
-        fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-            Self::spawn(self, task);
-        }
-        fn shutdown_signal() -> impl Future<Output = io::Result<()>> + Send {
-            Self::shutdown_signal()
-        }
-    }
-}
+impl_runtime!("tokio", tokio_impl, mtg_runtime_tokio, |s| socket2::SockRef::from(s.get_ref()));
+impl_runtime!("smol", smol_impl, mtg_runtime_smol, |s| socket2::SockRef::from(s));
 
 /// The runtime this binary was built with.
 #[cfg(feature = "tokio")]

@@ -151,3 +151,6 @@ impl Timer {
         self.0.set_at(deadline);
     }
 }
+
+/// This adapter under the name the engine glue uses.
+pub type Runtime = Smol;

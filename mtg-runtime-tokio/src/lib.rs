@@ -137,3 +137,6 @@ impl Timer {
         self.0.as_mut().reset(deadline.into());
     }
 }
+
+/// This adapter under the name the engine glue uses.
+pub type Runtime = Tokio;
