@@ -8,3 +8,4 @@ pub mod engine;
 pub mod run;
 pub mod runtime;
 pub mod secrets;
+pub mod users;

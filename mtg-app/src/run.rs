@@ -62,6 +62,9 @@ pub fn settings_from(config: &Config) -> Settings {
             interval: config.network.keep_alive.interval,
             count: config.network.keep_alive.count,
         })),
+        throttle_limit: u64::from(config.throttle.max_connections),
+        throttle_interval: config.throttle.check_interval,
+        api_bind_to: config.api_bind_to,
     }
 }
 
@@ -102,9 +105,9 @@ pub fn run(path: &Path) -> ExitCode {
                 std::future::pending::<()>().await;
             }
         };
-        serve(runtime, shared, shutdown, |addrs| {
-            let listen: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-            info!(users = user_count, hosts = ?hosts, listen = ?listen, "serving");
+        serve(runtime, shared, shutdown, |ready| {
+            let listen: Vec<String> = ready.listeners.iter().map(ToString::to_string).collect();
+            info!(users = user_count, hosts = ?hosts, listen = ?listen, api = ?ready.api, "serving");
         })
         .await
     });

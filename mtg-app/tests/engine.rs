@@ -93,12 +93,15 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
         shutdown_grace: Duration::from_secs(1),
         accepted_tcp: TcpTuning::accepted(),
         dc_tcp: TcpTuning::outbound(None),
+        throttle_limit: 0,
+        throttle_interval: Duration::from_secs(5),
+        api_bind_to: None,
     };
     let shared = Shared::new(settings, Directory::new(users), Box::new(NoReplayCheck), Box::new(AllowAll));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         Selected::run(|rt| {
-            serve(rt, shared, std::future::pending(), move |addrs| tx.send(addrs[0]).unwrap())
+            serve(rt, shared, std::future::pending(), move |ready| tx.send(ready.listeners[0]).unwrap())
         })
         .unwrap()
         .unwrap();

@@ -23,6 +23,7 @@ pub const RUNTIME: &str = "smol";
 /// A running proxy; stopped (gracefully) on drop.
 pub struct ProxyUnderTest {
     addr: SocketAddr,
+    api: Option<SocketAddr>,
     shared: Arc<Shared>,
     stop: Option<async_channel::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -41,6 +42,9 @@ impl ProxyUnderTest {
         let mut settings = settings_from(&loaded.config);
         settings.bind_to = vec!["127.0.0.1:0".parse().expect("literal address")];
         settings.shutdown_grace = Duration::from_millis(200);
+        if settings.api_bind_to.is_some() {
+            settings.api_bind_to = Some("127.0.0.1:0".parse().expect("literal address"));
+        }
         let shared = build_shared(&loaded.config, settings);
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -50,8 +54,8 @@ impl ProxyUnderTest {
                 let shutdown = async move {
                     let _ = stopped.recv().await;
                 };
-                serve(runtime, for_thread, shutdown, move |addrs| {
-                    let _ = ready_tx.send(addrs[0]);
+                serve(runtime, for_thread, shutdown, move |ready| {
+                    let _ = ready_tx.send((ready.listeners[0], ready.api));
                 })
                 .await
             });
@@ -59,13 +63,32 @@ impl ProxyUnderTest {
                 panic!("proxy under test failed: {e}");
             }
         });
-        let addr = ready_rx.recv_timeout(Duration::from_secs(10)).expect("proxy did not start listening");
-        Self { addr, shared, stop: Some(stop), thread: Some(thread) }
+        let (addr, api) =
+            ready_rx.recv_timeout(Duration::from_secs(10)).expect("proxy did not start listening");
+        Self { addr, api, shared, stop: Some(stop), thread: Some(thread) }
     }
 
     /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the stats API listens (when the config has `api-bind-to`).
+    pub fn api(&self) -> Option<SocketAddr> {
+        self.api
+    }
+
+    /// The `/stats` body now, straight from the proxy's state.
+    pub fn stats_json(&self) -> String {
+        self.shared.stats_json()
+    }
+
+    /// Recomputes the throttle caps now (instead of waiting for `check-interval`).
+    pub fn recompute_throttle(&self) {
+        let users = self.shared.users();
+        if let Some(t) = self.shared.throttle() {
+            t.recompute(users.all_stats());
+        }
     }
 
     /// Connections being served now.

@@ -14,13 +14,22 @@ use crate::runtime::Runtime;
 use super::session::serve_connection;
 use super::{ActiveGuard, Shared};
 
-/// Binds every `bind-to` address, serves until `shutdown` resolves, then waits up to the grace
-/// period for live sessions. Calls `on_ready` with the bound addresses once listening.
+/// Where the proxy listens, once it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    /// The client listeners, in `bind-to` order.
+    pub listeners: Vec<SocketAddr>,
+    /// The stats API, when configured.
+    pub api: Option<SocketAddr>,
+}
+
+/// Binds every `bind-to` address (and the API), serves until `shutdown` resolves, then waits
+/// up to the grace period for live sessions. Calls `on_ready` once listening.
 pub async fn serve<R: Runtime>(
     runtime: R,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
-    on_ready: impl FnOnce(&[SocketAddr]),
+    on_ready: impl FnOnce(&Ready),
 ) -> io::Result<()> {
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
@@ -42,8 +51,32 @@ pub async fn serve<R: Runtime>(
             drop(alive);
         });
     }
+    let mut api = None;
+    if let Some(addr) = shared.settings.api_bind_to {
+        // As mtg-multi: a stats API that cannot listen is a warning, not a stop.
+        match runtime.bind(addr) {
+            Ok(listener) => {
+                api = Some(R::listener_addr(&listener)?);
+                let alive = loop_alive.clone();
+                let accept = api_loop(runtime.clone(), shared.clone(), listener, stopped.clone());
+                runtime.spawn(async move {
+                    accept.await;
+                    drop(alive);
+                });
+            }
+            Err(e) => warn!(%addr, error = %e, "cannot listen for the stats API"),
+        }
+    }
+    if let Some(throttle_interval) = shared.throttle().map(|_| shared.settings.throttle_interval) {
+        let alive = loop_alive.clone();
+        let task = throttle_loop::<R>(shared.clone(), throttle_interval, stopped.clone());
+        runtime.spawn(async move {
+            task.await;
+            drop(alive);
+        });
+    }
     drop(loop_alive);
-    on_ready(&addrs);
+    on_ready(&Ready { listeners: addrs, api });
     shutdown.await;
     drop(stop);
     // The listeners are closed once their loops have ended.
@@ -104,5 +137,64 @@ async fn accept_loop<R: Runtime>(
             };
             serve_connection::<R>(shared.clone(), stream, peer).await;
         });
+    }
+}
+
+async fn api_loop<R: Runtime>(
+    runtime: R,
+    shared: Arc<Shared>,
+    listener: R::Listener,
+    stopped: async_channel::Receiver<()>,
+) {
+    loop {
+        let accepted = {
+            let accept = std::pin::pin!(R::accept(&listener));
+            let stop = std::pin::pin!(stopped.recv());
+            match select(accept, stop).await {
+                Either::Left((result, _)) => result,
+                Either::Right(_) => return,
+            }
+        };
+        match accepted {
+            Ok((stream, _)) => runtime.spawn(super::api::serve_api_connection::<R>(shared.clone(), stream)),
+            Err(e) => {
+                debug!(error = %e, "stats API accept failed");
+                R::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Recomputes the fair-share caps every `interval` (the first time one interval after start).
+async fn throttle_loop<R: Runtime>(
+    shared: Arc<Shared>,
+    interval: Duration,
+    stopped: async_channel::Receiver<()>,
+) {
+    use crate::users::throttle::Transition;
+    loop {
+        {
+            let sleep = std::pin::pin!(R::sleep(interval));
+            let stop = std::pin::pin!(stopped.recv());
+            if let Either::Right(_) = select(sleep, stop).await {
+                return;
+            }
+        }
+        let Some(throttle) = shared.throttle() else { return };
+        let users = shared.users();
+        match throttle.recompute(users.all_stats()) {
+            Transition::Activated => {
+                let caps = throttle.caps();
+                let capped: Vec<String> = users
+                    .names()
+                    .iter()
+                    .zip(caps.iter())
+                    .filter_map(|(n, c)| c.map(|c| format!("{n}={c}")))
+                    .collect();
+                warn!(limit = throttle.limit(), caps = ?capped, "throttle activated");
+            }
+            Transition::Deactivated => info!(limit = throttle.limit(), "throttle deactivated"),
+            Transition::Unchanged => {}
+        }
     }
 }

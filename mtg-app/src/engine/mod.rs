@@ -2,6 +2,7 @@
 //! relay, written once against the [`Runtime`](crate::runtime::Runtime) seam and run by
 //! either adapter.
 
+mod api;
 mod fronting;
 mod hints;
 mod listener;
@@ -19,8 +20,10 @@ use mtg_proto::{HandshakeConfig, ReplayCache, Secret, UserId, UserTable};
 
 use crate::dc_table::DcTable;
 use crate::runtime::Runtime;
+use crate::users::accounting::UserStats;
+use crate::users::throttle::Throttle;
 
-pub use listener::serve;
+pub use listener::{Ready, serve};
 pub use tuning::{Keepalive, TcpTuning};
 
 /// Where fronted connections go.
@@ -63,6 +66,12 @@ pub struct Settings {
     pub accepted_tcp: TcpTuning,
     /// TCP options of DC dials.
     pub dc_tcp: TcpTuning,
+    /// `[throttle]`: the connection budget (0 = off) and how often caps are recomputed.
+    pub throttle_limit: u64,
+    /// How often throttle caps are recomputed.
+    pub throttle_interval: Duration,
+    /// Where the stats API listens, if anywhere.
+    pub api_bind_to: Option<SocketAddr>,
 }
 
 /// The users the engine serves: names (for logs and stats) and the core's table.
@@ -70,6 +79,7 @@ pub struct Settings {
 pub struct Directory {
     names: Vec<String>,
     table: UserTable,
+    stats: Vec<Arc<UserStats>>,
 }
 
 impl Directory {
@@ -78,7 +88,23 @@ impl Directory {
         Self {
             names: users.iter().map(|(n, _)| n.clone()).collect(),
             table: UserTable::new(users.iter().map(|(_, s)| s)),
+            stats: users.iter().map(|_| Arc::new(UserStats::default())).collect(),
         }
+    }
+
+    /// The counters of a user id.
+    pub fn stats(&self, user: UserId) -> Option<&Arc<UserStats>> {
+        self.stats.get(user.0 as usize)
+    }
+
+    /// Every user's counters, by id.
+    pub fn all_stats(&self) -> &[Arc<UserStats>] {
+        &self.stats
+    }
+
+    /// Every user's name, by id.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The name of a user id.
@@ -135,6 +161,8 @@ pub struct Shared {
     hints: hints::HintCache,
     ip_filter: Box<dyn IpFilter>,
     active: AtomicUsize,
+    throttle: Option<Throttle>,
+    started_at_ms: i64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -154,6 +182,7 @@ impl Shared {
         replay: Box<dyn ReplayCache + Send>,
         ip_filter: Box<dyn IpFilter>,
     ) -> Arc<Self> {
+        let settings_limit = settings.throttle_limit;
         Arc::new(Self {
             settings,
             users: RwLock::new(Arc::new(users)),
@@ -161,7 +190,32 @@ impl Shared {
             hints: hints::HintCache::new(4096),
             ip_filter,
             active: AtomicUsize::new(0),
+            throttle: (settings_limit > 0).then(|| Throttle::new(settings_limit)),
+            started_at_ms: unix_ms(),
         })
+    }
+
+    /// The throttle, when `[throttle] max-connections` is set.
+    pub fn throttle(&self) -> Option<&Throttle> {
+        self.throttle.as_ref()
+    }
+
+    /// The `/stats` body now.
+    pub fn stats_json(&self) -> String {
+        let users = self.users();
+        let snapshots: Vec<(&str, crate::users::accounting::UserSnapshot)> =
+            users.names.iter().map(String::as_str).zip(users.stats.iter().map(|s| s.snapshot())).collect();
+        let throttle = self.throttle.as_ref().map(|t| crate::users::stats_json::ThrottleJson {
+            active: t.active(),
+            limit: t.limit(),
+            caps: t
+                .caps()
+                .iter()
+                .zip(&users.names)
+                .filter_map(|(cap, name)| cap.map(|c| (name.clone(), c)))
+                .collect(),
+        });
+        crate::users::stats_json::render(self.started_at_ms, unix_ms(), &snapshots, throttle.as_ref())
     }
 
     /// The settings.
@@ -179,6 +233,13 @@ impl Shared {
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }
+}
+
+/// Wall-clock Unix milliseconds.
+pub(crate) fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Counts a connection as active for its lifetime.

@@ -13,6 +13,7 @@ use futures_io::{AsyncRead, AsyncWrite};
 use mtg_proto::{ClientToDc, DcToClient, RelayError};
 
 use crate::runtime::Runtime;
+use crate::users::accounting::Admitted;
 
 /// Most chunks one direction moves per wake-up before yielding to other tasks.
 const CHUNKS_PER_POLL: usize = 16;
@@ -27,6 +28,8 @@ pub(crate) trait Transform: Send + Unpin {
     const READ_MAX: usize;
     /// Transforms `n` bytes read into `buf[READ_AT..READ_AT + n]`; returns the range to write.
     fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError>;
+    /// Payload bytes moved so far.
+    fn bytes(&self) -> u64;
 }
 
 impl Transform for ClientToDc {
@@ -35,6 +38,9 @@ impl Transform for ClientToDc {
     fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError> {
         self.process(&mut buf[..n])
     }
+    fn bytes(&self) -> u64 {
+        Self::bytes(self)
+    }
 }
 
 impl Transform for DcToClient {
@@ -42,6 +48,9 @@ impl Transform for DcToClient {
     const READ_MAX: usize = Self::MAX_CHUNK;
     fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError> {
         self.process(buf, n)
+    }
+    fn bytes(&self) -> u64 {
+        Self::bytes(self)
     }
 }
 
@@ -57,6 +66,9 @@ impl Transform for Plain {
     fn transform(&mut self, _buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError> {
         self.bytes += n as u64;
         Ok(0..n)
+    }
+    fn bytes(&self) -> u64 {
+        self.bytes
     }
 }
 
@@ -167,6 +179,8 @@ pub(crate) struct Relay<R: Runtime, Up, Down> {
     idle: Duration,
     last_activity: Instant,
     timer: R::Timer,
+    /// The admitted user's slot and counters, with the bytes already reported to them.
+    account: Option<(Admitted, u64, u64)>,
 }
 
 impl<R: Runtime, Up: Transform, Down: Transform> Relay<R, Up, Down> {
@@ -179,7 +193,30 @@ impl<R: Runtime, Up: Transform, Down: Transform> Relay<R, Up, Down> {
         idle: Duration,
     ) -> Self {
         let now = Instant::now();
-        Self { client, upstream, up, down, idle, last_activity: now, timer: R::timer_at(now + idle) }
+        Self {
+            client,
+            upstream,
+            up,
+            down,
+            idle,
+            last_activity: now,
+            timer: R::timer_at(now + idle),
+            account: None,
+        }
+    }
+
+    /// Counts this relay's payload bytes into an admitted user's counters as they move.
+    pub(crate) fn counting(mut self, admitted: Admitted) -> Self {
+        self.account = Some((admitted, 0, 0));
+        self
+    }
+
+    fn report(&mut self) {
+        if let Some((admitted, up, down)) = &mut self.account {
+            let (now_up, now_down) = (self.up.transform.bytes(), self.down.transform.bytes());
+            admitted.stats().add_bytes(now_up - *up, now_down - *down);
+            (*up, *down) = (now_up, now_down);
+        }
     }
 }
 
@@ -191,6 +228,9 @@ impl<R: Runtime, Up: Transform, Down: Transform> Future for Relay<R, Up, Down> {
         let mut active = false;
         let up = this.up.poll_pump(cx, &mut this.client, &mut this.upstream, &mut active);
         let down = this.down.poll_pump(cx, &mut this.upstream, &mut this.client, &mut active);
+        if active {
+            this.report();
+        }
         // Either direction ending ends the session (mtg closes both legs).
         match (up, down) {
             (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => return Poll::Ready(e),

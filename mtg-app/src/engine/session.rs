@@ -100,6 +100,7 @@ pub(crate) async fn serve_connection<R: Runtime>(
     let mut flight = Vec::new();
     let hint = shared.hints.get(peer.ip());
     let mut authenticated = None;
+    let mut admitted = None;
     let accepted = loop {
         let verdict = {
             let mut rng = rand::rng();
@@ -117,10 +118,17 @@ pub(crate) async fn serve_connection<R: Runtime>(
             Verdict::NeedMore => {}
             Verdict::ServerHello { user } => {
                 authenticated = Some(user);
+                let cap = shared.throttle.as_ref().and_then(|t| t.cap(user.0 as usize));
+                admitted = users.stats(user).and_then(|s| s.try_admit(cap, super::unix_ms()));
                 let left = deadline.saturating_duration_since(Instant::now());
                 match with_timeout::<R, _>(left, client.write_all(&flight)).await {
                     Some(Ok(())) => {}
                     _ => return,
+                }
+                if admitted.is_none() {
+                    // As mtg-multi: the client saw a TLS handshake, then the close.
+                    info!(user = %users.name(user), cap, "throttled: user at its connection cap, closing");
+                    return;
                 }
                 flight = Vec::new();
                 // The buffer may already hold the client's next records: decide again first.
@@ -155,6 +163,9 @@ pub(crate) async fn serve_connection<R: Runtime>(
 
     let (user, dc, consumed) = accepted;
     let name = users.name(user).to_owned();
+    let Some(admitted) = admitted else {
+        return;
+    };
     drop(users);
     let requested = dc.target_dc();
     let mut target = i16::try_from(requested).ok().filter(|&d| settings.dcs.knows(d));
@@ -200,7 +211,8 @@ pub(crate) async fn serve_connection<R: Runtime>(
         Pump::new(client_to_dc, &first),
         Pump::new(session.dc_to_client, &[]),
         settings.idle_timeout,
-    );
+    )
+    .counting(admitted);
     let end = (&mut relay).await;
     info!(
         user = %name,

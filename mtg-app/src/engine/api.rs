@@ -1,0 +1,85 @@
+//! The stats HTTP API on `api-bind-to` (hyper, on whichever runtime the binary uses):
+//! `GET /stats` returns the mtg-multi JSON; other paths 404, other methods 405.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_io::{AsyncRead, AsyncWrite};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use tracing::debug;
+
+use crate::runtime::Runtime;
+
+use super::Shared;
+
+/// A `futures-io` stream seen through hyper's I/O traits.
+struct HyperIo<T>(T);
+
+impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        // Read into initialised scratch space and copy: the API is not a hot path.
+        let mut scratch = [0u8; 4096];
+        let want = buf.remaining().min(scratch.len());
+        match Pin::new(&mut self.0).poll_read(cx, &mut scratch[..want]) {
+            Poll::Ready(Ok(n)) => {
+                buf.put_slice(&scratch[..n]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+/// The answer to one API request.
+pub(crate) fn respond(shared: &Shared, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (path, method) {
+        ("/stats", &Method::GET) => (StatusCode::OK, "application/json", shared.stats_json()),
+        ("/stats", _) => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned()),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        response.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET"));
+    }
+    response
+}
+
+/// Serves one API connection.
+pub(crate) async fn serve_api_connection<R: Runtime>(shared: Arc<Shared>, stream: R::Stream) {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let response = respond(&shared, request.method(), request.uri().path());
+        async move { Ok::<_, Infallible>(response) }
+    });
+    if let Err(e) =
+        hyper::server::conn::http1::Builder::new().serve_connection(HyperIo(stream), service).await
+    {
+        debug!(error = %e, "stats API connection ended with an error");
+    }
+}

@@ -1,0 +1,7 @@
+//! Users beyond the core's table: per-user counters, the fair-share throttle and the `/stats`
+//! JSON.
+
+pub mod accounting;
+pub mod fair_share;
+pub mod stats_json;
+pub mod throttle;

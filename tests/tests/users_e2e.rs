@@ -1,0 +1,207 @@
+//! Users end to end (both runtimes): `/stats` numbers after known traffic, and the fair-share
+//! throttle refusing a capped user's next session while others still connect.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use mtg_proto::Secret;
+use mtg_tests::client::ProxyClient;
+use mtg_tests::proxy_under_test::ProxyUnderTest;
+use mtg_tests::runtime::block_on;
+use mtg_tests::{DcMode, FakeDc, FrontingSite};
+use serde_json::Value;
+
+const HOST: &str = "front.example";
+
+fn user(n: u8) -> Secret {
+    Secret::fake_tls([n; 16], HOST).unwrap()
+}
+
+fn config(names: &[&str], dc: SocketAddr, front: &FrontingSite, extra: &str) -> String {
+    let mut text = String::from("bind-to = \"127.0.0.1:1\"\napi-bind-to = \"127.0.0.1:1\"\n[secrets]\n");
+    for (i, name) in names.iter().enumerate() {
+        text.push_str(&format!("{name} = \"{}\"\n", user(i as u8 + 1).to_hex()));
+    }
+    text.push_str(&format!(
+        "[domain-fronting]\nhost = \"127.0.0.1\"\nport = {}\n[network.dc-overrides]\n2 = [\"{dc}\"]\n{extra}",
+        front.addr().port()
+    ));
+    text
+}
+
+/// A raw HTTP/1.1 request to the API; returns (status, body).
+fn http(api: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+#[test]
+fn stats_count_sessions_and_payload_bytes_exactly() {
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let proxy = ProxyUnderTest::start(&config(&["alice", "bob", "carol"], dc.addr(), &front, ""));
+    let (addr, api) = (proxy.addr(), proxy.api().unwrap());
+
+    // alice: 3 sessions of 1000 bytes each way; bob: 2 of 5000; carol: none.
+    let clients = block_on(async move {
+        let mut clients = Vec::new();
+        for (n, sessions, size) in [(1u8, 3, 1000usize), (2, 2, 5000)] {
+            for _ in 0..sessions {
+                let mut c = ProxyClient::connect_ee(addr, &user(n), 2).await.unwrap();
+                c.send(&vec![n; size]).await.unwrap();
+                assert_eq!(c.recv_exact(size).await.unwrap(), vec![n; size]);
+                clients.push(c);
+            }
+        }
+        clients
+    });
+
+    let (status, body) = http(api, "GET", "/stats");
+    assert_eq!(status, 200);
+    assert!(body.ends_with('\n'));
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    // Field order as mtg-multi (checked on the text: JSON objects are unordered once parsed).
+    let at = |key: &str| body.find(&format!("\"{key}\":")).unwrap_or(usize::MAX);
+    assert!(at("started_at") < at("uptime_seconds") && at("uptime_seconds") < at("total_connections"));
+    assert!(at("total_connections") < at("users") && at("users") < usize::MAX);
+    assert!(!body.contains("\"throttle\""), "no throttle block without a limit");
+    assert!(
+        at("connections") < at("bytes_in")
+            && at("bytes_in") < at("bytes_out")
+            && at("bytes_out") < at("last_seen")
+    );
+    assert_eq!(stats["total_connections"], 5);
+    let u = &stats["users"];
+    assert_eq!(
+        (
+            u["alice"]["connections"].as_u64(),
+            u["alice"]["bytes_in"].as_u64(),
+            u["alice"]["bytes_out"].as_u64()
+        ),
+        (Some(3), Some(3000), Some(3000))
+    );
+    assert_eq!(
+        (u["bob"]["connections"].as_u64(), u["bob"]["bytes_in"].as_u64(), u["bob"]["bytes_out"].as_u64()),
+        (Some(2), Some(10000), Some(10000))
+    );
+    assert_eq!(
+        u["carol"],
+        serde_json::json!({"connections": 0, "bytes_in": 0, "bytes_out": 0, "last_seen": null})
+    );
+    assert!(u["alice"]["last_seen"].as_str().unwrap().ends_with('Z'));
+
+    // Sessions end: connections drop to zero, bytes stay.
+    drop(clients);
+    assert!(proxy.wait_active_at_most(0, Duration::from_secs(5)));
+    let stats: Value = serde_json::from_str(&http(api, "GET", "/stats").1).unwrap();
+    assert_eq!(stats["total_connections"], 0);
+    assert_eq!(stats["users"]["bob"]["bytes_in"], 10000);
+
+    assert_eq!(http(api, "GET", "/other").0, 404);
+    assert_eq!(http(api, "POST", "/stats").0, 405);
+}
+
+#[test]
+fn throttle_caps_the_heavy_users_and_refuses_their_next_session() {
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    // check-interval is long: the test recomputes the caps itself at known moments.
+    let proxy = ProxyUnderTest::start(&config(
+        &["a", "b", "c", "d"],
+        dc.addr(),
+        &front,
+        "[throttle]\nmax-connections = 10\ncheck-interval = \"1h\"\n",
+    ));
+    let addr = proxy.addr();
+    let sessions = block_on(async move {
+        let mut open = Vec::new();
+        for (n, count) in [(1u8, 1), (2, 1), (3, 5), (4, 6)] {
+            for _ in 0..count {
+                let mut c = ProxyClient::connect_ee(addr, &user(n), 2).await.unwrap();
+                c.send(b"hi").await.unwrap();
+                c.recv_exact(2).await.unwrap();
+                open.push(c);
+            }
+        }
+        open
+    });
+    proxy.recompute_throttle();
+    let stats: Value = serde_json::from_str(&proxy.stats_json()).unwrap();
+    assert_eq!(stats["throttle"], serde_json::json!({"active": true, "limit": 10, "caps": {"c": 4, "d": 4}}));
+
+    block_on(async move {
+        // d is over its cap: the handshake completes, then the proxy closes.
+        let mut refused = ProxyClient::connect_ee(addr, &user(4), 2).await.unwrap();
+        refused.send(b"x").await.ok();
+        let closed = refused.wait_closed().await;
+        assert!(closed.is_ok() || closed.unwrap_err().kind() != std::io::ErrorKind::TimedOut);
+        // a is not capped and still connects.
+        let mut fine = ProxyClient::connect_ee(addr, &user(1), 2).await.unwrap();
+        fine.send(b"ok").await.unwrap();
+        assert_eq!(fine.recv_exact(2).await.unwrap(), b"ok");
+    });
+    let stats: Value = serde_json::from_str(&proxy.stats_json()).unwrap();
+    assert_eq!(stats["users"]["d"]["connections"], 6, "existing sessions are never cut");
+    drop(sessions);
+}
+
+#[test]
+fn concurrent_handshakes_of_a_capped_user_never_pass_its_cap() {
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let proxy = ProxyUnderTest::start(&config(
+        &["a", "b"],
+        dc.addr(),
+        &front,
+        "[throttle]\nmax-connections = 10\ncheck-interval = \"1h\"\n",
+    ));
+    let addr = proxy.addr();
+    // a = 2, b = 30 → fair 5 (a leaves, budget 8) → b capped at 8.
+    let first = block_on(async move {
+        let mut open = Vec::new();
+        for (n, count) in [(1u8, 2), (2, 30)] {
+            for _ in 0..count {
+                open.push(ProxyClient::connect_ee(addr, &user(n), 2).await.unwrap());
+            }
+        }
+        open
+    });
+    proxy.recompute_throttle();
+    assert_eq!(
+        serde_json::from_str::<Value>(&proxy.stats_json()).unwrap()["throttle"]["caps"],
+        serde_json::json!({"b": 8})
+    );
+    drop(first);
+    assert!(proxy.wait_active_at_most(0, Duration::from_secs(5)));
+
+    // 50 handshakes of b at once with the cap still 8: exactly 8 get through.
+    let admitted = block_on(async move {
+        let attempts: Vec<_> = (0..50)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let mut c = ProxyClient::connect_ee(addr, &user(2), 2).await.ok()?;
+                    c.send(b"ping").await.ok()?;
+                    let echoed = c.recv_exact(4).await.ok()?;
+                    (echoed == b"ping").then_some(c)
+                })
+            })
+            .collect();
+        let mut kept = Vec::new();
+        for a in attempts {
+            if let Ok(Some(c)) = a.await {
+                kept.push(c);
+            }
+        }
+        kept
+    });
+    assert_eq!(admitted.len(), 8);
+    let stats: Value = serde_json::from_str(&proxy.stats_json()).unwrap();
+    assert_eq!(stats["users"]["b"]["connections"], 8);
+}
