@@ -65,6 +65,7 @@ pub fn settings_from(config: &Config) -> Settings {
         throttle_limit: u64::from(config.throttle.max_connections),
         throttle_interval: config.throttle.check_interval,
         api_bind_to: config.api_bind_to,
+        usage_state_file: config.usage_state_file.clone(),
     }
 }
 
@@ -77,7 +78,16 @@ pub fn build_shared(config: &Config, settings: Settings) -> std::sync::Arc<Share
     } else {
         Box::new(NoReplayCheck)
     };
-    Shared::new(settings, Directory::new(&users), replay, Box::new(AllowAll))
+    Shared::new(settings, Directory::new(&users, &config.secret_limits), replay, Box::new(AllowAll))
+}
+
+/// Loads `usage-state-file` (when configured) into the users' quota counters; a corrupt file
+/// is an error naming it.
+pub fn restore_usage(config: &Config, shared: &Shared) -> Result<(), String> {
+    if let Some(path) = &config.usage_state_file {
+        shared.restore_usage(&crate::users::usage_file::load(path)?);
+    }
+    Ok(())
 }
 
 /// Runs the proxy; returns the process exit code.
@@ -98,6 +108,11 @@ pub fn run(path: &Path) -> ExitCode {
         config.users.values().map(Secret::host).filter(|h| !h.is_empty()).collect();
     let user_count = config.users.len();
     let shared = build_shared(&config, settings_from(&config));
+    if let Err(e) = restore_usage(&config, &shared) {
+        error!("{e}");
+        eprintln!("mtg-multi: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let result = Selected::run(|runtime| async move {
         let shutdown = async {
             if let Err(e) = <Selected as Runtime>::shutdown_signal().await {

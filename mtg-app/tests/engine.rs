@@ -96,8 +96,14 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
         throttle_limit: 0,
         throttle_interval: Duration::from_secs(5),
         api_bind_to: None,
+        usage_state_file: None,
     };
-    let shared = Shared::new(settings, Directory::new(users), Box::new(NoReplayCheck), Box::new(AllowAll));
+    let shared = Shared::new(
+        settings,
+        Directory::new(users, &Default::default()),
+        Box::new(NoReplayCheck),
+        Box::new(AllowAll),
+    );
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         Selected::run(|rt| {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mtg_app::config::Config;
 use mtg_app::engine::{Shared, serve};
-use mtg_app::run::{build_shared, settings_from};
+use mtg_app::run::{build_shared, restore_usage, settings_from};
 use mtg_app::runtime::Selected;
 
 /// Which runtime the proxy under test runs on.
@@ -46,6 +46,7 @@ impl ProxyUnderTest {
             settings.api_bind_to = Some("127.0.0.1:0".parse().expect("literal address"));
         }
         let shared = build_shared(&loaded.config, settings);
+        restore_usage(&loaded.config, &shared).unwrap_or_else(|e| panic!("{e}"));
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let (ready_tx, ready_rx) = mpsc::channel();
         let for_thread = shared.clone();

@@ -205,3 +205,64 @@ fn concurrent_handshakes_of_a_capped_user_never_pass_its_cap() {
     let stats: Value = serde_json::from_str(&proxy.stats_json()).unwrap();
     assert_eq!(stats["users"]["b"]["connections"], 8);
 }
+
+#[test]
+fn limits_front_refused_users_and_quota_survives_a_restart() {
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let dir = std::env::temp_dir().join(format!("mtg-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("usage.json");
+    let text = config(&["a", "b", "c", "d"], dc.addr(), &front, "")
+        .replace("[secrets]", &format!("usage-state-file = \"{}\"\n[secrets]", state.display()))
+        + "[secret-limits.a]\nquota = \"1kib\"\n[secret-limits.b]\nexpires = \"2020-01-01\"\n[secret-limits.c]\ndisabled = true\n[secret-limits.d]\nmax-connections = 2\n";
+
+    let proxy = ProxyUnderTest::start(&text);
+    let addr = proxy.addr();
+    block_on(async move {
+        // a crosses its 1 KiB quota mid-session: the session is not cut.
+        let mut a = ProxyClient::connect_ee(addr, &user(1), 2).await.unwrap();
+        for _ in 0..4 {
+            a.send(&[7u8; 500]).await.unwrap();
+            assert_eq!(a.recv_exact(500).await.unwrap(), vec![7u8; 500]);
+        }
+        // Its next session is fronted: the answer is not our signed flight.
+        assert!(ProxyClient::connect_ee(addr, &user(1), 2).await.is_err(), "over quota → fronted");
+        // Expired and disabled users are fronted too.
+        assert!(ProxyClient::connect_ee(addr, &user(2), 2).await.is_err(), "expired → fronted");
+        assert!(ProxyClient::connect_ee(addr, &user(3), 2).await.is_err(), "disabled → fronted");
+        // d may hold two sessions; the third is closed after the handshake.
+        let d1 = ProxyClient::connect_ee(addr, &user(4), 2).await.unwrap();
+        let d2 = ProxyClient::connect_ee(addr, &user(4), 2).await.unwrap();
+        let mut d3 = ProxyClient::connect_ee(addr, &user(4), 2).await.unwrap();
+        d3.send(b"x").await.ok();
+        let closed = d3.wait_closed().await;
+        assert!(closed.is_ok() || closed.unwrap_err().kind() != std::io::ErrorKind::TimedOut);
+        drop((a, d1, d2));
+    });
+    let stats: Value = serde_json::from_str(&proxy.stats_json()).unwrap();
+    assert_eq!(stats["users"]["a"]["quota"], 1024);
+    assert_eq!(stats["users"]["a"]["quota_used"], 4000);
+    assert_eq!(stats["users"]["b"]["expires_at"], "2020-01-01T00:00:00.000Z");
+    assert_eq!(stats["users"]["c"]["disabled"], true);
+    assert!(stats["users"]["d"].get("quota").is_none());
+    // Three fronted hellos reached the site byte for byte.
+    assert!(front.wait_until(Duration::from_secs(5), |c| c.len() >= 3));
+    drop(proxy);
+
+    // After a restart the usage is still there: a is still fronted.
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains("\"quota_used\": 4000"), "{saved}");
+    let proxy = ProxyUnderTest::start(&text);
+    let addr = proxy.addr();
+    block_on(async move {
+        assert!(
+            ProxyClient::connect_ee(addr, &user(1), 2).await.is_err(),
+            "still over quota after a restart"
+        );
+    });
+    let stats: Value = serde_json::from_str(&proxy.stats_json()).unwrap();
+    assert_eq!(stats["users"]["a"]["quota_used"], 4000);
+    drop(proxy);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -75,6 +75,14 @@ pub async fn serve<R: Runtime>(
             drop(alive);
         });
     }
+    if shared.settings.usage_state_file.is_some() {
+        let alive = loop_alive.clone();
+        let task = usage_loop::<R>(shared.clone(), stopped.clone());
+        runtime.spawn(async move {
+            task.await;
+            drop(alive);
+        });
+    }
     drop(loop_alive);
     on_ready(&Ready { listeners: addrs, api });
     shutdown.await;
@@ -89,6 +97,7 @@ pub async fn serve<R: Runtime>(
     if shared.active() > 0 {
         info!(active = shared.active(), "grace period over, closing the rest");
     }
+    shared.save_usage();
     Ok(())
 }
 
@@ -196,5 +205,19 @@ async fn throttle_loop<R: Runtime>(
             Transition::Deactivated => info!(limit = throttle.limit(), "throttle deactivated"),
             Transition::Unchanged => {}
         }
+    }
+}
+
+/// How often quota usage is written to the state file.
+const USAGE_SAVE_EVERY: Duration = Duration::from_secs(30);
+
+async fn usage_loop<R: Runtime>(shared: Arc<Shared>, stopped: async_channel::Receiver<()>) {
+    loop {
+        let sleep = std::pin::pin!(R::sleep(USAGE_SAVE_EVERY));
+        let stop = std::pin::pin!(stopped.recv());
+        if let Either::Right(_) = select(sleep, stop).await {
+            return;
+        }
+        shared.save_usage();
     }
 }

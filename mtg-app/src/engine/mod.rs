@@ -18,6 +18,9 @@ use std::time::Duration;
 
 use mtg_proto::{HandshakeConfig, ReplayCache, Secret, UserId, UserTable};
 
+use std::collections::BTreeMap;
+
+use crate::config::SecretLimits;
 use crate::dc_table::DcTable;
 use crate::runtime::Runtime;
 use crate::users::accounting::UserStats;
@@ -72,6 +75,8 @@ pub struct Settings {
     pub throttle_interval: Duration,
     /// Where the stats API listens, if anywhere.
     pub api_bind_to: Option<SocketAddr>,
+    /// Where quota usage is persisted (every 30 s and at shutdown).
+    pub usage_state_file: Option<std::path::PathBuf>,
 }
 
 /// The users the engine serves: names (for logs and stats) and the core's table.
@@ -80,16 +85,24 @@ pub struct Directory {
     names: Vec<String>,
     table: UserTable,
     stats: Vec<Arc<UserStats>>,
+    limits: Vec<SecretLimits>,
 }
 
 impl Directory {
-    /// Builds the directory from (name, secret) pairs; ids follow the given order.
-    pub fn new(users: &[(String, Secret)]) -> Self {
+    /// Builds the directory from (name, secret) pairs and per-name limits; ids follow the
+    /// given order.
+    pub fn new(users: &[(String, Secret)], limits: &BTreeMap<String, SecretLimits>) -> Self {
         Self {
             names: users.iter().map(|(n, _)| n.clone()).collect(),
             table: UserTable::new(users.iter().map(|(_, s)| s)),
             stats: users.iter().map(|_| Arc::new(UserStats::default())).collect(),
+            limits: users.iter().map(|(n, _)| limits.get(n).cloned().unwrap_or_default()).collect(),
         }
+    }
+
+    /// The limits of a user id (all off when none are configured).
+    pub fn limits(&self, user: UserId) -> Option<&SecretLimits> {
+        self.limits.get(user.0 as usize)
     }
 
     /// The counters of a user id.
@@ -195,6 +208,39 @@ impl Shared {
         })
     }
 
+    /// Every user's quota usage, by name, for the state file.
+    pub fn usage(&self) -> BTreeMap<String, crate::users::usage_file::Usage> {
+        let users = self.users();
+        users
+            .names
+            .iter()
+            .zip(&users.stats)
+            .map(|(name, stats)| {
+                let (quota_used, period) = stats.quota_state();
+                (name.clone(), crate::users::usage_file::Usage { quota_used, period })
+            })
+            .collect()
+    }
+
+    /// Restores quota usage read from the state file (names no longer configured are dropped).
+    pub fn restore_usage(&self, usage: &BTreeMap<String, crate::users::usage_file::Usage>) {
+        let users = self.users();
+        for (name, stats) in users.names.iter().zip(&users.stats) {
+            if let Some(u) = usage.get(name) {
+                stats.restore_quota(u.quota_used, u.period);
+            }
+        }
+    }
+
+    /// Writes the usage state file, if one is configured.
+    pub fn save_usage(&self) {
+        if let Some(path) = &self.settings.usage_state_file
+            && let Err(e) = crate::users::usage_file::save(path, &self.usage())
+        {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write the usage state file");
+        }
+    }
+
     /// The throttle, when `[throttle] max-connections` is set.
     pub fn throttle(&self) -> Option<&Throttle> {
         self.throttle.as_ref()
@@ -203,8 +249,28 @@ impl Shared {
     /// The `/stats` body now.
     pub fn stats_json(&self) -> String {
         let users = self.users();
-        let snapshots: Vec<(&str, crate::users::accounting::UserSnapshot)> =
-            users.names.iter().map(String::as_str).zip(users.stats.iter().map(|s| s.snapshot())).collect();
+        let now = unix_ms();
+        let snapshots: Vec<(
+            &str,
+            crate::users::accounting::UserSnapshot,
+            crate::users::stats_json::LimitsJson,
+        )> = users
+            .names
+            .iter()
+            .zip(users.stats.iter().zip(&users.limits))
+            .map(|(name, (stats, limits))| {
+                let period = crate::users::limits::quota_period(limits.quota_reset, now);
+                let extra = crate::users::stats_json::LimitsJson {
+                    quota: limits.quota,
+                    quota_used: limits.quota.map(|_| stats.quota_used(period)),
+                    expires_at: limits
+                        .expires
+                        .map(|at| crate::users::stats_json::rfc3339_ms(at.saturating_mul(1000))),
+                    disabled: limits.disabled.then_some(true),
+                };
+                (name.as_str(), stats.snapshot(), extra)
+            })
+            .collect();
         let throttle = self.throttle.as_ref().map(|t| crate::users::stats_json::ThrottleJson {
             active: t.active(),
             limit: t.limit(),
@@ -215,7 +281,7 @@ impl Shared {
                 .filter_map(|(cap, name)| cap.map(|c| (name.clone(), c)))
                 .collect(),
         });
-        crate::users::stats_json::render(self.started_at_ms, unix_ms(), &snapshots, throttle.as_ref())
+        crate::users::stats_json::render(self.started_at_ms, now, &snapshots, throttle.as_ref())
     }
 
     /// The settings.

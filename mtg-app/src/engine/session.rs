@@ -11,6 +11,7 @@ use mtg_proto::{HandshakeContext, HostId, ReplayCache, ServerHandshake, Verdict}
 use tracing::{debug, info};
 
 use crate::runtime::Runtime;
+use crate::users::limits;
 
 use super::relay::{Pump, Relay};
 use super::{Shared, fronting, upstream, with_timeout};
@@ -117,9 +118,19 @@ pub(crate) async fn serve_connection<R: Runtime>(
         match verdict {
             Verdict::NeedMore => {}
             Verdict::ServerHello { user } => {
+                let now_ms = super::unix_ms();
+                let (Some(stats), Some(limits)) = (users.stats(user), users.limits(user)) else { return };
+                if let Some(refusal) = limits::refusal(limits, stats, now_ms) {
+                    // Indistinguishable from a wrong secret: the flight is dropped unsent.
+                    debug!(%peer, user = %users.name(user), %refusal, "fronting a refused user");
+                    let host = users.table().user_host(user);
+                    return front::<R>(&shared, client, peer, host, &buf, started).await;
+                }
                 authenticated = Some(user);
-                let cap = shared.throttle.as_ref().and_then(|t| t.cap(user.0 as usize));
-                admitted = users.stats(user).and_then(|s| s.try_admit(cap, super::unix_ms()));
+                let own_cap = (limits.max_connections > 0).then_some(u64::from(limits.max_connections));
+                let throttle_cap = shared.throttle.as_ref().and_then(|t| t.cap(user.0 as usize));
+                let cap = limits::tighter(own_cap, throttle_cap);
+                admitted = stats.try_admit(cap, now_ms);
                 let left = deadline.saturating_duration_since(Instant::now());
                 match with_timeout::<R, _>(left, client.write_all(&flight)).await {
                     Some(Ok(())) => {}

@@ -13,6 +13,10 @@ pub struct UserStats {
     bytes_out: AtomicU64,
     /// Unix milliseconds of the last admitted connection; 0 = never.
     last_seen_ms: AtomicI64,
+    /// Bytes both ways counted against the quota in the current period.
+    quota_used: AtomicU64,
+    /// The quota period `quota_used` belongs to (months since year 0 for monthly resets).
+    quota_period: AtomicU64,
 }
 
 /// A snapshot of one user's counters.
@@ -53,12 +57,38 @@ impl UserStats {
 
     /// Adds relayed payload bytes.
     pub fn add_bytes(&self, bytes_in: u64, bytes_out: u64) {
+        if bytes_in + bytes_out > 0 {
+            self.quota_used.fetch_add(bytes_in + bytes_out, Ordering::Relaxed);
+        }
         if bytes_in > 0 {
             self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
         }
         if bytes_out > 0 {
             self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         }
+    }
+
+    /// Bytes used against the quota in `period`: starts the period over (from zero) when the
+    /// stored one is older.
+    pub fn quota_used(&self, period: u64) -> u64 {
+        let stored = self.quota_period.load(Ordering::Relaxed);
+        if stored < period
+            && self.quota_period.compare_exchange(stored, period, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            self.quota_used.store(0, Ordering::Relaxed);
+        }
+        self.quota_used.load(Ordering::Relaxed)
+    }
+
+    /// Restores persisted quota usage.
+    pub fn restore_quota(&self, used: u64, period: u64) {
+        self.quota_period.store(period, Ordering::Relaxed);
+        self.quota_used.store(used, Ordering::Relaxed);
+    }
+
+    /// The persisted form: (bytes used, period).
+    pub fn quota_state(&self) -> (u64, u64) {
+        (self.quota_used.load(Ordering::Relaxed), self.quota_period.load(Ordering::Relaxed))
     }
 
     /// Live admitted sessions.

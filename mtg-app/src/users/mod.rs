@@ -3,5 +3,7 @@
 
 pub mod accounting;
 pub mod fair_share;
+pub mod limits;
 pub mod stats_json;
 pub mod throttle;
+pub mod usage_file;

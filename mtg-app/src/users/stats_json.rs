@@ -20,12 +20,31 @@ pub struct ThrottleJson {
     pub caps: BTreeMap<String, u64>,
 }
 
+/// The per-user limit fields, each present only when that limit is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LimitsJson {
+    /// `quota` in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<u64>,
+    /// Bytes used against the quota this period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_used: Option<u64>,
+    /// `expires` as RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// `true` when disabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+}
+
 #[derive(Serialize)]
 struct UserJson {
     connections: u64,
     bytes_in: u64,
     bytes_out: u64,
     last_seen: Option<String>,
+    #[serde(flatten)]
+    limits: LimitsJson,
 }
 
 #[derive(Serialize)]
@@ -42,17 +61,17 @@ struct StatsJson<'a> {
 pub fn render(
     started_at_ms: i64,
     now_ms: i64,
-    users: &[(&str, UserSnapshot)],
+    users: &[(&str, UserSnapshot, LimitsJson)],
     throttle: Option<&ThrottleJson>,
 ) -> String {
     let body = StatsJson {
         started_at: rfc3339_ms(started_at_ms),
         uptime_seconds: u64::try_from((now_ms - started_at_ms) / 1000).unwrap_or(0),
-        total_connections: users.iter().map(|(_, s)| s.connections).sum(),
+        total_connections: users.iter().map(|(_, s, _)| s.connections).sum(),
         throttle,
         users: users
             .iter()
-            .map(|(name, s)| {
+            .map(|(name, s, limits)| {
                 (
                     *name,
                     UserJson {
@@ -60,6 +79,7 @@ pub fn render(
                         bytes_in: s.bytes_in,
                         bytes_out: s.bytes_out,
                         last_seen: s.last_seen_ms.map(rfc3339_ms),
+                        limits: limits.clone(),
                     },
                 )
             })
@@ -110,8 +130,13 @@ mod tests {
             (
                 "alice",
                 UserSnapshot { connections: 2, bytes_in: 10, bytes_out: 20, last_seen_ms: Some(5_000) },
+                LimitsJson::default(),
             ),
-            ("bob", UserSnapshot::default()),
+            (
+                "bob",
+                UserSnapshot::default(),
+                LimitsJson { quota: Some(100), quota_used: Some(0), expires_at: None, disabled: Some(true) },
+            ),
         ];
         assert_eq!(
             render(1_000, 62_500, &users, None),
@@ -130,7 +155,10 @@ mod tests {
       "connections": 0,
       "bytes_in": 0,
       "bytes_out": 0,
-      "last_seen": null
+      "last_seen": null,
+      "quota": 100,
+      "quota_used": 0,
+      "disabled": true
     }
   }
 }

@@ -1,0 +1,105 @@
+//! Per-user limits (`[secret-limits.NAME]`): who is refused (disabled, expired, over quota —
+//! all domain-fronted like a wrong secret) and each user's own connection cap.
+
+use crate::config::{QuotaReset, SecretLimits};
+
+use super::accounting::UserStats;
+
+/// Why a user with a valid secret is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `disabled = true`.
+    Disabled,
+    /// Past `expires`.
+    Expired,
+    /// `quota` used up in this period.
+    OverQuota,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Disabled => "user disabled",
+            Self::Expired => "user expired",
+            Self::OverQuota => "user over quota",
+        })
+    }
+}
+
+/// The quota period of a moment: months since year 0 (UTC) for monthly resets, 0 for none.
+pub fn quota_period(reset: QuotaReset, unix_ms: i64) -> u64 {
+    match reset {
+        QuotaReset::None => 0,
+        QuotaReset::Monthly => {
+            let (y, m) = year_month(unix_ms.div_euclid(1000).div_euclid(86_400));
+            u64::try_from(y * 12 + m - 1).unwrap_or(0)
+        }
+    }
+}
+
+fn year_month(days: i64) -> (i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m)
+}
+
+/// Whether `limits` refuse a user now, given its counters.
+pub fn refusal(limits: &SecretLimits, stats: &UserStats, unix_ms: i64) -> Option<Refusal> {
+    if limits.disabled {
+        return Some(Refusal::Disabled);
+    }
+    if limits.expires.is_some_and(|at| unix_ms.div_euclid(1000) >= at) {
+        return Some(Refusal::Expired);
+    }
+    if let Some(quota) = limits.quota
+        && stats.quota_used(quota_period(limits.quota_reset, unix_ms)) >= quota
+    {
+        return Some(Refusal::OverQuota);
+    }
+    None
+}
+
+/// The tighter of two optional caps.
+pub fn tighter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_and_refusals() {
+        // 2026-11-22 and 2026-12-01 (UTC) are in consecutive months.
+        let nov = 1_795_305_600_000;
+        let dec = 1_796_083_200_000;
+        assert_eq!(quota_period(QuotaReset::Monthly, dec), quota_period(QuotaReset::Monthly, nov) + 1);
+        assert_eq!(quota_period(QuotaReset::None, dec), 0);
+
+        let stats = UserStats::default();
+        let limits =
+            SecretLimits { quota: Some(100), quota_reset: QuotaReset::Monthly, ..SecretLimits::default() };
+        assert_eq!(refusal(&limits, &stats, nov), None);
+        stats.add_bytes(60, 40);
+        assert_eq!(refusal(&limits, &stats, nov), Some(Refusal::OverQuota));
+        // A new month starts from zero.
+        assert_eq!(refusal(&limits, &stats, dec), None);
+
+        let expired = SecretLimits { expires: Some(nov / 1000), ..SecretLimits::default() };
+        assert_eq!(refusal(&expired, &stats, nov), Some(Refusal::Expired));
+        assert_eq!(refusal(&expired, &stats, nov - 1000), None);
+        let disabled = SecretLimits { disabled: true, ..SecretLimits::default() };
+        assert_eq!(refusal(&disabled, &stats, nov), Some(Refusal::Disabled));
+        assert_eq!(tighter(Some(3), Some(5)), Some(3));
+        assert_eq!(tighter(None, Some(5)), Some(5));
+        assert_eq!(tighter(None, None), None);
+    }
+}
