@@ -65,6 +65,7 @@ pub fn settings_from(config: &Config) -> Settings {
         throttle_limit: u64::from(config.throttle.max_connections),
         throttle_interval: config.throttle.check_interval,
         api_bind_to: config.api_bind_to,
+        api_token: config.api_token.clone(),
         usage_state_file: config.usage_state_file.clone(),
     }
 }

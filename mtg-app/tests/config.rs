@@ -390,6 +390,10 @@ fn malformed_configs_give_one_clear_line() {
         (with("public-ipv4 = \"::1\"\n"), "invalid value for public-ipv4: ::1: expected an IPv4 address"),
         (with("[stats.statsd]\nenabled = true\n"), "stats.statsd.address is required (statsd is enabled)"),
         (
+            with("api-bind-to = \"0.0.0.0:9000\"\n"),
+            "api-bind-to 0.0.0.0:9000 is not a loopback address: set api-token so the API is not open to everyone",
+        ),
+        (
             "bind-to = \"127.0.0.1:1\"\n[secrets]\nd = \"dd367a189aee18fa31c190054efd4a8e95\"\n".to_owned(),
             "a dd (secured) secret is configured but [secured] enabled is not true",
         ),

@@ -96,6 +96,7 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
         throttle_limit: 0,
         throttle_interval: Duration::from_secs(5),
         api_bind_to: None,
+        api_token: None,
         usage_state_file: None,
     };
     let shared = Shared::new(

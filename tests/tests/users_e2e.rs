@@ -266,3 +266,26 @@ fn limits_front_refused_users_and_quota_survives_a_restart() {
     drop(proxy);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn api_token_is_required_when_set() {
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let text =
+        config(&["a"], dc.addr(), &front, "").replace("[secrets]", "api-token = \"s3cret-token\"\n[secrets]");
+    let proxy = ProxyUnderTest::start(&text);
+    let api = proxy.api().unwrap();
+    let get = |auth: Option<&str>| {
+        let mut s = TcpStream::connect(api).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let header = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+        write!(s, "GET /stats HTTP/1.1\r\nHost: api\r\n{header}Connection: close\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        raw.split(' ').nth(1).unwrap().parse::<u16>().unwrap()
+    };
+    assert_eq!(get(None), 401);
+    assert_eq!(get(Some("Bearer wrong")), 401);
+    assert_eq!(get(Some("s3cret-token")), 401);
+    assert_eq!(get(Some("Bearer s3cret-token")), 200);
+}

@@ -398,6 +398,16 @@ impl Config {
 }
 
 fn validate(c: &Config) -> Result<(), ConfigError> {
+    if let Some(api) = c.api_bind_to
+        && !api.ip().is_loopback()
+        && c.api_token.is_none()
+    {
+        return Err(ConfigError::Conflict {
+            message: format!(
+                "api-bind-to {api} is not a loopback address: set api-token so the API is not open to everyone"
+            ),
+        });
+    }
     if c.statsd.enabled && c.statsd.address.is_none() {
         return Err(ConfigError::Missing {
             key: "stats.statsd.address".into(),

@@ -53,8 +53,31 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
     }
 }
 
+/// Whether the request carries the configured bearer token (constant-time comparison).
+fn authorized(shared: &Shared, header: Option<&hyper::header::HeaderValue>) -> bool {
+    let Some(token) = &shared.settings.api_token else { return true };
+    let Some(given) = header.and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The answer to one API request.
-pub(crate) fn respond(shared: &Shared, method: &Method, path: &str) -> Response<Full<Bytes>> {
+pub(crate) fn respond(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    authorization: Option<&hyper::header::HeaderValue>,
+) -> Response<Full<Bytes>> {
+    if !authorized(shared, authorization) {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"unauthorized\n")));
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        response
+            .headers_mut()
+            .insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+        return response;
+    }
     let (status, content_type, body) = match (path, method) {
         ("/stats", &Method::GET) => (StatusCode::OK, "application/json", shared.stats_json()),
         ("/stats", _) => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned()),
@@ -74,7 +97,12 @@ pub(crate) fn respond(shared: &Shared, method: &Method, path: &str) -> Response<
 /// Serves one API connection.
 pub(crate) async fn serve_api_connection<R: Runtime>(shared: Arc<Shared>, stream: R::Stream) {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let response = respond(&shared, request.method(), request.uri().path());
+        let response = respond(
+            &shared,
+            request.method(),
+            request.uri().path(),
+            request.headers().get(hyper::header::AUTHORIZATION),
+        );
         async move { Ok::<_, Infallible>(response) }
     });
     if let Err(e) =

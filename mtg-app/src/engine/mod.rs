@@ -75,6 +75,8 @@ pub struct Settings {
     pub throttle_interval: Duration,
     /// Where the stats API listens, if anywhere.
     pub api_bind_to: Option<SocketAddr>,
+    /// Bearer token every API request must carry.
+    pub api_token: Option<String>,
     /// Where quota usage is persisted (every 30 s and at shutdown).
     pub usage_state_file: Option<std::path::PathBuf>,
 }
