@@ -66,6 +66,7 @@ pub fn settings_from(config: &Config) -> Settings {
         throttle_interval: config.throttle.check_interval,
         api_bind_to: config.api_bind_to,
         api_token: config.api_token.clone(),
+        config_path: None,
         usage_state_file: config.usage_state_file.clone(),
     }
 }
@@ -108,7 +109,9 @@ pub fn run(path: &Path) -> ExitCode {
     let hosts: std::collections::BTreeSet<&str> =
         config.users.values().map(Secret::host).filter(|h| !h.is_empty()).collect();
     let user_count = config.users.len();
-    let shared = build_shared(&config, settings_from(&config));
+    let mut settings = settings_from(&config);
+    settings.config_path = Some(path.to_owned());
+    let shared = build_shared(&config, settings);
     if let Err(e) = restore_usage(&config, &shared) {
         error!("{e}");
         eprintln!("mtg-multi: {e}");

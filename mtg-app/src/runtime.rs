@@ -48,6 +48,12 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
     /// Resolves on the first SIGINT or SIGTERM.
     fn shutdown_signal() -> impl Future<Output = io::Result<()>> + Send;
+    /// A SIGHUP watcher.
+    type Hangups: Send + 'static;
+    /// Starts watching SIGHUP.
+    fn hangups() -> io::Result<Self::Hangups>;
+    /// Waits for the next SIGHUP.
+    fn next_hangup(hangups: &mut Self::Hangups) -> impl Future<Output = ()> + Send + '_;
 }
 
 /// Implements [`Runtime`] for an adapter crate: both expose the same inherent functions, so
@@ -57,7 +63,7 @@ macro_rules! impl_runtime {
         #[cfg(feature = $feature)]
         mod $module {
             use super::*;
-            use $adapter::{Listener, Stream, Timer};
+            use $adapter::{Hangups, Listener, Stream, Timer};
 
             type Adapter = $adapter::Runtime;
 
@@ -108,6 +114,13 @@ macro_rules! impl_runtime {
                 }
                 fn shutdown_signal() -> impl Future<Output = io::Result<()>> + Send {
                     Self::shutdown_signal()
+                }
+                type Hangups = Hangups;
+                fn hangups() -> io::Result<Hangups> {
+                    Self::hangups()
+                }
+                fn next_hangup(hangups: &mut Hangups) -> impl Future<Output = ()> + Send + '_ {
+                    hangups.next()
                 }
             }
         }

@@ -103,3 +103,31 @@ fn generate_secret_prints_a_parsable_secret() {
     let out = Command::new(BIN).args(["generate-secret", "bad host"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn sighup_reloads_the_users() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base =
+        format!("bind-to = \"127.0.0.1:{port}\"\n[secrets]\nalice = \"ee{KEY_HEX}6578616d706c652e636f6d\"\n");
+    let path = temp_config("hup", &base);
+    let mut child = Command::new(BIN).arg("run").arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let wait_for = |lines: &mut std::io::Lines<BufReader<std::process::ChildStderr>>, what: &str| -> String {
+        let mut seen = String::new();
+        while let Some(Ok(line)) = lines.next() {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(what) {
+                return line;
+            }
+        }
+        panic!("no {what:?} in:\n{seen}");
+    };
+    wait_for(&mut lines, "serving");
+    std::fs::write(&path, format!("{base}bob = \"ee{}6578616d706c652e636f6d\"\n", "11".repeat(16))).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    let line = wait_for(&mut lines, "config reloaded");
+    assert!(line.contains("added=[\"bob\"]"), "{line}");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -97,6 +97,7 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
         throttle_interval: Duration::from_secs(5),
         api_bind_to: None,
         api_token: None,
+        config_path: None,
         usage_state_file: None,
     };
     let shared = Shared::new(

@@ -38,10 +38,21 @@ impl std::fmt::Debug for ProxyUnderTest {
 impl ProxyUnderTest {
     /// Starts the proxy for `config` (its `bind-to` is replaced by `127.0.0.1:0`).
     pub fn start(config: &str) -> Self {
+        Self::start_with(config, None)
+    }
+
+    /// Starts the proxy from a config file, which `POST /reload` and SIGHUP re-read.
+    pub fn start_file(path: &std::path::Path) -> Self {
+        let text = std::fs::read_to_string(path).expect("read the test config");
+        Self::start_with(&text, Some(path.to_owned()))
+    }
+
+    fn start_with(config: &str, path: Option<std::path::PathBuf>) -> Self {
         let loaded = Config::from_toml_str(config).unwrap_or_else(|e| panic!("test config: {e}"));
         let mut settings = settings_from(&loaded.config);
         settings.bind_to = vec!["127.0.0.1:0".parse().expect("literal address")];
         settings.shutdown_grace = Duration::from_millis(200);
+        settings.config_path = path;
         if settings.api_bind_to.is_some() {
             settings.api_bind_to = Some("127.0.0.1:0".parse().expect("literal address"));
         }

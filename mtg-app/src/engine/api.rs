@@ -80,7 +80,15 @@ pub(crate) fn respond(
     }
     let (status, content_type, body) = match (path, method) {
         ("/stats", &Method::GET) => (StatusCode::OK, "application/json", shared.stats_json()),
-        ("/stats", _) => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned()),
+        ("/reload", &Method::POST) => match shared.reload() {
+            Ok(summary) => (StatusCode::OK, "application/json", json_line(&summary)),
+            Err(e) => {
+                (StatusCode::BAD_REQUEST, "application/json", json_line(&serde_json::json!({ "error": e })))
+            }
+        },
+        ("/stats", _) | ("/reload", _) => {
+            (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned())
+        }
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -89,9 +97,17 @@ pub(crate) fn respond(
         .headers_mut()
         .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
     if status == StatusCode::METHOD_NOT_ALLOWED {
-        response.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET"));
+        let allow = if path == "/reload" { "POST" } else { "GET" };
+        response.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static(allow));
     }
     response
+}
+
+fn json_line(value: &impl serde::Serialize) -> String {
+    // Serialising plain structs and strings cannot fail.
+    let mut text = serde_json::to_string(value).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// Serves one API connection.

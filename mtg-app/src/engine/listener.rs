@@ -75,6 +75,14 @@ pub async fn serve<R: Runtime>(
             drop(alive);
         });
     }
+    if shared.settings.config_path.is_some() {
+        let alive = loop_alive.clone();
+        let task = hangup_loop::<R>(shared.clone(), stopped.clone());
+        runtime.spawn(async move {
+            task.await;
+            drop(alive);
+        });
+    }
     if shared.settings.usage_state_file.is_some() {
         let alive = loop_alive.clone();
         let task = usage_loop::<R>(shared.clone(), stopped.clone());
@@ -219,5 +227,27 @@ async fn usage_loop<R: Runtime>(shared: Arc<Shared>, stopped: async_channel::Rec
             return;
         }
         shared.save_usage();
+    }
+}
+
+/// Reloads the config on every SIGHUP.
+async fn hangup_loop<R: Runtime>(shared: Arc<Shared>, stopped: async_channel::Receiver<()>) {
+    let mut hangups = match R::hangups() {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(error = %e, "cannot watch SIGHUP; reload with POST /reload");
+            return;
+        }
+    };
+    loop {
+        {
+            let hangup = std::pin::pin!(R::next_hangup(&mut hangups));
+            let stop = std::pin::pin!(stopped.recv());
+            if let Either::Right(_) = select(hangup, stop).await {
+                return;
+            }
+        }
+        // The outcome is logged by `reload`.
+        let _ = shared.reload();
     }
 }

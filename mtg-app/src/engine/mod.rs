@@ -75,6 +75,8 @@ pub struct Settings {
     pub throttle_interval: Duration,
     /// Where the stats API listens, if anywhere.
     pub api_bind_to: Option<SocketAddr>,
+    /// The config file, re-read on SIGHUP and `POST /reload`.
+    pub config_path: Option<std::path::PathBuf>,
     /// Bearer token every API request must carry.
     pub api_token: Option<String>,
     /// Where quota usage is persisted (every 30 s and at shutdown).
@@ -85,9 +87,48 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct Directory {
     names: Vec<String>,
+    secrets: Vec<Secret>,
     table: UserTable,
     stats: Vec<Arc<UserStats>>,
     limits: Vec<SecretLimits>,
+    switches: Vec<SessionSwitch>,
+}
+
+/// Closes every live session of one user (name and secret) when the user is removed,
+/// re-keyed or disabled: sessions hold the receiving end and end when it closes.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionSwitch {
+    off: async_channel::Sender<()>,
+    watch: async_channel::Receiver<()>,
+}
+
+impl SessionSwitch {
+    fn new() -> Self {
+        let (off, watch) = async_channel::bounded(1);
+        Self { off, watch }
+    }
+
+    /// What a session watches.
+    pub(crate) fn watch(&self) -> async_channel::Receiver<()> {
+        self.watch.clone()
+    }
+
+    fn close_sessions(&self) {
+        self.off.close();
+    }
+}
+
+/// What a reload changed, by user name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadSummary {
+    /// New users.
+    pub added: Vec<String>,
+    /// Users gone (their sessions were closed).
+    pub removed: Vec<String>,
+    /// Users with a new secret (their sessions were closed).
+    pub rekeyed: Vec<String>,
+    /// Users whose limits changed (sessions closed if now disabled or expired).
+    pub relimited: Vec<String>,
 }
 
 impl Directory {
@@ -96,10 +137,61 @@ impl Directory {
     pub fn new(users: &[(String, Secret)], limits: &BTreeMap<String, SecretLimits>) -> Self {
         Self {
             names: users.iter().map(|(n, _)| n.clone()).collect(),
+            secrets: users.iter().map(|(_, s)| s.clone()).collect(),
             table: UserTable::new(users.iter().map(|(_, s)| s)),
             stats: users.iter().map(|_| Arc::new(UserStats::default())).collect(),
             limits: users.iter().map(|(n, _)| limits.get(n).cloned().unwrap_or_default()).collect(),
+            switches: users.iter().map(|_| SessionSwitch::new()).collect(),
         }
+    }
+
+    /// The directory for new users and limits, keeping the counters of every user that stays
+    /// (by name) and the live sessions of every user whose secret did not change. Returns the
+    /// switches to turn off and what changed.
+    fn rebuild(
+        &self,
+        users: &[(String, Secret)],
+        limits: &BTreeMap<String, SecretLimits>,
+        now_ms: i64,
+    ) -> (Self, Vec<SessionSwitch>, ReloadSummary) {
+        let mut next = Self::new(users, limits);
+        let mut summary = ReloadSummary::default();
+        let mut to_close = Vec::new();
+        for (i, name) in next.names.iter().enumerate() {
+            let Some(old) = self.names.iter().position(|n| n == name) else {
+                summary.added.push(name.clone());
+                continue;
+            };
+            next.stats[i] = self.stats[old].clone();
+            if next.secrets[i] == self.secrets[old] {
+                next.switches[i] = self.switches[old].clone();
+            } else {
+                summary.rekeyed.push(name.clone());
+                to_close.push(self.switches[old].clone());
+            }
+            if next.limits[i] != self.limits[old] {
+                summary.relimited.push(name.clone());
+                let now_refused = matches!(
+                    crate::users::limits::refusal(&next.limits[i], &next.stats[i], now_ms),
+                    Some(crate::users::limits::Refusal::Disabled | crate::users::limits::Refusal::Expired)
+                );
+                if now_refused {
+                    to_close.push(next.switches[i].clone());
+                }
+            }
+        }
+        for (old, name) in self.names.iter().enumerate() {
+            if !next.names.contains(name) {
+                summary.removed.push(name.clone());
+                to_close.push(self.switches[old].clone());
+            }
+        }
+        (next, to_close, summary)
+    }
+
+    /// The session switch of a user id.
+    pub(crate) fn switch(&self, user: UserId) -> Option<&SessionSwitch> {
+        self.switches.get(user.0 as usize)
     }
 
     /// The limits of a user id (all off when none are configured).
@@ -208,6 +300,51 @@ impl Shared {
             throttle: (settings_limit > 0).then(|| Throttle::new(settings_limit)),
             started_at_ms: unix_ms(),
         })
+    }
+
+    /// Swaps in new users and limits (`Directory::rebuild` rules), closes the sessions of
+    /// removed, re-keyed, disabled and expired users, and recomputes the throttle caps.
+    pub fn reload_users(
+        &self,
+        users: &[(String, Secret)],
+        limits: &BTreeMap<String, SecretLimits>,
+    ) -> ReloadSummary {
+        let mut guard = self.users.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (next, to_close, summary) = guard.rebuild(users, limits, unix_ms());
+        let next = Arc::new(next);
+        *guard = next.clone();
+        drop(guard);
+        for switch in to_close {
+            switch.close_sessions();
+        }
+        if let Some(throttle) = &self.throttle {
+            throttle.recompute(next.all_stats());
+        }
+        summary
+    }
+
+    /// Re-reads the config file and applies its users and limits; an invalid file changes
+    /// nothing. Other settings (listeners, timeouts, …) need a restart.
+    pub fn reload(&self) -> Result<ReloadSummary, String> {
+        let Some(path) = &self.settings.config_path else {
+            return Err("no config file to reload".to_owned());
+        };
+        let result = crate::config::Config::load(path).map_err(|e| e.to_string()).map(|loaded| {
+            for warning in &loaded.warnings {
+                tracing::warn!("{warning}");
+            }
+            let users: Vec<(String, Secret)> =
+                loaded.config.users.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+            self.reload_users(&users, &loaded.config.secret_limits)
+        });
+        match &result {
+            Ok(s) => tracing::info!(
+                added = ?s.added, removed = ?s.removed, rekeyed = ?s.rekeyed, relimited = ?s.relimited,
+                "config reloaded"
+            ),
+            Err(e) => tracing::error!(error = %e, "reload refused; the running config stays"),
+        }
+        result
     }
 
     /// Every user's quota usage, by name, for the state file.

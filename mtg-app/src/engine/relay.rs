@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_io::{AsyncRead, AsyncWrite};
+use futures_util::Stream;
 use mtg_proto::{ClientToDc, DcToClient, RelayError};
 
 use crate::runtime::Runtime;
@@ -156,6 +157,8 @@ pub(crate) enum End {
     Io(io::Error),
     /// The client broke the record framing.
     Protocol(RelayError),
+    /// The user was removed, re-keyed or disabled by a reload.
+    Revoked,
 }
 
 impl std::fmt::Display for End {
@@ -166,6 +169,7 @@ impl std::fmt::Display for End {
             Self::Idle => f.write_str("idle timeout"),
             Self::Io(e) => write!(f, "i/o error: {e}"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::Revoked => f.write_str("user removed, re-keyed or disabled"),
         }
     }
 }
@@ -181,6 +185,8 @@ pub(crate) struct Relay<R: Runtime, Up, Down> {
     timer: R::Timer,
     /// The admitted user's slot and counters, with the bytes already reported to them.
     account: Option<(Admitted, u64, u64)>,
+    /// Closed when the user is removed, re-keyed or disabled.
+    revoked: Option<Pin<Box<async_channel::Receiver<()>>>>,
 }
 
 impl<R: Runtime, Up: Transform, Down: Transform> Relay<R, Up, Down> {
@@ -202,12 +208,19 @@ impl<R: Runtime, Up: Transform, Down: Transform> Relay<R, Up, Down> {
             last_activity: now,
             timer: R::timer_at(now + idle),
             account: None,
+            revoked: None,
         }
     }
 
     /// Counts this relay's payload bytes into an admitted user's counters as they move.
     pub(crate) fn counting(mut self, admitted: Admitted) -> Self {
         self.account = Some((admitted, 0, 0));
+        self
+    }
+
+    /// Ends the relay when `watch` closes.
+    pub(crate) fn revocable(mut self, watch: async_channel::Receiver<()>) -> Self {
+        self.revoked = Some(Box::pin(watch));
         self
     }
 
@@ -225,6 +238,12 @@ impl<R: Runtime, Up: Transform, Down: Transform> Future for Relay<R, Up, Down> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
         let this = self.get_mut();
+        if let Some(watch) = &mut this.revoked
+            && let Poll::Ready(None) = watch.as_mut().poll_next(cx)
+        {
+            this.report();
+            return Poll::Ready(End::Revoked);
+        }
         let mut active = false;
         let up = this.up.poll_pump(cx, &mut this.client, &mut this.upstream, &mut active);
         let down = this.down.poll_pump(cx, &mut this.upstream, &mut this.client, &mut active);

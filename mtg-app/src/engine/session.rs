@@ -177,6 +177,9 @@ pub(crate) async fn serve_connection<R: Runtime>(
     let Some(admitted) = admitted else {
         return;
     };
+    let Some(watch) = users.switch(user).map(super::SessionSwitch::watch) else {
+        return;
+    };
     drop(users);
     let requested = dc.target_dc();
     let mut target = i16::try_from(requested).ok().filter(|&d| settings.dcs.knows(d));
@@ -223,7 +226,8 @@ pub(crate) async fn serve_connection<R: Runtime>(
         Pump::new(session.dc_to_client, &[]),
         settings.idle_timeout,
     )
-    .counting(admitted);
+    .counting(admitted)
+    .revocable(watch);
     let end = (&mut relay).await;
     info!(
         user = %name,

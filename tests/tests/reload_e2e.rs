@@ -1,0 +1,114 @@
+//! Live reload under load (both runtimes): 200 live sessions, one user removed and one added
+//! through `POST /reload`: the removed user's sessions close, every other session keeps
+//! relaying, the new user connects; an invalid file is refused whole.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use mtg_proto::Secret;
+use mtg_tests::client::ProxyClient;
+use mtg_tests::proxy_under_test::ProxyUnderTest;
+use mtg_tests::runtime::block_on;
+use mtg_tests::{DcMode, FakeDc, FrontingSite};
+
+const HOST: &str = "front.example";
+
+fn user(n: u8) -> Secret {
+    Secret::fake_tls([n; 16], HOST).unwrap()
+}
+
+fn config(users: &[(&str, u8)], dc: SocketAddr, front: &FrontingSite) -> String {
+    let mut text = String::from("bind-to = \"127.0.0.1:1\"\napi-bind-to = \"127.0.0.1:1\"\n[secrets]\n");
+    for (name, n) in users {
+        text.push_str(&format!("{name} = \"{}\"\n", user(*n).to_hex()));
+    }
+    text.push_str(&format!(
+        "[domain-fronting]\nhost = \"127.0.0.1\"\nport = {}\n[network.dc-overrides]\n2 = [\"{dc}\"]\n",
+        front.addr().port()
+    ));
+    text
+}
+
+fn post_reload(api: SocketAddr) -> (u16, String) {
+    let mut s = TcpStream::connect(api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "POST /reload HTTP/1.1\r\nHost: api\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_owned())
+}
+
+#[test]
+fn reload_under_load_closes_only_removed_users() {
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let dir = std::env::temp_dir().join(format!("mtg-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config(&[("alice", 1), ("bob", 2), ("carol", 3)], dc.addr(), &front)).unwrap();
+    let proxy = ProxyUnderTest::start_file(&path);
+    let (addr, api) = (proxy.addr(), proxy.api().unwrap());
+
+    let sessions = block_on(async move {
+        let mut sessions = Vec::new();
+        for i in 0..200u32 {
+            let n = (i % 3) as u8 + 1;
+            let mut c = ProxyClient::connect_ee(addr, &user(n), 2).await.unwrap();
+            c.send(&i.to_le_bytes()).await.unwrap();
+            assert_eq!(c.recv_exact(4).await.unwrap(), i.to_le_bytes());
+            sessions.push((n, c));
+        }
+        sessions
+    });
+    assert_eq!(proxy.active(), 200);
+
+    // carol removed, dave added.
+    std::fs::write(&path, config(&[("alice", 1), ("bob", 2), ("dave", 4)], dc.addr(), &front)).unwrap();
+    let (status, body) = post_reload(api);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "{\"added\":[\"dave\"],\"removed\":[\"carol\"],\"rekeyed\":[],\"relimited\":[]}\n");
+
+    let (kept, closed) = block_on(async move {
+        let (mut kept, mut closed) = (0, 0);
+        for (n, mut c) in sessions {
+            if n == 3 {
+                // Closed by the proxy (FIN or RST), not left hanging.
+                if let Err(e) = c.wait_closed().await {
+                    assert_ne!(
+                        e.kind(),
+                        std::io::ErrorKind::TimedOut,
+                        "a removed user's session stayed open"
+                    );
+                }
+                closed += 1;
+            } else {
+                c.send(b"still").await.unwrap();
+                assert_eq!(c.recv_exact(5).await.unwrap(), b"still");
+                kept += 1;
+            }
+        }
+        let mut dave = ProxyClient::connect_ee(addr, &user(4), 2).await.unwrap();
+        dave.send(b"new").await.unwrap();
+        assert_eq!(dave.recv_exact(3).await.unwrap(), b"new");
+        // carol's secret is now a wrong secret: fronted.
+        assert!(ProxyClient::connect_ee(addr, &user(3), 2).await.is_err());
+        (kept, closed)
+    });
+    assert_eq!((kept, closed), (134, 66));
+
+    // An invalid file is refused whole; the running users stay.
+    std::fs::write(&path, "bind-to = \"127.0.0.1:1\"\n[secrets]\nalice = \"not a secret\"\n").unwrap();
+    let (status, body) = post_reload(api);
+    assert_eq!(status, 400);
+    assert!(body.contains("invalid secret secrets.alice"), "{body}");
+    block_on(async move {
+        let mut c = ProxyClient::connect_ee(addr, &user(4), 2).await.unwrap();
+        c.send(b"ok").await.unwrap();
+        assert_eq!(c.recv_exact(2).await.unwrap(), b"ok");
+    });
+    drop(proxy);
+    std::fs::remove_dir_all(&dir).ok();
+}
