@@ -67,6 +67,7 @@ pub fn settings_from(config: &Config) -> Settings {
         api_bind_to: config.api_bind_to,
         api_token: config.api_token.clone(),
         config_path: None,
+        api_persist: config.api_persist,
         usage_state_file: config.usage_state_file.clone(),
     }
 }

@@ -98,6 +98,7 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
         api_bind_to: None,
         api_token: None,
         config_path: None,
+        api_persist: false,
         usage_state_file: None,
     };
     let shared = Shared::new(

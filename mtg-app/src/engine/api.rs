@@ -63,44 +63,89 @@ fn authorized(shared: &Shared, header: Option<&hyper::header::HeaderValue>) -> b
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The answer to one API request.
-pub(crate) fn respond(
-    shared: &Shared,
-    method: &Method,
-    path: &str,
-    authorization: Option<&hyper::header::HeaderValue>,
-) -> Response<Full<Bytes>> {
-    if !authorized(shared, authorization) {
-        let mut response = Response::new(Full::new(Bytes::from_static(b"unauthorized\n")));
-        *response.status_mut() = StatusCode::UNAUTHORIZED;
-        response
-            .headers_mut()
-            .insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
-        return response;
-    }
-    let (status, content_type, body) = match (path, method) {
-        ("/stats", &Method::GET) => (StatusCode::OK, "application/json", shared.stats_json()),
-        ("/reload", &Method::POST) => match shared.reload() {
-            Ok(summary) => (StatusCode::OK, "application/json", json_line(&summary)),
-            Err(e) => {
-                (StatusCode::BAD_REQUEST, "application/json", json_line(&serde_json::json!({ "error": e })))
-            }
-        },
-        ("/stats", _) | ("/reload", _) => {
-            (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned())
-        }
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
-    };
+/// Largest request body read.
+const MAX_BODY: usize = 64 * 1024;
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
         .headers_mut()
         .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
-    if status == StatusCode::METHOD_NOT_ALLOWED {
-        let allow = if path == "/reload" { "POST" } else { "GET" };
-        response.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static(allow));
-    }
     response
+}
+
+fn error(status: u16, message: &str) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    reply(status, "application/json", json_line(&serde_json::json!({ "error": message })))
+}
+
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned());
+    response.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static(allow));
+    response
+}
+
+/// The answer to one API request (`body` is read only for routes that take one).
+pub(crate) async fn respond(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    if !authorized(shared, request.headers().get(hyper::header::AUTHORIZATION)) {
+        let mut response = reply(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized\n".to_owned());
+        response
+            .headers_mut()
+            .insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (segments.as_slice(), &method) {
+        (["stats"], &Method::GET) => reply(StatusCode::OK, "application/json", shared.stats_json()),
+        (["stats"], _) => not_allowed("GET"),
+        (["reload"], &Method::POST) => match shared.reload() {
+            Ok(summary) => reply(StatusCode::OK, "application/json", json_line(&summary)),
+            Err(e) => error(400, &e),
+        },
+        (["reload"], _) => not_allowed("POST"),
+        (["secrets"], &Method::GET) => {
+            reply(StatusCode::OK, "application/json", json_line(&super::management::list(shared)))
+        }
+        (["secrets"], &Method::POST) => {
+            let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
+            let body = match limited.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => return error(413, "body larger than 64 KiB or unreadable"),
+            };
+            match super::management::add(shared, &body) {
+                Ok((name, view)) => reply(
+                    StatusCode::CREATED,
+                    "application/json",
+                    json_line(&serde_json::json!({ name: view })),
+                ),
+                Err(e) => error(e.status, &e.message),
+            }
+        }
+        (["secrets"], _) => not_allowed("GET, POST"),
+        (["secrets", name], &Method::DELETE) => match super::management::remove(shared, name) {
+            Ok(()) => {
+                reply(StatusCode::OK, "application/json", json_line(&serde_json::json!({ "removed": name })))
+            }
+            Err(e) => error(e.status, &e.message),
+        },
+        (["secrets", _], _) => not_allowed("DELETE"),
+        (["secrets", name, "reset-quota"], &Method::POST) => {
+            match super::management::reset_quota(shared, name) {
+                Ok(()) => reply(
+                    StatusCode::OK,
+                    "application/json",
+                    json_line(&serde_json::json!({ "reset": name })),
+                ),
+                Err(e) => error(e.status, &e.message),
+            }
+        }
+        (["secrets", _, "reset-quota"], _) => not_allowed("POST"),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+    }
 }
 
 fn json_line(value: &impl serde::Serialize) -> String {
@@ -113,13 +158,8 @@ fn json_line(value: &impl serde::Serialize) -> String {
 /// Serves one API connection.
 pub(crate) async fn serve_api_connection<R: Runtime>(shared: Arc<Shared>, stream: R::Stream) {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let response = respond(
-            &shared,
-            request.method(),
-            request.uri().path(),
-            request.headers().get(hyper::header::AUTHORIZATION),
-        );
-        async move { Ok::<_, Infallible>(response) }
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(respond(&shared, request).await) }
     });
     if let Err(e) =
         hyper::server::conn::http1::Builder::new().serve_connection(HyperIo(stream), service).await

@@ -6,6 +6,7 @@ mod api;
 mod fronting;
 mod hints;
 mod listener;
+pub mod management;
 pub(crate) mod relay;
 mod session;
 mod tuning;
@@ -77,6 +78,8 @@ pub struct Settings {
     pub api_bind_to: Option<SocketAddr>,
     /// The config file, re-read on SIGHUP and `POST /reload`.
     pub config_path: Option<std::path::PathBuf>,
+    /// Write API changes of users back to the config file.
+    pub api_persist: bool,
     /// Bearer token every API request must carry.
     pub api_token: Option<String>,
     /// Where quota usage is persisted (every 30 s and at shutdown).

@@ -1,0 +1,142 @@
+//! The management API (both runtimes): list, add (with a secret or a host), remove, reset a
+//! quota; errors name what is wrong; `api-persist` rewrites only `[secrets]` of the file.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use mtg_proto::Secret;
+use mtg_tests::client::ProxyClient;
+use mtg_tests::proxy_under_test::ProxyUnderTest;
+use mtg_tests::runtime::block_on;
+use mtg_tests::{DcMode, FakeDc, FrontingSite};
+use serde_json::Value;
+
+const HOST: &str = "front.example";
+
+fn user(n: u8) -> Secret {
+    Secret::fake_tls([n; 16], HOST).unwrap()
+}
+
+fn request(api: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_owned())
+}
+
+#[test]
+fn users_are_managed_at_run_time_and_persisted() {
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let dir = std::env::temp_dir().join(format!("mtg-manage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "# my proxy\nbind-to = \"127.0.0.1:1\"\napi-bind-to = \"127.0.0.1:1\"\napi-token = \"t\"\napi-persist = true\n[secrets]\nalice = \"{}\"\n[domain-fronting]\nhost = \"127.0.0.1\"\nport = {} # the local site\n[network.dc-overrides]\n2 = [\"{}\"]\n[secret-limits.alice]\nquota = \"1kib\"\n",
+            user(1).to_hex(),
+            front.addr().port(),
+            dc.addr()
+        ),
+    )
+    .unwrap();
+    let proxy = ProxyUnderTest::start_file(&path);
+    let (addr, api) = (proxy.addr(), proxy.api().unwrap());
+
+    // Errors say what is wrong.
+    assert_eq!(request(api, "POST", "/secrets", "{\"name\": \"bob\"").0, 400);
+    let (status, body) = request(api, "POST", "/secrets", "{\"nmae\": \"bob\", \"host\": \"x.example\"}");
+    assert_eq!(status, 400);
+    assert!(body.contains("unknown field `nmae`"), "{body}");
+    let (status, body) = request(api, "POST", "/secrets", "{\"name\": \"bob\", \"secret\": \"ee00\"}");
+    assert_eq!(status, 400);
+    assert!(body.contains("field `secret`: secret key is shorter than 16 bytes"), "{body}");
+    assert_eq!(request(api, "DELETE", "/secrets/nobody", "").0, 404);
+    assert_eq!(request(api, "POST", "/secrets/nobody/reset-quota", "").0, 404);
+    assert_eq!(
+        request(
+            api,
+            "POST",
+            "/secrets",
+            &format!("{{\"name\": \"alice\", \"secret\": \"{}\"}}", user(9).to_hex())
+        )
+        .0,
+        409
+    );
+    assert_eq!(request(api, "PUT", "/stats", "").0, 405);
+
+    // Add bob with a known secret and carol by host (the proxy generates her key).
+    let (status, _) = request(
+        api,
+        "POST",
+        "/secrets",
+        &format!("{{\"name\": \"bob\", \"secret\": \"{}\"}}", user(2).to_base64url()),
+    );
+    assert_eq!(status, 201);
+    let (status, body) =
+        request(api, "POST", "/secrets", "{\"name\": \"carol\", \"host\": \"front.example\"}");
+    assert_eq!(status, 201, "{body}");
+    let carol: Value = serde_json::from_str(&body).unwrap();
+    let carol = Secret::parse(carol["carol"]["secret"].as_str().unwrap()).unwrap();
+    let listed: Value = serde_json::from_str(&request(api, "GET", "/secrets", "").1).unwrap();
+    assert_eq!(listed.as_object().unwrap().keys().collect::<Vec<_>>(), ["alice", "bob", "carol"]);
+
+    let bob_session = block_on({
+        let carol = carol.clone();
+        async move {
+            let mut c = ProxyClient::connect_ee(addr, &carol, 2).await.unwrap();
+            c.send(b"carol").await.unwrap();
+            assert_eq!(c.recv_exact(5).await.unwrap(), b"carol");
+            let mut b = ProxyClient::connect_ee(addr, &user(2), 2).await.unwrap();
+            b.send(b"bob").await.unwrap();
+            assert_eq!(b.recv_exact(3).await.unwrap(), b"bob");
+            b
+        }
+    });
+
+    // The file has the new users and everything else as it was.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("# my proxy\n"), "{text}");
+    assert!(text.contains("# the local site"), "{text}");
+    assert!(text.contains(&format!("bob = \"{}\"", user(2).to_hex())), "{text}");
+    assert!(text.contains(&format!("carol = \"{}\"", carol.to_hex())), "{text}");
+    assert!(text.contains("[secret-limits.alice]"), "{text}");
+
+    // Removing bob closes his session and makes his secret a wrong one.
+    assert_eq!(request(api, "DELETE", "/secrets/bob", "").0, 200);
+    block_on(async move {
+        let mut b = bob_session;
+        if let Err(e) = b.wait_closed().await {
+            assert_ne!(e.kind(), std::io::ErrorKind::TimedOut);
+        }
+        assert!(ProxyClient::connect_ee(addr, &user(2), 2).await.is_err());
+    });
+    assert!(!std::fs::read_to_string(&path).unwrap().contains("bob ="));
+
+    // alice uses up her 1 KiB quota; reset-quota lets her in again.
+    block_on(async move {
+        let mut a = ProxyClient::connect_ee(addr, &user(1), 2).await.unwrap();
+        a.send(&[1u8; 600]).await.unwrap();
+        a.recv_exact(600).await.unwrap();
+        drop(a);
+        assert!(ProxyClient::connect_ee(addr, &user(1), 2).await.is_err(), "over quota");
+    });
+    assert_eq!(request(api, "POST", "/secrets/alice/reset-quota", "").0, 200);
+    block_on(async move {
+        assert!(ProxyClient::connect_ee(addr, &user(1), 2).await.is_ok(), "quota reset");
+    });
+    assert_eq!(request(api, "DELETE", "/secrets/carol", "").0, 200);
+    assert_eq!(request(api, "DELETE", "/secrets/alice", "").0, 409, "the last user stays");
+    drop(proxy);
+    std::fs::remove_dir_all(&dir).ok();
+}
