@@ -289,3 +289,39 @@ fn api_token_is_required_when_set() {
     assert_eq!(get(Some("s3cret-token")), 401);
     assert_eq!(get(Some("Bearer s3cret-token")), 200);
 }
+
+#[test]
+fn throttle_recomputes_on_its_own_every_check_interval() {
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let proxy = ProxyUnderTest::start(&config(
+        &["a", "b"],
+        dc.addr(),
+        &front,
+        "[throttle]\nmax-connections = 2\ncheck-interval = \"100ms\"\n",
+    ));
+    let addr = proxy.addr();
+    let open = block_on(async move {
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            open.push(ProxyClient::connect_ee(addr, &user(1), 2).await.unwrap());
+        }
+        open
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let throttle = loop {
+        let stats: Value = serde_json::from_str(&proxy.stats_json()).unwrap();
+        if stats["throttle"]["active"] == true || std::time::Instant::now() > deadline {
+            break stats["throttle"].clone();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(throttle, serde_json::json!({"active": true, "limit": 2, "caps": {"a": 2}}));
+    drop(open);
+    assert!(proxy.wait_active_at_most(0, Duration::from_secs(5)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while serde_json::from_str::<Value>(&proxy.stats_json()).unwrap()["throttle"]["active"] == true {
+        assert!(std::time::Instant::now() < deadline, "throttle did not deactivate");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
