@@ -211,12 +211,38 @@ impl ServerHandshake {
     }
 
     fn on_hello(&mut self, received: &[u8], ctx: &mut HandshakeContext<'_>, out: &mut Vec<u8>) -> Verdict {
-        let Some(&first) = received.first() else {
+        if received.is_empty() {
             return Verdict::NeedMore;
-        };
-        if first != TYPE_HANDSHAKE && self.config.secured && !ctx.users.secured_users().is_empty() {
-            return self.on_secured(received, ctx);
         }
+        if self.config.secured && !ctx.users.secured_users().is_empty() {
+            // A dd frame is random: it may even begin with 0x16. TLS is taken only for a
+            // `16 03 01` start; a would-be hello that fails is tried as a frame before fronting.
+            const TLS_START: [u8; 3] = [TYPE_HANDSHAKE, 0x03, 0x01];
+            let n = received.len().min(TLS_START.len());
+            if received[..n] != TLS_START[..n] {
+                return self.on_secured(received, ctx);
+            }
+            if n < TLS_START.len() {
+                return Verdict::NeedMore;
+            }
+            let verdict = self.on_tls_hello(received, ctx, out);
+            if let Verdict::Front { reason: FrontReason::BadHello(_), .. } = verdict
+                && received.len() >= FRAME_LEN
+                && let secured @ Verdict::Accepted { .. } = self.on_secured(received, ctx)
+            {
+                return secured;
+            }
+            return verdict;
+        }
+        self.on_tls_hello(received, ctx, out)
+    }
+
+    fn on_tls_hello(
+        &mut self,
+        received: &[u8],
+        ctx: &mut HandshakeContext<'_>,
+        out: &mut Vec<u8>,
+    ) -> Verdict {
         let records = match HelloRecords::scan(received) {
             Ok(Some(records)) => records,
             Ok(None) => return Verdict::NeedMore,

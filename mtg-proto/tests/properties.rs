@@ -380,3 +380,25 @@ fn bad_transport_tag_after_the_hello_is_rejected() {
         ]
     );
 }
+
+#[test]
+fn dd_frame_starting_with_the_tls_record_byte_is_accepted() {
+    // Found as a flaky end-to-end test: a random dd frame began with 0x16 and was taken for TLS.
+    let dd = Secret::secured([6; 16]).unwrap();
+    let users = UserTable::new([&dd]);
+    let on = HandshakeConfig { secured: true, ..HandshakeConfig::default() };
+    for head in [[0x16, 0x42, 0x01, 0x02], [0x16, 0x03, 0x03, 0x00]] {
+        let mut rigged = RiggedRng { forced: vec![head], zero_second_word: false, inner: rng(9) };
+        let mut wire = Vec::new();
+        let _client = ClientSession::start(&dd, 2, &mut rigged, &mut wire);
+        assert_eq!(&wire[..4], &head);
+        for chunks in [&[64usize][..], &[1, 2, 3, 58]] {
+            let fed = feed(&users, &mut NoReplayCheck, on, now(), &wire, chunks, 1);
+            assert!(
+                matches!(fed.verdicts[..], [Verdict::Accepted { mode: Mode::Secured, .. }]),
+                "{head:02x?} {chunks:?}: {:?}",
+                fed.verdicts
+            );
+        }
+    }
+}
