@@ -1,102 +1,191 @@
-//! The config loader: the example file, effective defaults, value syntaxes, warnings, and a
-//! table of malformed configs with their exact one-line errors.
+//! The config loader as an operator meets it: the bundled example, mtg's effective defaults,
+//! every key of a full config, the value syntaxes, and the warnings.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use mtg_app::config::{Config, ConfigError, ConfigWarning, PreferIp, QuotaReset, TagFormat, all_key_paths};
+use mtg_app::config::{
+    AntiReplay, Config, ConfigWarning, Dns, DomainFronting, Doppelganger, IpList, KeepAlive, ListSource,
+    Loaded, Network, PreferIp, Prometheus, ProxyUrl, QuotaReset, SecretLimits, Statsd, Suggestion, TagFormat,
+    Throttle, Timeouts, all_key_paths,
+};
+use mtg_proto::{Secret, SecretKind};
 
 const SECRET: &str = "ee367a189aee18fa31c190054efd4a8e9573746f726167652e676f6f676c65617069732e636f6d";
+const SECRET_B64: &str = "7jZ6GJruGPoxwZAFTv1KjpVzdG9yYWdlLmdvb2dsZWFwaXMuY29t";
+const DD_SECRET: &str = "dd367a189aee18fa31c190054efd4a8e95";
+/// `ee` + 0123456789abcdef0123456789abcdef + `example.com`, base64url.
+const OTHER_B64: &str = "7gEjRWeJq83vASNFZ4mrze9leGFtcGxlLmNvbQ";
+const OTHER_HEX: &str = "ee0123456789abcdef0123456789abcdef6578616d706c652e636f6d";
 
 fn example() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/example.config.toml")).unwrap()
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/example.config.toml");
+    std::fs::read_to_string(path).expect("example.config.toml is in the crate")
 }
 
-fn load(text: &str) -> Result<mtg_app::config::Loaded, ConfigError> {
-    Config::from_toml_str(text)
+fn load(text: &str) -> Loaded {
+    Config::from_toml_str(text).unwrap_or_else(|e| panic!("config must load: {e}\n{text}"))
 }
 
-fn err(text: &str) -> String {
-    load(text).expect_err("config must be refused").to_string()
+/// `secret` + `bind-to` and whatever else.
+fn minimal(extra: &str) -> String {
+    format!("secret = \"{SECRET}\"\nbind-to = \"127.0.0.1:3128\"\n{extra}")
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().expect("literal socket address")
+}
+
+fn secret(text: &str) -> Secret {
+    Secret::parse(text).expect("valid secret")
 }
 
 #[test]
-fn example_config_loads_without_warnings() {
-    let loaded = load(&example()).unwrap();
+fn example_config_loads_without_warnings_on_loopback() {
+    let loaded = load(&example());
     assert_eq!(loaded.warnings, vec![]);
     let c = loaded.config;
     assert_eq!(c.users.keys().collect::<Vec<_>>(), ["alice", "bob"]);
-    assert_eq!(c.bind_to, vec!["127.0.0.1:3128".parse::<SocketAddr>().unwrap()]);
-    assert!(c.bind_to.iter().all(|a| a.ip().is_loopback()));
+    assert!(c.users.values().all(|s| s.kind() == SecretKind::FakeTls && s.host() == "localhost"));
+    assert_ne!(c.users["alice"], c.users["bob"]);
+    assert_eq!(c.bind_to, [addr("127.0.0.1:3128")]);
+    assert_eq!(c.api_bind_to, Some(addr("127.0.0.1:3129")));
     assert!(c.anti_replay.enabled);
+    assert!(c.network.dc_overrides.is_empty());
+    assert!(!c.prometheus.enabled && !c.statsd.enabled && !c.blocklist.enabled);
 }
 
+/// Every key of the schema appears as `key =` (commented out or not) in its own section of
+/// the example, free-form names (users, DC numbers) standing in for `NAME`.
 #[test]
-fn example_config_documents_every_key() {
-    let text = example();
-    for path in all_key_paths() {
-        let leaf = path.rsplit('.').next().unwrap();
-        let documented = if leaf == "NAME" {
-            let table = path.trim_end_matches(".NAME");
-            text.contains(&format!("[{table}")) || text.contains(&format!("[{}.", table))
-        } else {
-            text.lines().any(|l| {
-                let l = l.trim_start_matches('#').trim();
-                l.starts_with(&format!("{leaf} =")) || l.starts_with(&format!("{leaf}="))
-            })
-        };
-        assert!(documented, "example.config.toml does not document {path}");
+fn example_config_documents_every_key_in_its_section() {
+    let mut documented = std::collections::BTreeSet::new();
+    let mut section = String::new();
+    for line in example().lines() {
+        let line = line.trim_start_matches(['#', ' ']);
+        // A table header alone on its line (commented out or not), not prose mentioning one.
+        let header = line.strip_prefix('[').and_then(|h| h.split_once(']'));
+        let header = header.filter(|(_, rest)| rest.trim().is_empty() || rest.trim().starts_with('#'));
+        if let Some((name, _)) = header {
+            let mut parts: Vec<&str> = name.split('.').collect();
+            if parts[0] == "secret-limits" && parts.len() == 2 {
+                parts[1] = "NAME";
+            }
+            section = parts.join(".");
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else { continue };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            continue;
+        }
+        let key = if section == "secrets" || section == "network.dc-overrides" { "NAME" } else { key };
+        documented.insert(if section.is_empty() { key.to_owned() } else { format!("{section}.{key}") });
     }
+    let missing: Vec<String> = all_key_paths().into_iter().filter(|k| !documented.contains(k)).collect();
+    assert_eq!(missing, Vec::<String>::new(), "keys example.config.toml does not document");
+    let unknown: Vec<&String> = documented.iter().filter(|k| !all_key_paths().contains(k)).collect();
+    assert_eq!(unknown, Vec::<&String>::new(), "keys example.config.toml documents but the schema lacks");
 }
 
 #[test]
-fn minimal_config_gets_mtg_effective_defaults() {
-    let c = load(&format!("secret = \"{SECRET}\"\nbind-to = \"0.0.0.0:443\"\n")).unwrap().config;
-    assert_eq!(c.users.keys().collect::<Vec<_>>(), ["default"]);
-    assert!(!c.debug);
-    assert_eq!(c.concurrency, 4096);
-    assert_eq!(c.prefer_ip, PreferIp::PreferIpv6);
-    assert_eq!(c.tolerate_time_skewness, Duration::from_secs(3));
-    assert!(!c.allow_fallback_on_unknown_dc);
-    assert_eq!(c.network.timeout.handshake, Duration::from_secs(10));
-    assert_eq!(c.network.timeout.idle, Duration::from_secs(300));
-    assert_eq!(c.network.timeout.tcp, Duration::from_secs(10));
-    assert_eq!(c.network.timeout.http, Duration::from_secs(10));
-    assert_eq!(c.network.keep_alive.count, 9);
-    assert_eq!(c.network.tcp_not_sent_lowat, 128 * 1024);
-    assert_eq!(c.network.dns, None);
-    assert!(!c.anti_replay.enabled);
-    assert_eq!(c.anti_replay.max_size, 1 << 20);
-    assert_eq!(c.anti_replay.error_rate, 0.001);
-    assert_eq!(c.blocklist.update_each, Duration::from_secs(6 * 3600));
-    assert!(!c.blocklist.enabled && !c.allowlist.enabled);
-    assert_eq!(c.throttle.max_connections, 0);
-    assert_eq!(c.throttle.check_interval, Duration::from_secs(5));
-    assert_eq!(c.domain_fronting.port, 443);
-    assert_eq!(c.domain_fronting.host, None);
-    assert_eq!(c.statsd.metric_prefix, "mtg.");
-    assert_eq!(c.statsd.tag_format, TagFormat::Datadog);
-    assert_eq!(c.prometheus.metric_prefix, "mtg");
-    assert_eq!(c.prometheus.http_path, "/");
-    assert_eq!(c.doppelganger.repeats_per_raid, 10);
-    assert!(!c.secured);
-    assert_eq!(c.api_bind_to, None);
+fn minimal_config_gets_every_effective_default() {
+    let loaded = load(&minimal(""));
+    assert_eq!(loaded.warnings, vec![]);
+    let c = loaded.config;
+    let expected = Config {
+        debug: false,
+        users: BTreeMap::from([("default".to_owned(), secret(SECRET))]),
+        bind_to: vec![addr("127.0.0.1:3128")],
+        proxy_protocol_listener: false,
+        concurrency: 4096,
+        prefer_ip: PreferIp::PreferIpv6,
+        public_ipv4: None,
+        public_ipv6: None,
+        auto_update: false,
+        tolerate_time_skewness: Duration::from_secs(3),
+        allow_fallback_on_unknown_dc: false,
+        api_bind_to: None,
+        api_token: None,
+        api_persist: false,
+        usage_state_file: None,
+        throttle: Throttle { max_connections: 0, check_interval: Duration::from_secs(5) },
+        domain_fronting: DomainFronting { host: None, port: 443, proxy_protocol: false },
+        network: Network {
+            dns: None,
+            proxies: vec![],
+            tcp_not_sent_lowat: 128 * 1024,
+            timeout: Timeouts {
+                tcp: Duration::from_secs(10),
+                http: Duration::from_secs(10),
+                idle: Duration::from_secs(300),
+                handshake: Duration::from_secs(10),
+            },
+            keep_alive: KeepAlive {
+                disabled: false,
+                idle: Duration::from_secs(15),
+                interval: Duration::from_secs(15),
+                count: 9,
+            },
+            dc_overrides: BTreeMap::new(),
+        },
+        anti_replay: AntiReplay { enabled: false, max_size: 1 << 20, error_rate: 0.001 },
+        blocklist: IpList {
+            enabled: false,
+            download_concurrency: 1,
+            urls: vec![],
+            update_each: Duration::from_secs(6 * 3600),
+        },
+        allowlist: IpList {
+            enabled: false,
+            download_concurrency: 1,
+            urls: vec![],
+            update_each: Duration::from_secs(6 * 3600),
+        },
+        doppelganger: Doppelganger {
+            urls: vec![],
+            repeats_per_raid: 10,
+            raid_each: Duration::from_secs(6 * 3600),
+            drs: false,
+        },
+        statsd: Statsd {
+            enabled: false,
+            address: None,
+            metric_prefix: "mtg.".into(),
+            tag_format: TagFormat::Datadog,
+        },
+        prometheus: Prometheus {
+            enabled: false,
+            bind_to: None,
+            http_path: "/".into(),
+            metric_prefix: "mtg".into(),
+        },
+        secured: false,
+        secret_limits: BTreeMap::new(),
+    };
+    assert_eq!(c, expected);
 }
 
 #[test]
-fn zero_and_empty_values_mean_default_as_in_mtg() {
-    let c = load(&format!(
-        "secret = \"{SECRET}\"\nbind-to = \"127.0.0.1:1\"\nconcurrency = 0\n[network]\ndns = \"\"\n[domain-fronting]\nport = 0\n"
-    ))
-    .unwrap()
-    .config;
-    assert_eq!(c.concurrency, 4096);
-    assert_eq!(c.network.dns, None);
-    assert_eq!(c.domain_fronting.port, 443);
+fn zero_empty_and_false_mean_default_as_in_mtg() {
+    let zeroed = load(&minimal(
+        "concurrency = 0\ntolerate-time-skewness = \"0s\"\nprefer-ip = \"\"\napi-bind-to = \"\"\n\
+         api-token = \"\"\n[throttle]\nmax-connections = 0\ncheck-interval = \"\"\n\
+         [domain-fronting]\nport = 0\nhost = \"\"\n[network]\ndns = \"\"\ntcp-not-sent-lowat = 0\n\
+         [network.timeout]\nidle = \"0\"\n[network.keep-alive]\ncount = 0\n\
+         [defense.anti-replay]\nenabled = false\nmax-size = \"0\"\nerror-rate = 0.0\n\
+         [stats.statsd]\nmetric-prefix = \"\"\n",
+    ));
+    assert_eq!(zeroed.warnings, vec![]);
+    assert_eq!(zeroed.config, load(&minimal("")).config);
 }
 
 #[test]
-fn full_config_parses_every_value() {
+fn full_config_parses_to_exact_values() {
+    let list_file = std::env::temp_dir().join(format!("mtg-config-full-{}.netset", std::process::id()));
+    std::fs::write(&list_file, "10.0.0.0/8\n").expect("temp file");
     let text = format!(
         r#"
 debug = true
@@ -110,313 +199,372 @@ auto-update = true
 tolerate-time-skewness = "1m30s"
 allow-fallback-on-unknown-dc = true
 api-bind-to = "127.0.0.1:9000"
-api-token = "t0k"
+api-token = "t0k3n"
 api-persist = true
-usage-state-file = "/tmp/usage.json"
+usage-state-file = "/var/lib/mtg-multi/usage.json"
+
 [secrets]
 alice = "{SECRET}"
+"bob the builder" = "{OTHER_B64}"
+carol = "{DD_SECRET}"
+
 [secret-limits.alice]
 max-connections = 3
 quota = "1gib"
 quota-reset = "monthly"
 expires = "2027-01-01"
 disabled = true
+
+[secret-limits."bob the builder"]
+quota = 1048576
+expires = 2026-12-31T23:59:59Z
+
 [throttle]
 max-connections = 70000
 check-interval = "2s"
+
 [domain-fronting]
 host = "front.example"
 port = 8443
 proxy-protocol = true
+
 [network]
 dns = "tls://dns.example:853"
 proxies = ["socks5://u:p@127.0.0.1:1080", "socks5h://10.0.0.1"]
 tcp-not-sent-lowat = "64kib"
+
 [network.timeout]
 tcp = "1s"
 http = "2s"
 idle = "3m"
 handshake = "4s"
+
 [network.keep-alive]
 disabled = true
 idle = "20s"
 interval = "5s"
 count = 3
+
 [network.dc-overrides]
 2 = ["127.0.0.1:14402", "127.0.0.2:14402"]
 -4 = ["[::1]:14404"]
+203 = ["127.0.0.1:14403"]
+
 [defense.anti-replay]
 enabled = true
 max-size = "2mib"
 error-rate = 0.01
+
 [defense.blocklist]
 enabled = true
 download-concurrency = 2
-urls = ["https://lists.example/level1.netset"]
+urls = ["https://lists.example/level1.netset", "{list}"]
 update-each = "24h"
+
 [defense.allowlist]
-enabled = false
+enabled = true
+download-concurrency = 70000
+urls = ["http://lists.example/allow.txt"]
+update-each = "1h"
+
 [defense.doppelganger]
 urls = ["https://www.example.com/"]
 repeats-per-raid = 3
 raid-each = "1h"
 drs = true
+
 [stats.statsd]
 enabled = true
 address = "127.0.0.1:8125"
 metric-prefix = "mtg"
-tag-format = "graphite"
+tag-format = "Graphite"
+
 [stats.prometheus]
 enabled = true
-bind-to = "127.0.0.1:3130"
-http-path = "/metrics/"
+bind-to = "[::1]:3130"
+http-path = "metrics/"
 metric-prefix = "proxy"
+
 [secured]
 enabled = true
-"#
+"#,
+        list = list_file.display()
     );
-    let loaded = load(&text).unwrap();
+    let loaded = load(&text);
+    std::fs::remove_file(&list_file).expect("temp file");
     assert_eq!(loaded.warnings, vec![]);
-    let c = loaded.config;
-    assert!(c.debug && c.proxy_protocol_listener && c.auto_update && c.allow_fallback_on_unknown_dc);
-    assert_eq!(c.bind_to.len(), 2);
-    assert_eq!(c.concurrency, 100_000);
-    assert_eq!(c.prefer_ip, PreferIp::OnlyIpv4);
-    assert_eq!(c.public_ipv4.unwrap().to_string(), "203.0.113.1");
-    assert_eq!(c.public_ipv6.unwrap().to_string(), "2001:db8::1");
-    assert_eq!(c.tolerate_time_skewness, Duration::from_secs(90));
-    assert_eq!(c.api_token.as_deref(), Some("t0k"));
-    assert!(c.api_persist);
-    let limits = &c.secret_limits["alice"];
-    assert_eq!(limits.max_connections, 3);
-    assert_eq!(limits.quota, Some(1 << 30));
-    assert_eq!(limits.quota_reset, QuotaReset::Monthly);
-    assert_eq!(limits.expires, Some(1_798_761_600));
-    assert!(limits.disabled);
-    assert_eq!(c.throttle.max_connections, 70_000);
-    assert_eq!(c.throttle.check_interval, Duration::from_secs(2));
-    assert_eq!(c.domain_fronting.host.as_deref(), Some("front.example"));
-    assert_eq!(c.domain_fronting.port, 8443);
-    assert!(c.domain_fronting.proxy_protocol);
-    assert_eq!(c.network.dns.as_deref(), Some("tls://dns.example:853"));
-    assert_eq!(c.network.proxies.len(), 2);
-    assert_eq!(c.network.proxies[0].user.as_deref(), Some("u"));
-    assert!(c.network.proxies[1].remote_dns);
-    assert_eq!(c.network.tcp_not_sent_lowat, 64 * 1024);
-    assert_eq!(c.network.timeout.tcp, Duration::from_secs(1));
-    assert_eq!(c.network.timeout.http, Duration::from_secs(2));
-    assert_eq!(c.network.timeout.idle, Duration::from_secs(180));
-    assert_eq!(c.network.timeout.handshake, Duration::from_secs(4));
-    assert!(c.network.keep_alive.disabled);
-    assert_eq!(c.network.keep_alive.count, 3);
-    assert_eq!(c.network.dc_overrides[&2].len(), 2);
-    assert_eq!(c.network.dc_overrides[&-4][0].to_string(), "[::1]:14404");
-    assert_eq!(c.anti_replay.max_size, 2 << 20);
-    assert_eq!(c.anti_replay.error_rate, 0.01);
-    assert!(c.blocklist.enabled);
-    assert_eq!(c.blocklist.update_each, Duration::from_secs(86_400));
-    assert_eq!(c.doppelganger.raid_each, Duration::from_secs(3600));
-    assert!(c.doppelganger.drs);
-    assert_eq!(c.statsd.metric_prefix, "mtg");
-    assert_eq!(c.statsd.tag_format, TagFormat::Graphite);
-    assert_eq!(c.prometheus.http_path, "/metrics");
-    assert_eq!(c.prometheus.metric_prefix, "proxy");
-    assert!(c.secured);
+    let expected = Config {
+        debug: true,
+        users: BTreeMap::from([
+            ("alice".to_owned(), secret(SECRET)),
+            ("bob the builder".to_owned(), secret(OTHER_HEX)),
+            ("carol".to_owned(), secret(DD_SECRET)),
+        ]),
+        bind_to: vec![addr("127.0.0.1:443"), addr("[::1]:443")],
+        proxy_protocol_listener: true,
+        concurrency: 100_000,
+        prefer_ip: PreferIp::OnlyIpv4,
+        public_ipv4: Some("203.0.113.1".parse().expect("literal")),
+        public_ipv6: Some("2001:db8::1".parse().expect("literal")),
+        auto_update: true,
+        tolerate_time_skewness: Duration::from_secs(90),
+        allow_fallback_on_unknown_dc: true,
+        api_bind_to: Some(addr("127.0.0.1:9000")),
+        api_token: Some("t0k3n".into()),
+        api_persist: true,
+        usage_state_file: Some(PathBuf::from("/var/lib/mtg-multi/usage.json")),
+        throttle: Throttle { max_connections: 70_000, check_interval: Duration::from_secs(2) },
+        domain_fronting: DomainFronting {
+            host: Some("front.example".into()),
+            port: 8443,
+            proxy_protocol: true,
+        },
+        network: Network {
+            dns: Some(Dns::Tls { host: "dns.example".into(), port: 853 }),
+            proxies: vec![
+                ProxyUrl {
+                    remote_dns: false,
+                    host: "127.0.0.1".into(),
+                    port: 1080,
+                    user: Some("u".into()),
+                    password: Some("p".into()),
+                },
+                ProxyUrl {
+                    remote_dns: true,
+                    host: "10.0.0.1".into(),
+                    port: 1080,
+                    user: None,
+                    password: None,
+                },
+            ],
+            tcp_not_sent_lowat: 64 * 1024,
+            timeout: Timeouts {
+                tcp: Duration::from_secs(1),
+                http: Duration::from_secs(2),
+                idle: Duration::from_secs(180),
+                handshake: Duration::from_secs(4),
+            },
+            keep_alive: KeepAlive {
+                disabled: true,
+                idle: Duration::from_secs(20),
+                interval: Duration::from_secs(5),
+                count: 3,
+            },
+            dc_overrides: BTreeMap::from([
+                (-4, vec![addr("[::1]:14404")]),
+                (2, vec![addr("127.0.0.1:14402"), addr("127.0.0.2:14402")]),
+                (203, vec![addr("127.0.0.1:14403")]),
+            ]),
+        },
+        anti_replay: AntiReplay { enabled: true, max_size: 2 << 20, error_rate: 0.01 },
+        blocklist: IpList {
+            enabled: true,
+            download_concurrency: 2,
+            urls: vec![
+                ListSource::Url("https://lists.example/level1.netset".into()),
+                ListSource::File(list_file.clone()),
+            ],
+            update_each: Duration::from_secs(86_400),
+        },
+        allowlist: IpList {
+            enabled: true,
+            download_concurrency: 70_000,
+            urls: vec![ListSource::Url("http://lists.example/allow.txt".into())],
+            update_each: Duration::from_secs(3600),
+        },
+        doppelganger: Doppelganger {
+            urls: vec!["https://www.example.com/".into()],
+            repeats_per_raid: 3,
+            raid_each: Duration::from_secs(3600),
+            drs: true,
+        },
+        statsd: Statsd {
+            enabled: true,
+            address: Some(addr("127.0.0.1:8125")),
+            metric_prefix: "mtg".into(),
+            tag_format: TagFormat::Graphite,
+        },
+        prometheus: Prometheus {
+            enabled: true,
+            bind_to: Some(addr("[::1]:3130")),
+            http_path: "/metrics".into(),
+            metric_prefix: "proxy".into(),
+        },
+        secured: true,
+        secret_limits: BTreeMap::from([
+            (
+                "alice".to_owned(),
+                SecretLimits {
+                    max_connections: 3,
+                    quota: Some(1 << 30),
+                    quota_reset: QuotaReset::Monthly,
+                    expires: Some(1_798_761_600),
+                    disabled: true,
+                },
+            ),
+            (
+                "bob the builder".to_owned(),
+                SecretLimits {
+                    quota: Some(1 << 20),
+                    expires: Some(1_798_761_599),
+                    ..SecretLimits::default()
+                },
+            ),
+        ]),
+    };
+    assert_eq!(loaded.config, expected);
+    let debug = format!("{:?}", loaded.config);
+    for hidden in ["t0k3n", "367a189a", "password: Some(\"p\")"] {
+        assert!(!debug.contains(hidden), "Debug shows {hidden}");
+    }
 }
 
 #[test]
-fn unknown_keys_are_warnings_with_a_suggestion() {
-    let loaded = load(&format!(
-        "secret = \"{SECRET}\"\nbind-to = \"127.0.0.1:1\"\nconcurency = 5\nfoo = 1\n[network.timeout]\nidel = \"1m\"\n"
+fn go_durations_exact() {
+    let cases = [
+        ("300ms", Duration::from_millis(300)),
+        ("5s", Duration::from_secs(5)),
+        ("1h30m", Duration::from_secs(5400)),
+        ("1.5h", Duration::from_secs(5400)),
+        ("5S", Duration::from_secs(5)),
+        ("1M30S", Duration::from_secs(90)),
+        (" 1h 2m 3s ", Duration::from_secs(3723)),
+        ("\t250ms\t", Duration::from_millis(250)),
+        ("1m0.5s", Duration::from_millis(60_500)),
+        ("1500us", Duration::from_micros(1500)),
+    ];
+    for (text, want) in cases {
+        let c = load(&minimal(&format!("[network.timeout]\nidle = \"{text}\"\n"))).config;
+        assert_eq!(c.network.timeout.idle, want, "{text:?}");
+    }
+}
+
+#[test]
+fn byte_sizes_exact() {
+    let cases: [(&str, u64); 9] = [
+        ("\"1mib\"", 1 << 20),
+        ("\"1MB\"", 1 << 20),
+        ("\"512kib\"", 512 << 10),
+        ("\"4KB\"", 4096),
+        ("\"1024\"", 1024),
+        ("1024", 1024),
+        ("\"2 GiB\"", 2 << 30),
+        ("\"1.5kb\"", 1536),
+        ("\"16b\"", 16),
+    ];
+    for (text, want) in cases {
+        let c = load(&minimal(&format!("[defense.anti-replay]\nmax-size = {text}\n"))).config;
+        assert_eq!(c.anti_replay.max_size, want, "{text}");
+    }
+}
+
+#[test]
+fn bind_to_is_a_string_or_an_array() {
+    let one = load(&format!("secret = \"{SECRET}\"\nbind-to = \"0.0.0.0:443\"\n")).config;
+    assert_eq!(one.bind_to, [addr("0.0.0.0:443")]);
+    let many = load(&format!(
+        "secret = \"{SECRET}\"\nbind-to = [\"0.0.0.0:443\", \"[::]:443\", \"127.0.0.1:8443\"]\n"
     ))
-    .unwrap();
+    .config;
+    assert_eq!(many.bind_to, [addr("0.0.0.0:443"), addr("[::]:443"), addr("127.0.0.1:8443")]);
+}
+
+#[test]
+fn secrets_table_and_single_secret() {
+    let single = load(&format!("bind-to = \"127.0.0.1:1\"\nsecret = \"{SECRET_B64}\"\n")).config;
+    assert_eq!(single.users, BTreeMap::from([("default".to_owned(), secret(SECRET))]));
+    let table = load(&format!(
+        "bind-to = \"127.0.0.1:1\"\n[secrets]\nzed = \"{SECRET}\"\n\"Ann Lee\" = \"ee{key}6578616d706c652e636f6d\"\n",
+        key = "0123456789abcdef0123456789abcdef"
+    ))
+    .config;
+    assert_eq!(table.users.keys().collect::<Vec<_>>(), ["Ann Lee", "zed"]);
+    assert_eq!(table.users["Ann Lee"].host(), "example.com");
+}
+
+#[test]
+fn unknown_keys_warn_with_did_you_mean() {
+    let loaded = load(&minimal(
+        "concurency = 5\nfoo = 1\n[network.timeout]\nidel = \"1m\"\n[network]\nbind-to = \"127.0.0.1:1\"\n\
+         [secured]\nshape = true\n",
+    ));
     let shown: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         shown,
         [
             "unknown config key concurency (ignored); did you mean `concurrency`?",
             "unknown config key foo (ignored)",
+            "unknown config key network.bind-to (ignored); `bind-to` is a top-level key: top-level keys \
+             must come before every [table]",
             "unknown config key network.timeout.idel (ignored); did you mean `idle`?",
+            "unknown config key secured.shape (ignored)",
         ]
     );
-}
-
-#[test]
-fn deprecated_keys_warn_and_still_apply() {
-    let loaded = load(&format!(
-        "secret = \"{SECRET}\"\nbind-to = \"127.0.0.1:1\"\ndomain-fronting-port = 8443\ndomain-fronting-proxy-protocol = true\n[network]\ndoh-ip = \"9.9.9.9\"\n"
-    ))
-    .unwrap();
-    assert_eq!(loaded.config.domain_fronting.port, 8443);
-    assert!(loaded.config.domain_fronting.proxy_protocol);
-    assert_eq!(loaded.config.network.dns.as_deref(), Some("https://9.9.9.9"));
-    assert!(
-        matches!(&loaded.warnings[0], ConfigWarning::Deprecated { key, .. } if key == "domain-fronting-port")
+    assert_eq!(
+        loaded.warnings[3],
+        ConfigWarning::UnknownKey {
+            key: "network.timeout.idel".into(),
+            suggestion: Some(Suggestion::Similar("idle"))
+        }
     );
-    assert_eq!(loaded.warnings.len(), 3);
+    // The typo does not set anything: the defaults stay.
+    assert_eq!(loaded.config.concurrency, 4096);
+    assert_eq!(loaded.config.network.timeout.idle, Duration::from_secs(300));
 }
 
 #[test]
-fn malformed_configs_give_one_clear_line() {
-    let base = format!("secret = \"{SECRET}\"\nbind-to = \"127.0.0.1:3128\"\n");
-    let with = |extra: &str| format!("{base}{extra}");
-    let cases: Vec<(String, &str)> = vec![
-        (
-            with("tolerate-time-skewness = \"5 minutes\"\n"),
-            "invalid value for tolerate-time-skewness: \"5 minutes\": expected a non-negative Go duration like 300ms, 10s, 1h30m",
-        ),
-        (
-            with("tolerate-time-skewness = \"-5s\"\n"),
-            "invalid value for tolerate-time-skewness: \"-5s\": expected a non-negative Go duration like 300ms, 10s, 1h30m",
-        ),
-        (
-            with("[network]\ntcp-not-sent-lowat = \"lots\"\n"),
-            "invalid value for network.tcp-not-sent-lowat: \"lots\": expected a byte size like 512kib, 1mib, 4KB (base 2) or a number of bytes",
-        ),
-        (
-            format!("secret = \"{SECRET}\"\nbind-to = \"localhost:443\"\n"),
-            "invalid value for bind-to: \"localhost:443\": expected a literal IP:port with port 1-65535 (IPv6 as [::1]:443; no hostnames)",
-        ),
-        (
-            format!("secret = \"{SECRET}\"\nbind-to = \"127.0.0.1:0\"\n"),
-            "invalid value for bind-to: \"127.0.0.1:0\": expected a literal IP:port with port 1-65535 (IPv6 as [::1]:443; no hostnames)",
-        ),
-        (
-            format!("secret = \"{SECRET}\"\nbind-to = \"127.0.0.1:70000\"\n"),
-            "invalid value for bind-to: \"127.0.0.1:70000\": expected a literal IP:port with port 1-65535 (IPv6 as [::1]:443; no hostnames)",
-        ),
-        (
-            format!("secret = \"{SECRET}\"\nbind-to = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n"),
-            "bind-to lists 127.0.0.1:1 twice",
-        ),
-        (
-            format!("secret = \"{SECRET}\"\nbind-to = [\"127.0.0.1:1\", \"\"]\n"),
-            "invalid value for bind-to: \"\": expected a non-empty IP:port",
-        ),
-        (format!("secret = \"{SECRET}\"\n"), "bind-to is required"),
-        (
-            with("prefer-ip = \"ipv4\"\n"),
-            "invalid value for prefer-ip: \"ipv4\": expected prefer-ipv4, prefer-ipv6, only-ipv4 or only-ipv6",
-        ),
-        (
-            with("[stats.statsd]\ntag-format = \"json\"\n"),
-            "invalid value for stats.statsd.tag-format: \"json\": expected datadog, influxdb or graphite",
-        ),
-        (
-            with("[stats.prometheus]\nmetric-prefix = \"mtg.proxy\"\n"),
-            "invalid value for stats.prometheus.metric-prefix: \"mtg.proxy\": expected lowercase letters and digits only (no dots or underscores)",
-        ),
-        (
-            with("[network]\nproxies = [\"http://127.0.0.1:8080\"]\n"),
-            "invalid value for network.proxies: \"http://127.0.0.1:8080\": expected a socks5:// or socks5h:// URL like socks5://user:pass@127.0.0.1:1080",
-        ),
-        (
-            with("[network]\nproxies = [\"\"]\n"),
-            "invalid value for network.proxies: \"\": expected a socks5:// URL (empty entries are not allowed)",
-        ),
-        (
-            with("[network]\ndns = \"ftp://1.1.1.1\"\n"),
-            "invalid value for network.dns: \"ftp://1.1.1.1\": expected a DNS URI: https://host[/path], tls://host[:port], udp://IP[:port] or a bare IP",
-        ),
-        (
-            with("[defense.doppelganger]\nurls = [\"http://www.example.com/\"]\n"),
-            "invalid value for defense.doppelganger.urls: \"http://www.example.com/\": expected an https:// URL with a host",
-        ),
-        (
-            "bind-to = \"127.0.0.1:1\"\n[secrets]\nalice = \"ee00000000000000000000000000000000676f6f676c652e636f6d\"\n".to_owned(),
-            "invalid secret secrets.alice: secret key is all zeros",
-        ),
-        (
-            "bind-to = \"127.0.0.1:1\"\n[secrets]\nalice = \"ee0102\"\n".to_owned(),
-            "invalid secret secrets.alice: secret key is shorter than 16 bytes",
-        ),
-        (
-            "bind-to = \"127.0.0.1:1\"\nsecret = \"0011\"\n".to_owned(),
-            "invalid secret secret: secret starts with byte 00; only ee (FakeTLS) and dd (secured) secrets are supported",
-        ),
-        (
-            format!("[secrets]\nalice = \"{SECRET}\"\nbind-to = \"127.0.0.1:1\"\n"),
-            "invalid secret secrets.bind-to: secret is neither hex nor base64url without padding (`bind-to` is inside [secrets]: top-level keys must come before every [table])",
-        ),
-        (
-            format!("[secrets]\nalice = \"{SECRET}\"\nconcurrency = 5\n"),
-            "secrets.concurrency is not a secret string (`concurrency` is inside [secrets]: top-level keys must come before every [table])",
-        ),
-        (
-            with("[secret-limits.mallory]\nquota = \"1gib\"\n"),
-            "secret-limits.mallory names no user in [secrets]",
-        ),
-        (
-            with("[secret-limits.default]\nexpires = \"next year\"\n"),
-            "invalid value for secret-limits.default.expires: \"next year\": expected an RFC 3339 timestamp like 2026-12-31T23:59:59Z or a date like 2026-12-31",
-        ),
-        (
-            with("[secret-limits.default]\nquota-reset = \"weekly\"\n"),
-            "invalid value for secret-limits.default.quota-reset: \"weekly\": expected none or monthly",
-        ),
-        (
-            with("[network.dc-overrides]\n2 = [\"dc2.example:443\"]\n"),
-            "invalid value for network.dc-overrides.2: \"dc2.example:443\": expected a literal IP:port with port 1-65535 (IPv6 as [::1]:443; no hostnames)",
-        ),
-        (
-            with("[network.dc-overrides]\nmain = [\"127.0.0.1:443\"]\n"),
-            "invalid value for network.dc-overrides: \"main\": expected DC numbers as keys (non-zero integers, e.g. 2 or 203)",
-        ),
-        (
-            with("[network.dc-overrides]\n2 = []\n"),
-            "invalid value for network.dc-overrides.2: []: expected a non-empty array of \"IP:port\" strings",
-        ),
-        (
-            with("[defense.anti-replay]\nerror-rate = 150.0\n"),
-            "invalid value for defense.anti-replay.error-rate: 150: expected a number greater than 0 and less than 100",
-        ),
-        (
-            with("concurrency = \"many\"\n"),
-            "invalid value for concurrency: \"many\": expected a whole number from 1 to 4294967295",
-        ),
-        (
-            with("concurrency = -1\n"),
-            "invalid value for concurrency: -1: expected a whole number from 1 to 4294967295",
-        ),
-        (with("debug = \"yes\"\n"), "invalid value for debug: \"yes\": expected true or false"),
-        (
-            with("[domain-fronting]\nport = 65536\n"),
-            "invalid value for domain-fronting.port: 65536: expected a port from 1 to 65535",
-        ),
-        (
-            with("[domain-fronting]\nhost = \"https://front.example/\"\n"),
-            "invalid value for domain-fronting.host: \"https://front.example/\": expected a hostname or IP address without port or path",
-        ),
-        (with("public-ipv4 = \"::1\"\n"), "invalid value for public-ipv4: ::1: expected an IPv4 address"),
-        (with("[stats.statsd]\nenabled = true\n"), "stats.statsd.address is required (statsd is enabled)"),
-        (
-            with("api-bind-to = \"0.0.0.0:9000\"\n"),
-            "api-bind-to 0.0.0.0:9000 is not a loopback address: set api-token so the API is not open to everyone",
-        ),
-        (
-            "bind-to = \"127.0.0.1:1\"\n[secrets]\nd = \"dd367a189aee18fa31c190054efd4a8e95\"\n".to_owned(),
-            "a dd (secured) secret is configured but [secured] enabled is not true",
-        ),
-    ];
-    assert!(cases.len() >= 25);
-    for (text, expected) in &cases {
-        let got = err(text);
-        assert_eq!(&got, expected, "config:\n{text}");
-        assert!(!got.contains('\n'), "one line: {got}");
-        assert!(!got.contains("367a189a"), "a secret leaked into: {got}");
-    }
+fn deprecated_keys_warn_and_map_as_mtg() {
+    let loaded = load(&minimal(
+        "domain-fronting-port = 8443\ndomain-fronting-proxy-protocol = true\ndomain-fronting-ip = \"10.0.0.1\"\n\
+         [domain-fronting]\nip = \"10.0.0.2\"\n[network]\ndoh-ip = \"9.9.9.9\"\n",
+    ));
+    let c = &loaded.config;
+    assert_eq!(c.domain_fronting, DomainFronting { host: None, port: 8443, proxy_protocol: true });
+    assert_eq!(
+        c.network.dns.as_ref().map(ToString::to_string).as_deref(),
+        Some("https://9.9.9.9:443/dns-query")
+    );
+    let shown: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "config key domain-fronting-port is deprecated: use [domain-fronting] port",
+            "config key domain-fronting-ip is deprecated: ignored; use [domain-fronting] host",
+            "config key domain-fronting-proxy-protocol is deprecated: use [domain-fronting] proxy-protocol",
+            "config key domain-fronting.ip is deprecated: ignored; use [domain-fronting] host",
+            "config key network.doh-ip is deprecated: use [network] dns = \"https://IP\"",
+        ]
+    );
+    // The new keys win over the deprecated ones.
+    let newer = load(&minimal(
+        "domain-fronting-port = 8443\n[domain-fronting]\nport = 9443\n[network]\ndoh-ip = \"9.9.9.9\"\ndns = \"1.1.1.1\"\n",
+    ))
+    .config;
+    assert_eq!(newer.domain_fronting.port, 9443);
+    assert_eq!(newer.network.dns, Some(Dns::Udp(addr("1.1.1.1:53"))));
 }
 
 #[test]
-fn toml_syntax_errors_name_the_line() {
-    let e = err("bind-to = \"127.0.0.1:1\nsecret = 5\n");
-    assert!(e.starts_with("config is not valid TOML: "), "{e}");
-    assert!(e.contains("line 1"), "{e}");
-    assert!(!e.contains('\n'));
+fn other_warnings() {
+    let both = load(&format!(
+        "secret = \"{SECRET}\"\nbind-to = \"127.0.0.1:1\"\n[secrets]\na = \"{DD_SECRET}\"\n[secured]\nenabled = true\n"
+    ));
+    assert_eq!(both.warnings, [ConfigWarning::SecretIgnored]);
+    assert_eq!(both.config.users.keys().collect::<Vec<_>>(), ["a"]);
+    let same =
+        load(&format!("bind-to = \"127.0.0.1:1\"\n[secrets]\nb = \"{SECRET}\"\na = \"{SECRET_B64}\"\n"));
+    let shown: Vec<String> = same.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["secrets.b has the same secret as secrets.a; only a can match"]);
 }
 
 #[test]
-fn missing_file_names_it() {
-    let e = Config::load(std::path::Path::new("/nonexistent/mtg.toml")).unwrap_err().to_string();
+fn load_reads_a_file_and_names_a_missing_one() {
+    let path = std::env::temp_dir().join(format!("mtg-config-load-{}.toml", std::process::id()));
+    std::fs::write(&path, minimal("")).expect("temp file");
+    let loaded = Config::load(&path);
+    std::fs::remove_file(&path).expect("temp file");
+    assert_eq!(loaded.expect("loads").config.bind_to, [addr("127.0.0.1:3128")]);
+    let e = Config::load("/nonexistent/mtg.toml").expect_err("no such file").to_string();
     assert!(e.starts_with("cannot read config /nonexistent/mtg.toml: "), "{e}");
+    assert!(!e.contains('\n'));
 }

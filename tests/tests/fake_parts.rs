@@ -112,6 +112,14 @@ async fn echo_mode_echoes() {
     let ((), mut back) = tokio::time::timeout(WAIT, async { tokio::join!(write, read) }).await.unwrap();
     cipher.decrypt(&mut back);
     assert!(back == data, "echoed bytes differ");
+    // The DC records a chunk right after echoing it: wait for the last record to land.
+    let n = data.len() as u64;
+    tokio::time::timeout(
+        WAIT,
+        dc.wait_for(|c| c.first().is_some_and(|c| c.bytes_received == n && c.bytes_sent == n)),
+    )
+    .await
+    .expect("the DC recorded every byte");
     let conn = &dc.snapshot()[0];
     assert_eq!(conn.received, data);
     assert_eq!(conn.bytes_sent, data.len() as u64);

@@ -129,6 +129,14 @@ fn users_are_managed_at_run_time_and_persisted() {
         a.send(&[1u8; 600]).await.unwrap();
         a.recv_exact(600).await.unwrap();
         drop(a);
+    });
+    // The relay reports bytes right after moving them: wait for the last report to land.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while request(api, "GET", "/stats", "").1.find("\"quota_used\": 1200").is_none() {
+        assert!(std::time::Instant::now() < deadline, "quota usage never reached 1200");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    block_on(async move {
         assert!(ProxyClient::connect_ee(addr, &user(1), 2).await.is_err(), "over quota");
     });
     assert_eq!(request(api, "POST", "/secrets/alice/reset-quota", "").0, 200);

@@ -63,6 +63,14 @@ fn stats_count_sessions_and_payload_bytes_exactly() {
         clients
     });
 
+    // The relay reports bytes right after moving them: wait for the last reports to land.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !(http(api, "GET", "/stats").1.contains("\"bytes_out\": 10000")
+        && http(api, "GET", "/stats").1.contains("\"bytes_out\": 3000"))
+    {
+        assert!(std::time::Instant::now() < deadline, "bob's bytes never reached 10000");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (status, body) = http(api, "GET", "/stats");
     assert_eq!(status, 200);
     assert!(body.ends_with('\n'));
@@ -240,6 +248,11 @@ fn limits_front_refused_users_and_quota_survives_a_restart() {
         assert!(closed.is_ok() || closed.unwrap_err().kind() != std::io::ErrorKind::TimedOut);
         drop((a, d1, d2));
     });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !proxy.stats_json().contains("\"quota_used\": 4000") {
+        assert!(std::time::Instant::now() < deadline, "a's usage never reached 4000");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let stats: Value = serde_json::from_str(&proxy.stats_json()).unwrap();
     assert_eq!(stats["users"]["a"]["quota"], 1024);
     assert_eq!(stats["users"]["a"]["quota_used"], 4000);

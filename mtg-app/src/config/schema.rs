@@ -1,13 +1,14 @@
-//! The set of keys mtg-multi knows, for unknown-key warnings with a did-you-mean.
+//! Every key the config knows, as a static tree: what unknown keys are checked against, where
+//! misplaced top-level keys are looked for, and what the example config must document.
 
 /// One level of the key tree.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Node {
+pub(super) enum Node {
     /// A value.
     Leaf,
     /// A table with these keys.
     Table(&'static [(&'static str, Self)]),
-    /// A table whose keys are free (user names, DC numbers), each holding `Node`.
+    /// A table whose keys are free (user names, DC numbers), each holding this node.
     Map(&'static Self),
 }
 
@@ -63,10 +64,10 @@ const LIMITS: &[(&str, Node)] = &[
     ("expires", Node::Leaf),
     ("disabled", Node::Leaf),
 ];
-const SECURED: &[(&str, Node)] = &[("enabled", Node::Leaf), ("shape", Node::Leaf)];
+const SECURED: &[(&str, Node)] = &[("enabled", Node::Leaf)];
 
 /// Every key of the config file.
-pub(crate) const ROOT: &[(&str, Node)] = &[
+pub(super) const ROOT: &[(&str, Node)] = &[
     ("debug", Node::Leaf),
     ("secret", Node::Leaf),
     ("bind-to", Node::Leaf),
@@ -95,67 +96,64 @@ pub(crate) const ROOT: &[(&str, Node)] = &[
     ("secured", Node::Table(SECURED)),
 ];
 
-/// Dotted paths of keys in `table` that the schema does not know, each with a suggestion when
-/// a known key at that level is one edit away.
-pub(crate) fn unknown_keys(table: &toml::Table) -> Vec<(String, Option<&'static str>)> {
-    let mut out = Vec::new();
-    walk(table, ROOT, "", &mut out);
-    out
+/// The top-level key (a value, not a table) called `name`, if there is one.
+pub(super) fn top_level_leaf(name: &str) -> Option<&'static str> {
+    ROOT.iter().find(|(k, node)| *k == name && matches!(node, Node::Leaf)).map(|(k, _)| *k)
 }
 
-fn walk(
-    table: &toml::Table,
-    known: &'static [(&'static str, Node)],
-    prefix: &str,
-    out: &mut Vec<(String, Option<&'static str>)>,
-) {
-    for (key, value) in table {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
-        match known.iter().find(|(k, _)| k == key) {
-            Some((_, node)) => descend(value, *node, &path, out),
-            None => {
-                let suggestion = known.iter().map(|(k, _)| *k).find(|k| edit_distance(k, key) <= 1);
-                out.push((path, suggestion));
+/// The first table (as `[dotted.path]`) in `root` that holds `key` although the schema does
+/// not put it there: where a misplaced top-level key ended up.
+pub(super) fn misplaced(root: &toml::Table, key: &str) -> Option<String> {
+    fn search(table: &toml::Table, node: Node, path: &str, key: &str) -> Option<String> {
+        match node {
+            Node::Leaf => None,
+            Node::Map(Node::Leaf) => table.contains_key(key).then(|| format!("[{path}]")),
+            Node::Map(inner) => table
+                .iter()
+                .find_map(|(name, value)| search(value.as_table()?, *inner, &format!("{path}.{name}"), key)),
+            Node::Table(known) => {
+                if table.contains_key(key) && !known.iter().any(|(k, _)| *k == key) {
+                    return Some(format!("[{path}]"));
+                }
+                known.iter().find_map(|(name, child)| {
+                    search(table.get(*name)?.as_table()?, *child, &format!("{path}.{name}"), key)
+                })
             }
         }
     }
+    ROOT.iter().find_map(|(name, node)| search(root.get(*name)?.as_table()?, *node, name, key))
 }
 
-fn descend(value: &toml::Value, node: Node, path: &str, out: &mut Vec<(String, Option<&'static str>)>) {
-    match (node, value) {
-        (Node::Table(keys), toml::Value::Table(t)) => walk(t, keys, path, out),
-        (Node::Map(inner), toml::Value::Table(t)) => {
-            for (k, v) in t {
-                descend(v, *inner, &format!("{path}.{k}"), out);
+/// The first key the schema says is a table but whose value is not one (`network = 5`,
+/// `[[network]]`), with that value. Without this check its keys would silently be defaults.
+pub(super) fn not_a_table(root: &toml::Table) -> Option<(String, &toml::Value)> {
+    fn search<'a>(
+        table: &'a toml::Table,
+        known: &'static [(&'static str, Node)],
+        prefix: &str,
+    ) -> Option<(String, &'a toml::Value)> {
+        known.iter().find_map(|(name, node)| {
+            let value = table.get(*name)?;
+            let path = if prefix.is_empty() { (*name).to_owned() } else { format!("{prefix}.{name}") };
+            match (node, value) {
+                (Node::Leaf, _) => None,
+                (Node::Table(inner), toml::Value::Table(t)) => search(t, inner, &path),
+                (Node::Map(Node::Table(inner)), toml::Value::Table(t)) => {
+                    t.iter().find_map(|(k, v)| match v {
+                        toml::Value::Table(child) => search(child, inner, &format!("{path}.{k}")),
+                        other => Some((format!("{path}.{k}"), other)),
+                    })
+                }
+                (Node::Map(_), toml::Value::Table(_)) => None,
+                (_, other) => Some((path, other)),
             }
-        }
-        _ => {}
+        })
     }
+    search(root, ROOT, "")
 }
 
-/// Optimal string alignment distance (Levenshtein plus adjacent transpositions).
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
-            }
-        }
-    }
-    d[a.len()][b.len()]
-}
-
-/// Every leaf key path of the schema (free tables shown as `NAME`), for documentation checks.
+/// Every leaf key path of the schema, dotted, with free-form names shown as `NAME`
+/// (e.g. `network.timeout.idle`, `secret-limits.NAME.quota`, `secrets.NAME`).
 pub fn all_key_paths() -> Vec<String> {
     let mut out = Vec::new();
     collect(ROOT, "", &mut out);
@@ -171,5 +169,46 @@ fn collect(keys: &'static [(&'static str, Node)], prefix: &str, out: &mut Vec<St
             Node::Map(Node::Table(inner)) => collect(inner, &format!("{path}.NAME"), out),
             Node::Map(_) => out.push(format!("{path}.NAME")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn misplaced_keys_are_found_where_they_landed() {
+        let find = |text: &str, key: &str| misplaced(&text.parse().expect("valid TOML"), key);
+        assert_eq!(find("[secrets]\nbind-to = 1", "bind-to"), Some("[secrets]".into()));
+        assert_eq!(find("[network.timeout]\nbind-to = 1", "bind-to"), Some("[network.timeout]".into()));
+        assert_eq!(find("[secret-limits.a]\nsecret = 1", "secret"), Some("[secret-limits.a]".into()));
+        assert_eq!(find("[stats.prometheus]\nbind-to = 1", "bind-to"), None);
+        assert_eq!(find("bind-to = 1\n[network]\ndns = 1", "bind-to"), None);
+    }
+
+    #[test]
+    fn tables_of_the_wrong_type_are_found() {
+        let find = |text: &str| {
+            let root: toml::Table = text.parse().expect("valid TOML");
+            not_a_table(&root).map(|(path, value)| format!("{path} = {value}"))
+        };
+        assert_eq!(find("network = 5"), Some("network = 5".into()));
+        assert_eq!(find("[network]\ntimeout = \"1s\""), Some("network.timeout = \"1s\"".into()));
+        assert_eq!(
+            find("[[throttle]]\nmax-connections = 1").map(|s| s.starts_with("throttle = ")),
+            Some(true)
+        );
+        assert_eq!(find("secret-limits = { a = 1 }"), Some("secret-limits.a = 1".into()));
+        assert_eq!(find("[secrets]\na = \"x\"\n[network.timeout]\nidle = \"1s\"\n[secret-limits.a]"), None);
+    }
+
+    #[test]
+    fn key_paths() {
+        let paths = all_key_paths();
+        for p in ["debug", "secrets.NAME", "secret-limits.NAME.expires", "network.dc-overrides.NAME"] {
+            assert!(paths.iter().any(|k| k == p), "{p}");
+        }
+        assert_eq!(top_level_leaf("bind-to"), Some("bind-to"));
+        assert_eq!(top_level_leaf("network"), None);
     }
 }

@@ -1,219 +1,150 @@
-//! Parsers for the value syntaxes of mtg's config (reference §2.1): Go durations, base-2 byte
-//! sizes, literal `IP:port`, proxy, DNS and list URLs. Each returns what is allowed on error.
+//! The scalar value syntaxes of mtg's config (reference §2.1 item 3): Go durations, base-2 byte
+//! sizes, literal `IP:port`, IPs, hostnames, metric prefixes, HTTP paths and the enums. Each
+//! parser returns, on error, what is allowed (for the one-line error). Every parser refuses
+//! the empty string.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// What a value must look like, for error messages.
-pub(crate) type Expected = &'static str;
+use crate::dc_table::PreferIp;
 
-/// Go duration syntax: `300ms`, `10s`, `1h30m`, `1.5h`, case-insensitive, spaces ignored.
-pub(crate) fn duration(text: &str) -> Result<Duration, Expected> {
-    const EXPECTED: Expected = "a non-negative Go duration like 300ms, 10s, 1h30m";
-    let s: String = text.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+/// What a value must look like, for error messages.
+pub(super) type Expected = &'static str;
+
+/// What a duration must look like.
+pub(super) const DURATION: Expected = "a non-negative Go duration like 300ms, 10s, 1h30m";
+
+/// Go duration syntax (`300ms`, `10s`, `1h30m`, `1.5h`; units ns, us, µs, ms, s, m, h),
+/// case-insensitive, whitespace ignored, never negative. Computed in whole nanoseconds as Go
+/// does, at most Go's limit (about 292 years).
+pub(super) fn duration(text: &str) -> Result<Duration, Expected> {
+    let s = normalise(text);
+    let s = s.strip_prefix('+').unwrap_or(&s);
     if s == "0" {
         return Ok(Duration::ZERO);
     }
-    if s.is_empty() || s.starts_with('-') {
-        return Err(EXPECTED);
+    if s.is_empty() {
+        return Err(DURATION);
     }
-    let s = s.strip_prefix('+').unwrap_or(&s);
-    let mut total = 0f64;
     let mut rest = s;
+    let mut total: u128 = 0;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or(EXPECTED)?;
-        if num_len == 0 {
-            return Err(EXPECTED);
-        }
-        let number: f64 = rest[..num_len].parse().map_err(|_| EXPECTED)?;
-        rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(EXPECTED),
+        let (whole, fraction, after) = decimal(rest).ok_or(DURATION)?;
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let nanos_per_unit: u128 = match &after[..unit_len] {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(DURATION),
         };
-        total += number * scale;
-        rest = &rest[unit_len..];
+        let part = scaled(whole, fraction, nanos_per_unit).ok_or(DURATION)?;
+        total = total.checked_add(part).ok_or(DURATION)?;
+        rest = &after[unit_len..];
     }
-    Duration::try_from_secs_f64(total).map_err(|_| EXPECTED)
+    let nanos = u64::try_from(total).ok().filter(|&n| n <= i64::MAX as u64).ok_or(DURATION)?;
+    Ok(Duration::from_nanos(nanos))
 }
 
-/// Base-2 byte sizes: `1mib`, `1MB` (= MiB), `512kib`, `4KB`, or a plain number of bytes.
-pub(crate) fn bytes(text: &str) -> Result<u64, Expected> {
-    const EXPECTED: Expected = "a byte size like 512kib, 1mib, 4KB (base 2) or a number of bytes";
-    let s: String = text.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    if number.is_empty() {
-        return Err(EXPECTED);
-    }
-    let number: f64 = number.parse().map_err(|_| EXPECTED)?;
-    let scale: u64 = match unit {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(EXPECTED),
+/// What a byte size must look like.
+pub(super) const BYTES: Expected = "a byte size like 512kib, 1mib, 4KB (base 2) or a number of bytes";
+
+/// Base-2 byte sizes, case-insensitive, whitespace ignored: `1mib`, `1MB` (= 1 MiB), `512kib`,
+/// `4KB` (= 4096), `1.5gib`, or a plain number of bytes.
+pub(super) fn bytes(text: &str) -> Result<u64, Expected> {
+    let s = normalise(text);
+    let (whole, fraction, unit) = decimal(&s).ok_or(BYTES)?;
+    let power = match unit {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 1,
+        "m" | "mb" | "mib" => 2,
+        "g" | "gb" | "gib" => 3,
+        "t" | "tb" | "tib" => 4,
+        "p" | "pb" | "pib" => 5,
+        "e" | "eb" | "eib" => 6,
+        _ => return Err(BYTES),
     };
-    let value = number * scale as f64;
-    if !value.is_finite() || value < 0.0 || value > u64::MAX as f64 {
-        return Err(EXPECTED);
-    }
-    Ok(value as u64)
+    let value = scaled(whole, fraction, 1u128 << (10 * power)).ok_or(BYTES)?;
+    u64::try_from(value).map_err(|_| BYTES)
 }
 
-/// A literal `IP:port` with port 1–65535 (IPv6 in brackets); hostnames are refused.
-pub(crate) fn socket_addr(text: &str) -> Result<SocketAddr, Expected> {
-    const EXPECTED: Expected = "a literal IP:port with port 1-65535 (IPv6 as [::1]:443; no hostnames)";
-    let addr: SocketAddr = text.trim().parse().map_err(|_| EXPECTED)?;
+/// Lowercase without whitespace (mtg strips spaces and tabs and ignores case).
+fn normalise(text: &str) -> String {
+    text.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase()
+}
+
+/// Splits a leading unsigned decimal (`12`, `1.5`, `.5`, `5.`) into its whole digits, its
+/// fraction digits and the rest; `None` when there are no digits at all.
+fn decimal(s: &str) -> Option<(&str, &str, &str)> {
+    let whole_len = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (whole, rest) = s.split_at(whole_len);
+    let (fraction, rest) = match rest.strip_prefix('.') {
+        Some(r) => r.split_at(r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len())),
+        None => ("", rest),
+    };
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    Some((whole, fraction, rest))
+}
+
+/// `whole.fraction × unit`, truncated to an integer; `None` on overflow. The digits are ASCII
+/// digits (as `decimal` splits them).
+fn scaled(whole: &str, fraction: &str, unit: u128) -> Option<u128> {
+    let mut total: u128 = 0;
+    for d in whole.bytes() {
+        total = total.checked_mul(10)?.checked_add(u128::from(d - b'0'))?;
+    }
+    total = total.checked_mul(unit)?;
+    // Fraction digits after the 18th are ignored: they move the result by less than
+    // unit / 10^18 (and numerator × unit stays within u128 for units up to 2^60).
+    let mut numerator: u128 = 0;
+    let mut denominator: u128 = 1;
+    for d in fraction.bytes().take(18) {
+        numerator = numerator * 10 + u128::from(d - b'0');
+        denominator *= 10;
+    }
+    total.checked_add(numerator.checked_mul(unit)? / denominator)
+}
+
+/// What a listen or target address must look like.
+pub(super) const SOCKET_ADDR: Expected =
+    "a literal IP:port with port 1-65535 (IPv6 as [::1]:443; no hostnames)";
+
+/// A literal `IP:port` with port 1–65535 (IPv6 in brackets); hostnames and `*` are refused.
+pub(super) fn socket_addr(text: &str) -> Result<SocketAddr, Expected> {
+    let addr: SocketAddr = text.trim().parse().map_err(|_| SOCKET_ADDR)?;
     if addr.port() == 0 {
-        return Err(EXPECTED);
+        return Err(SOCKET_ADDR);
     }
     Ok(addr)
 }
 
-/// A literal IP address.
-pub(crate) fn ip(text: &str) -> Result<IpAddr, Expected> {
+/// A literal IPv4 or IPv6 address.
+pub(super) fn ip(text: &str) -> Result<IpAddr, Expected> {
     text.trim().parse().map_err(|_| "a literal IPv4 or IPv6 address")
 }
 
-/// A hostname or literal IP without port, whitespace or `/?#`.
-pub(crate) fn host(text: &str) -> Result<String, Expected> {
+/// A hostname or literal IP (IPv6 with or without brackets), without port, path, whitespace
+/// or `/?#`.
+pub(super) fn host(text: &str) -> Result<String, Expected> {
     const EXPECTED: Expected = "a hostname or IP address without port or path";
     let t = text.trim();
-    if t.is_empty() || t.chars().any(|c| c.is_whitespace() || "/?#".contains(c)) {
-        return Err(EXPECTED);
+    let unbracketed = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(t);
+    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+        return Ok(ip.to_string());
     }
-    if t.parse::<IpAddr>().is_ok() {
-        return Ok(t.to_owned());
-    }
-    if t.contains(':') {
+    let bad = |c: char| c.is_whitespace() || c.is_control() || "/?#:@[]".contains(c);
+    if t.is_empty() || t.chars().any(bad) {
         return Err(EXPECTED);
     }
     Ok(t.to_owned())
 }
 
-/// A SOCKS5 upstream: `socks5://[user:password@]host[:port]` (or `socks5h`), port 1080 default.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyUrl {
-    /// `true` for `socks5h` (the proxy resolves names).
-    pub remote_dns: bool,
-    /// Host name or IP of the SOCKS server.
-    pub host: String,
-    /// Port of the SOCKS server.
-    pub port: u16,
-    /// Optional user name.
-    pub user: Option<String>,
-    /// Optional password.
-    pub password: Option<String>,
-}
-
-/// Parses a proxy URL.
-pub(crate) fn proxy_url(text: &str) -> Result<ProxyUrl, Expected> {
-    const EXPECTED: Expected = "a socks5:// or socks5h:// URL like socks5://user:pass@127.0.0.1:1080";
-    let t = text.trim();
-    let (remote_dns, rest) = if let Some(r) = t.strip_prefix("socks5://") {
-        (false, r)
-    } else if let Some(r) = t.strip_prefix("socks5h://") {
-        (true, r)
-    } else {
-        return Err(EXPECTED);
-    };
-    let rest = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let (userinfo, hostport) = match rest.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, rest),
-    };
-    let (user, password) = match userinfo {
-        Some(u) => match u.split_once(':') {
-            Some((user, pass)) => (Some(user.to_owned()), Some(pass.to_owned())),
-            None => (Some(u.to_owned()), None),
-        },
-        None => (None, None),
-    };
-    let (host, port) = split_host_port(hostport, 1080).ok_or(EXPECTED)?;
-    Ok(ProxyUrl { remote_dns, host, port, user, password })
-}
-
-fn split_host_port(text: &str, default_port: u16) -> Option<(String, u16)> {
-    if text.is_empty() {
-        return None;
-    }
-    if let Some(v6) = text.strip_prefix('[') {
-        let (ip, rest) = v6.split_once(']')?;
-        ip.parse::<std::net::Ipv6Addr>().ok()?;
-        let port = match rest.strip_prefix(':') {
-            Some(p) => p.parse().ok().filter(|&p| p != 0)?,
-            None if rest.is_empty() => default_port,
-            None => return None,
-        };
-        return Some((ip.to_owned(), port));
-    }
-    match text.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && !h.contains(':') => {
-            Some((h.to_owned(), p.parse().ok().filter(|&p| p != 0)?))
-        }
-        Some(_) => None,
-        None => Some((text.to_owned(), default_port)),
-    }
-}
-
-/// A DNS resolver URI: `https://host[/path]`, `tls://host[:port]`, `udp://IP[:port]` or a bare IP.
-pub(crate) fn dns_uri(text: &str) -> Result<String, Expected> {
-    const EXPECTED: Expected =
-        "a DNS URI: https://host[/path], tls://host[:port], udp://IP[:port] or a bare IP";
-    let t = text.trim();
-    if t.parse::<IpAddr>().is_ok() {
-        return Ok(t.to_owned());
-    }
-    let ok = if let Some(r) = t.strip_prefix("https://") {
-        let host = r.split('/').next().unwrap_or_default();
-        !host.is_empty() && !host.contains('@')
-    } else if let Some(r) = t.strip_prefix("tls://") {
-        !r.contains('/') && !r.contains('@') && split_host_port(r, 853).is_some()
-    } else if let Some(r) = t.strip_prefix("udp://") {
-        split_host_port(r, 53).is_some_and(|(h, _)| h.parse::<IpAddr>().is_ok())
-    } else {
-        false
-    };
-    if ok { Ok(t.to_owned()) } else { Err(EXPECTED) }
-}
-
-/// A block/allow list source: an existing file, or an http(s) URL with a host.
-pub(crate) fn list_source(text: &str) -> Result<String, Expected> {
-    const EXPECTED: Expected = "an existing file path or an http(s):// URL";
-    let t = text.trim();
-    let path = std::path::Path::new(t);
-    if path.is_file() {
-        return Ok(std::path::absolute(path).map_or_else(|_| t.to_owned(), |p| p.display().to_string()));
-    }
-    for scheme in ["http://", "https://"] {
-        if let Some(r) = t.strip_prefix(scheme)
-            && !r.split(['/', '?', '#']).next().unwrap_or_default().is_empty()
-        {
-            return Ok(t.to_owned());
-        }
-    }
-    Err(EXPECTED)
-}
-
-/// An `https://` URL with a host (doppelganger).
-pub(crate) fn https_url(text: &str) -> Result<String, Expected> {
-    let t = text.trim();
-    match t.strip_prefix("https://") {
-        Some(r) if !r.split(['/', '?', '#']).next().unwrap_or_default().is_empty() => Ok(t.to_owned()),
-        _ => Err("an https:// URL with a host"),
-    }
-}
-
 /// A metric prefix: lowercase letters and digits only.
-pub(crate) fn metric_prefix(text: &str) -> Result<String, Expected> {
+pub(super) fn metric_prefix(text: &str) -> Result<String, Expected> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
         Ok(text.to_owned())
     } else {
@@ -222,78 +153,64 @@ pub(crate) fn metric_prefix(text: &str) -> Result<String, Expected> {
 }
 
 /// An HTTP path, normalised to `/` + the value without leading/trailing slashes.
-pub(crate) fn http_path(text: &str) -> String {
-    format!("/{}", text.trim().trim_matches('/'))
+pub(super) fn http_path(text: &str) -> Result<String, Expected> {
+    let t = text.trim().trim_matches('/');
+    if text.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#') {
+        return Err("a URL path like /metrics");
+    }
+    Ok(format!("/{t}"))
 }
 
-/// A date `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp, as Unix seconds.
-pub(crate) fn timestamp(text: &str) -> Result<i64, Expected> {
-    const EXPECTED: Expected = "an RFC 3339 timestamp like 2026-12-31T23:59:59Z or a date like 2026-12-31";
-    let t = text.trim();
-    let num = |s: &str| -> Result<i64, Expected> {
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(EXPECTED);
-        }
-        s.parse().map_err(|_| EXPECTED)
-    };
-    let (date, time) = match t.find(['T', 't', ' ']) {
-        Some(i) => (&t[..i], Some(&t[i + 1..])),
-        None => (t, None),
-    };
-    let mut d = date.split('-');
-    let (y, m, day) =
-        (num(d.next().ok_or(EXPECTED)?)?, num(d.next().ok_or(EXPECTED)?)?, num(d.next().ok_or(EXPECTED)?)?);
-    if d.next().is_some() || !(1..=12).contains(&m) || day < 1 || day > days_in_month(y, m) {
-        return Err(EXPECTED);
-    }
-    let mut secs = days_from_civil(y, m, day) * 86_400;
-    if let Some(time) = time {
-        let (clock, offset) = match time.find(['Z', 'z', '+', '-']) {
-            Some(i) => (&time[..i], &time[i..]),
-            None => return Err(EXPECTED),
-        };
-        let clock = clock.split('.').next().unwrap_or_default();
-        let mut c = clock.split(':');
-        let (h, mi, s) = (
-            num(c.next().ok_or(EXPECTED)?)?,
-            num(c.next().ok_or(EXPECTED)?)?,
-            num(c.next().ok_or(EXPECTED)?)?,
-        );
-        if c.next().is_some() || h > 23 || mi > 59 || s > 60 {
-            return Err(EXPECTED);
-        }
-        secs += h * 3600 + mi * 60 + s;
-        if !offset.eq_ignore_ascii_case("z") {
-            let sign = if offset.starts_with('-') { -1 } else { 1 };
-            let (oh, om) = offset[1..].split_once(':').ok_or(EXPECTED)?;
-            let (oh, om) = (num(oh)?, num(om)?);
-            if oh > 23 || om > 59 {
-                return Err(EXPECTED);
-            }
-            secs -= sign * (oh * 3600 + om * 60);
-        }
-    }
-    Ok(secs)
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        _ => 28,
+/// `prefer-ip`, case-insensitive.
+pub(super) fn prefer_ip(text: &str) -> Result<PreferIp, Expected> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "prefer-ipv4" => Ok(PreferIp::PreferIpv4),
+        "prefer-ipv6" => Ok(PreferIp::PreferIpv6),
+        "only-ipv4" => Ok(PreferIp::OnlyIpv4),
+        "only-ipv6" => Ok(PreferIp::OnlyIpv6),
+        _ => Err("prefer-ipv4, prefer-ipv6, only-ipv4 or only-ipv6"),
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// Tag style of statsd lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TagFormat {
+    /// `name:1|c|#k:v,k:v` (mtg's effective default).
+    #[default]
+    Datadog,
+    /// `name,k=v:1|c`.
+    Influxdb,
+    /// `name;k=v:1|c`.
+    Graphite,
+}
+
+/// `tag-format`, case-insensitive.
+pub(super) fn tag_format(text: &str) -> Result<TagFormat, Expected> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "datadog" => Ok(TagFormat::Datadog),
+        "influxdb" => Ok(TagFormat::Influxdb),
+        "graphite" => Ok(TagFormat::Graphite),
+        _ => Err("datadog, influxdb or graphite"),
+    }
+}
+
+/// When a user's data quota starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuotaReset {
+    /// Never: the quota is for the user's whole life.
+    #[default]
+    None,
+    /// At 00:00 UTC on the first day of each month.
+    Monthly,
+}
+
+/// `quota-reset`, case-insensitive.
+pub(super) fn quota_reset(text: &str) -> Result<QuotaReset, Expected> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "none" => Ok(QuotaReset::None),
+        "monthly" => Ok(QuotaReset::Monthly),
+        _ => Err("none or monthly"),
+    }
 }
 
 #[cfg(test)]
@@ -302,54 +219,105 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        assert_eq!(duration("300ms"), Ok(Duration::from_millis(300)));
-        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert_eq!(duration("5S"), Ok(Duration::from_secs(5)));
-        assert_eq!(duration(" 2 m "), Ok(Duration::from_secs(120)));
-        assert_eq!(duration("0"), Ok(Duration::ZERO));
-        assert_eq!(duration("1us"), Ok(Duration::from_micros(1)));
-        for bad in ["", "5", "-5s", "5 minutes", "s", "1x", "1.2.3s"] {
-            assert!(duration(bad).is_err(), "{bad}");
+        let ok = [
+            ("300ms", Duration::from_millis(300)),
+            ("10s", Duration::from_secs(10)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("5S", Duration::from_secs(5)),
+            ("1H30M", Duration::from_secs(5400)),
+            (" 2 m ", Duration::from_secs(120)),
+            ("\t1m\t30s", Duration::from_secs(90)),
+            ("0", Duration::ZERO),
+            ("+5s", Duration::from_secs(5)),
+            (".5s", Duration::from_millis(500)),
+            ("5.s", Duration::from_secs(5)),
+            ("1us", Duration::from_micros(1)),
+            ("1µs", Duration::from_micros(1)),
+            ("1ns", Duration::from_nanos(1)),
+            ("0.1s", Duration::from_millis(100)),
+            ("1.000000001s", Duration::from_nanos(1_000_000_001)),
+            ("2562047h", Duration::from_secs(2_562_047 * 3600)),
+        ];
+        for (text, want) in ok {
+            assert_eq!(duration(text), Ok(want), "{text}");
+        }
+        for bad in ["", "5", "-5s", "5 minutes", "s", "1x", "1.2.3s", ".s", "5d", "2562048h", "1e3s"] {
+            assert_eq!(duration(bad), Err(DURATION), "{bad}");
         }
     }
 
     #[test]
     fn byte_sizes_are_base_two() {
-        assert_eq!(bytes("1mib"), Ok(1 << 20));
-        assert_eq!(bytes("1MB"), Ok(1 << 20));
-        assert_eq!(bytes("512kib"), Ok(512 << 10));
-        assert_eq!(bytes("4KB"), Ok(4096));
-        assert_eq!(bytes("1024"), Ok(1024));
-        assert_eq!(bytes("1.5 KiB"), Ok(1536));
-        for bad in ["", "mb", "1xb", "-1kb"] {
-            assert!(bytes(bad).is_err(), "{bad}");
+        let ok = [
+            ("1mib", 1 << 20),
+            ("1MB", 1 << 20),
+            ("1MiB", 1 << 20),
+            ("512kib", 512 << 10),
+            ("4KB", 4096),
+            ("1024", 1024),
+            ("1024b", 1024),
+            ("1.5 KiB", 1536),
+            ("2 g", 2 << 30),
+            ("1tb", 1 << 40),
+            ("0", 0),
+            ("15eib", 15 << 60),
+        ];
+        for (text, want) in ok {
+            assert_eq!(bytes(text), Ok(want), "{text}");
+        }
+        for bad in ["", "mb", "1xb", "-1kb", "1.2.3kb", "16eib", "1e3"] {
+            assert_eq!(bytes(bad), Err(BYTES), "{bad}");
         }
     }
 
     #[test]
-    fn timestamps() {
-        assert_eq!(timestamp("1970-01-01"), Ok(0));
-        assert_eq!(timestamp("2026-12-31"), Ok(1_798_675_200));
-        assert_eq!(timestamp("2026-12-31T23:59:59Z"), Ok(1_798_761_599));
-        assert_eq!(timestamp("2026-12-31T23:59:59+01:00"), Ok(1_798_757_999));
-        for bad in ["2026-13-01", "2026-02-30", "tomorrow", "2026-12-31T25:00:00Z", "2026-12-31T10:00:00"] {
-            assert!(timestamp(bad).is_err(), "{bad}");
+    fn addresses_are_literal_with_a_port() {
+        assert_eq!(socket_addr("127.0.0.1:443"), Ok(SocketAddr::from(([127, 0, 0, 1], 443))));
+        assert_eq!(socket_addr("[::1]:443"), Ok(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 443))));
+        for bad in
+            ["localhost:443", "127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1", "::1:443", "*:443", ":443"]
+        {
+            assert_eq!(socket_addr(bad), Err(SOCKET_ADDR), "{bad}");
         }
     }
 
     #[test]
-    fn proxies() {
-        let p = proxy_url("socks5://u:p@127.0.0.1:1081").unwrap();
-        assert_eq!(
-            (p.host.as_str(), p.port, p.user.as_deref(), p.password.as_deref()),
-            ("127.0.0.1", 1081, Some("u"), Some("p"))
-        );
-        assert_eq!(proxy_url("socks5h://proxy.example").unwrap().port, 1080);
-        assert_eq!(proxy_url("socks5://[::1]:9050").unwrap().host, "::1");
-        assert!(proxy_url("http://127.0.0.1:8080").is_err());
-        assert!(proxy_url("").is_err());
-        assert!(proxy_url("socks5://").is_err());
+    fn hosts() {
+        assert_eq!(host("front.example"), Ok("front.example".to_owned()));
+        assert_eq!(host("[::1]"), Ok("::1".to_owned()));
+        assert_eq!(host("10.0.0.1"), Ok("10.0.0.1".to_owned()));
+        for bad in ["", "a b", "front.example:443", "https://front.example", "a/b", "x?y"] {
+            assert!(host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn small_syntaxes() {
+        assert_eq!(http_path("metrics/"), Ok("/metrics".to_owned()));
+        assert_eq!(http_path("/"), Ok("/".to_owned()));
+        assert_eq!(http_path("//a/b//"), Ok("/a/b".to_owned()));
+        assert!(http_path("/a b").is_err());
+        assert!(metric_prefix("mtg2").is_ok());
+        for bad in ["", "mtg.", "mtg_x", "MTG"] {
+            assert!(metric_prefix(bad).is_err(), "{bad}");
+        }
+        assert_eq!(prefer_ip("Only-IPv6"), Ok(PreferIp::OnlyIpv6));
+        assert_eq!(tag_format("InfluxDB"), Ok(TagFormat::Influxdb));
+        assert_eq!(quota_reset("MONTHLY"), Ok(QuotaReset::Monthly));
+        for parse_empty in [
+            duration("").err(),
+            bytes("").err(),
+            socket_addr("").err(),
+            ip("").err(),
+            host("").err(),
+            metric_prefix("").err(),
+            http_path("").err(),
+            prefer_ip("").err(),
+            tag_format("").err(),
+            quota_reset("").err(),
+        ] {
+            assert!(parse_empty.is_some());
+        }
     }
 }

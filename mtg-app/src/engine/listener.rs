@@ -76,8 +76,10 @@ pub async fn serve<R: Runtime>(
         });
     }
     if shared.settings.config_path.is_some() {
+        // Watch SIGHUP before saying we are ready: an early SIGHUP must reload, not kill.
+        let hangups = R::hangups();
         let alive = loop_alive.clone();
-        let task = hangup_loop::<R>(shared.clone(), stopped.clone());
+        let task = hangup_loop::<R>(shared.clone(), hangups, stopped.clone());
         runtime.spawn(async move {
             task.await;
             drop(alive);
@@ -231,8 +233,12 @@ async fn usage_loop<R: Runtime>(shared: Arc<Shared>, stopped: async_channel::Rec
 }
 
 /// Reloads the config on every SIGHUP.
-async fn hangup_loop<R: Runtime>(shared: Arc<Shared>, stopped: async_channel::Receiver<()>) {
-    let mut hangups = match R::hangups() {
+async fn hangup_loop<R: Runtime>(
+    shared: Arc<Shared>,
+    hangups: io::Result<R::Hangups>,
+    stopped: async_channel::Receiver<()>,
+) {
+    let mut hangups = match hangups {
         Ok(h) => h,
         Err(e) => {
             warn!(error = %e, "cannot watch SIGHUP; reload with POST /reload");

@@ -1,0 +1,137 @@
+//! Users: `[secrets]` (name = secret) or the single top-level `secret` (named `default`), and
+//! the per-user `[secret-limits.NAME]` tables. Errors name the user, never the secret.
+
+use std::collections::BTreeMap;
+
+use mtg_proto::{Secret, SecretKind};
+
+use super::SecretLimits;
+use super::error::{ConfigError, ConfigWarning, SecretProblem, TOP_LEVEL_FIRST, shown_str, type_name};
+use super::reader::Reader;
+use super::{schema, timestamp, values};
+
+/// The name the single top-level `secret` gets.
+pub(super) const DEFAULT_USER: &str = "default";
+
+/// Reads the users; `secured` says whether `dd` secrets are allowed.
+pub(super) fn read(
+    r: &Reader<'_>,
+    secured: bool,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<BTreeMap<String, Secret>, ConfigError> {
+    // The top-level `secret` is validated even when `[secrets]` wins, as mtg does.
+    let single = match r.value("secret") {
+        None => None,
+        Some(toml::Value::String(s)) if s.is_empty() => None,
+        Some(toml::Value::String(s)) => Some(parse("secret", s, None, secured)?),
+        Some(other) => {
+            return Err(secret_error("secret", SecretProblem::NotAString(type_name(other)), None));
+        }
+    };
+    let mut users = BTreeMap::new();
+    match r.value("secrets") {
+        Some(toml::Value::Table(table)) if !table.is_empty() => {
+            for (name, value) in table {
+                let key = format!("secrets.{name}");
+                let hint = schema::top_level_leaf(name)
+                    .map(|k| format!("`{k}` is inside [secrets]: {TOP_LEVEL_FIRST}"));
+                let toml::Value::String(text) = value else {
+                    return Err(secret_error(&key, SecretProblem::NotAString(type_name(value)), hint));
+                };
+                users.insert(name.clone(), parse(&key, text, hint, secured)?);
+            }
+            if single.is_some() {
+                warnings.push(ConfigWarning::SecretIgnored);
+            }
+        }
+        Some(toml::Value::Table(_)) | None => match single {
+            Some(secret) => {
+                users.insert(DEFAULT_USER.to_owned(), secret);
+            }
+            None => {
+                let hint = match schema::misplaced(r.root(), "secret") {
+                    Some(table) => format!("`secret` is inside {table}: {TOP_LEVEL_FIRST}"),
+                    None => "or a non-empty [secrets] table of name = \"secret\"".to_owned(),
+                };
+                return Err(ConfigError::Missing { key: "secret".into(), hint: Some(hint) });
+            }
+        },
+        Some(other) => return Err(Reader::invalid("secrets", other, "a table of name = \"secret\"")),
+    }
+    let mut seen: Vec<(&String, &Secret)> = Vec::new();
+    for (name, secret) in &users {
+        if let Some((kept, _)) = seen.iter().find(|(_, s)| *s == secret) {
+            warnings.push(ConfigWarning::SameSecret { kept: (*kept).clone(), shadowed: name.clone() });
+        }
+        seen.push((name, secret));
+    }
+    Ok(users)
+}
+
+fn parse(key: &str, text: &str, hint: Option<String>, secured: bool) -> Result<Secret, ConfigError> {
+    let secret = Secret::parse(text).map_err(|e| secret_error(key, SecretProblem::Parse(e), hint))?;
+    if secret.kind() == SecretKind::Secured && !secured {
+        return Err(secret_error(key, SecretProblem::SecuredDisabled, None));
+    }
+    Ok(secret)
+}
+
+fn secret_error(key: &str, problem: SecretProblem, hint: Option<String>) -> ConfigError {
+    ConfigError::Secret { key: key.to_owned(), problem, hint }
+}
+
+/// Reads `[secret-limits.NAME]` for the configured `users`.
+pub(super) fn limits(
+    r: &Reader<'_>,
+    users: &BTreeMap<String, Secret>,
+) -> Result<BTreeMap<String, SecretLimits>, ConfigError> {
+    let mut out = BTreeMap::new();
+    let table = match r.value("secret-limits") {
+        None => return Ok(out),
+        Some(toml::Value::Table(t)) => t,
+        Some(other) => return Err(Reader::invalid("secret-limits", other, "tables [secret-limits.NAME]")),
+    };
+    for (name, limits) in table {
+        let key = format!("secret-limits.{name}");
+        if !users.contains_key(name) {
+            return Err(ConfigError::Invalid {
+                key: "secret-limits".into(),
+                value: shown_str(name),
+                expected: format!("the name of a configured user ({})", names(users)),
+            });
+        }
+        if !limits.is_table() {
+            return Err(Reader::invalid(&key, limits, "a table of limits"));
+        }
+        let field = |f: &str| format!("{key}.{f}");
+        let expires = match r.value(&field("expires")) {
+            // An unquoted TOML date or date-time.
+            Some(v @ toml::Value::Datetime(dt)) => Some(
+                timestamp::unix_seconds(&dt.to_string())
+                    .map_err(|e| Reader::invalid(&field("expires"), v, e))?,
+            ),
+            _ => r.parsed(&field("expires"), timestamp::unix_seconds)?,
+        };
+        out.insert(
+            name.clone(),
+            SecretLimits {
+                max_connections: r.count(&field("max-connections"))?.unwrap_or(0),
+                quota: r.bytes(&field("quota"))?,
+                quota_reset: r.parsed(&field("quota-reset"), values::quota_reset)?.unwrap_or_default(),
+                expires,
+                disabled: r.flag(&field("disabled"))?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The user names for an error message, the first few only.
+fn names(users: &BTreeMap<String, Secret>) -> String {
+    const SHOWN: usize = 5;
+    let mut list: Vec<&str> = users.keys().take(SHOWN).map(String::as_str).collect();
+    if users.len() > SHOWN {
+        list.push("…");
+    }
+    list.join(", ")
+}
