@@ -7,14 +7,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use mtg_proto::proxy_protocol::{self, Parsed, ProxiedAddrs};
-use mtg_proto::{HandshakeContext, HostId, ReplayCache, ServerHandshake, Verdict};
+use mtg_proto::{HandshakeContext, HostId, Mode, ReplayCache, ServerHandshake, UserId, Verdict};
 use tracing::{debug, info};
 
 use crate::runtime::Runtime;
+use crate::users::accounting::Admitted;
 use crate::users::limits;
 
 use super::relay::{Pump, Relay};
-use super::{Shared, fronting, upstream, with_timeout};
+use super::{Directory, Shared, fronting, upstream, with_timeout};
 
 /// Read granularity during the handshake.
 const HANDSHAKE_READ: usize = 4096;
@@ -118,19 +119,17 @@ pub(crate) async fn serve_connection<R: Runtime>(
         match verdict {
             Verdict::NeedMore => {}
             Verdict::ServerHello { user } => {
-                let now_ms = super::unix_ms();
-                let (Some(stats), Some(limits)) = (users.stats(user), users.limits(user)) else { return };
-                if let Some(refusal) = limits::refusal(limits, stats, now_ms) {
-                    // Indistinguishable from a wrong secret: the flight is dropped unsent.
-                    debug!(%peer, user = %users.name(user), %refusal, "fronting a refused user");
-                    let host = users.table().user_host(user);
-                    return front::<R>(&shared, client, peer, host, &buf, started).await;
+                match admit(&shared, &users, user) {
+                    Admission::Refused(refusal) => {
+                        // Indistinguishable from a wrong secret: the flight is dropped unsent.
+                        debug!(%peer, user = %users.name(user), %refusal, "fronting a refused user");
+                        let host = users.table().user_host(user);
+                        return front::<R>(&shared, client, peer, host, &buf, started).await;
+                    }
+                    Admission::Admitted(slot) => admitted = Some(slot),
+                    Admission::OverCap => admitted = None,
                 }
                 authenticated = Some(user);
-                let own_cap = (limits.max_connections > 0).then_some(u64::from(limits.max_connections));
-                let throttle_cap = shared.throttle.as_ref().and_then(|t| t.cap(user.0 as usize));
-                let cap = limits::tighter(own_cap, throttle_cap);
-                admitted = stats.try_admit(cap, now_ms);
                 let left = deadline.saturating_duration_since(Instant::now());
                 match with_timeout::<R, _>(left, client.write_all(&flight)).await {
                     Some(Ok(())) => {}
@@ -138,14 +137,30 @@ pub(crate) async fn serve_connection<R: Runtime>(
                 }
                 if admitted.is_none() {
                     // As mtg-multi: the client saw a TLS handshake, then the close.
-                    info!(user = %users.name(user), cap, "throttled: user at its connection cap, closing");
+                    info!(user = %users.name(user), "throttled: user at its connection cap, closing");
                     return;
                 }
                 flight = Vec::new();
                 // The buffer may already hold the client's next records: decide again first.
                 continue;
             }
-            Verdict::Accepted { user, dc, consumed, .. } => break (user, dc, consumed),
+            Verdict::Accepted { user, dc, consumed, mode } => {
+                // A `dd` client has no ServerHello step: its admission happens here.
+                if mode == Mode::Secured {
+                    match admit(&shared, &users, user) {
+                        Admission::Refused(refusal) => {
+                            debug!(%peer, user = %users.name(user), %refusal, "fronting a refused user");
+                            return front::<R>(&shared, client, peer, None, &buf, started).await;
+                        }
+                        Admission::Admitted(slot) => admitted = Some(slot),
+                        Admission::OverCap => {
+                            info!(user = %users.name(user), "throttled: user at its connection cap, closing");
+                            return;
+                        }
+                    }
+                }
+                break (user, dc, consumed);
+            }
             Verdict::Front { reason, host } => {
                 debug!(%peer, %reason, "not a client");
                 return front::<R>(&shared, client, peer, host, &buf, started).await;
@@ -239,6 +254,32 @@ pub(crate) async fn serve_connection<R: Runtime>(
         reason = %end,
         "session ended"
     );
+}
+
+/// What the per-user limits and the throttle say about a new session of `user`.
+enum Admission {
+    /// Refused by its limits: front it like a wrong secret.
+    Refused(limits::Refusal),
+    /// At its connection cap (own or throttle): close.
+    OverCap,
+    /// Counted in; the slot is released when the session ends.
+    Admitted(Admitted),
+}
+
+fn admit(shared: &Shared, users: &Directory, user: UserId) -> Admission {
+    let now_ms = super::unix_ms();
+    let (Some(stats), Some(limits)) = (users.stats(user), users.limits(user)) else {
+        return Admission::OverCap;
+    };
+    if let Some(refusal) = limits::refusal(limits, stats, now_ms) {
+        return Admission::Refused(refusal);
+    }
+    let own_cap = (limits.max_connections > 0).then_some(u64::from(limits.max_connections));
+    let throttle_cap = shared.throttle.as_ref().and_then(|t| t.cap(user.0 as usize));
+    match stats.try_admit(limits::tighter(own_cap, throttle_cap), now_ms) {
+        Some(slot) => Admission::Admitted(slot),
+        None => Admission::OverCap,
+    }
 }
 
 async fn front<R: Runtime>(
