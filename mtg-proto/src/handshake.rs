@@ -226,11 +226,15 @@ impl ServerHandshake {
                 return Verdict::NeedMore;
             }
             let verdict = self.on_tls_hello(received, ctx, out);
-            if let Verdict::Front { reason: FrontReason::BadHello(_), .. } = verdict
-                && received.len() >= FRAME_LEN
-                && let secured @ Verdict::Accepted { .. } = self.on_secured(received, ctx)
-            {
-                return secured;
+            if let Verdict::Front { reason: FrontReason::BadHello(_), .. } = verdict {
+                // Decide only on a whole frame, so the verdict does not depend on how the bytes
+                // arrive (found by the `faketls` fuzz target).
+                if received.len() < FRAME_LEN {
+                    return Verdict::NeedMore;
+                }
+                if let secured @ Verdict::Accepted { .. } = self.on_secured(received, ctx) {
+                    return secured;
+                }
             }
             return verdict;
         }

@@ -387,7 +387,7 @@ fn dd_frame_starting_with_the_tls_record_byte_is_accepted() {
     let dd = Secret::secured([6; 16]).unwrap();
     let users = UserTable::new([&dd]);
     let on = HandshakeConfig { secured: true, ..HandshakeConfig::default() };
-    for head in [[0x16, 0x42, 0x01, 0x02], [0x16, 0x03, 0x03, 0x00]] {
+    for head in [[0x16, 0x42, 0x01, 0x02], [0x16, 0x03, 0x03, 0x00], [0x16, 0x03, 0x01, 0xc1]] {
         let mut rigged = RiggedRng { forced: vec![head], zero_second_word: false, inner: rng(9) };
         let mut wire = Vec::new();
         let _client = ClientSession::start(&dd, 2, &mut rigged, &mut wire);
