@@ -44,12 +44,11 @@ pub async fn serve<R: Runtime>(
     // Each accept loop holds a sender; when all have ended, `loops_done` yields an error.
     let (loop_alive, loops_done) = async_channel::bounded::<()>(1);
     for listener in listeners {
-        let alive = loop_alive.clone();
-        let accept = accept_loop(runtime.clone(), shared.clone(), listener, stopped.clone());
-        runtime.spawn(async move {
-            accept.await;
-            drop(alive);
-        });
+        spawn_tracked(
+            &runtime,
+            &loop_alive,
+            accept_loop(runtime.clone(), shared.clone(), listener, stopped.clone()),
+        );
     }
     let mut api = None;
     if let Some(addr) = shared.settings.api_bind_to {
@@ -57,41 +56,29 @@ pub async fn serve<R: Runtime>(
         match runtime.bind(addr) {
             Ok(listener) => {
                 api = Some(R::listener_addr(&listener)?);
-                let alive = loop_alive.clone();
-                let accept = api_loop(runtime.clone(), shared.clone(), listener, stopped.clone());
-                runtime.spawn(async move {
-                    accept.await;
-                    drop(alive);
-                });
+                spawn_tracked(
+                    &runtime,
+                    &loop_alive,
+                    api_loop(runtime.clone(), shared.clone(), listener, stopped.clone()),
+                );
             }
             Err(e) => warn!(%addr, error = %e, "cannot listen for the stats API"),
         }
     }
     if let Some(throttle_interval) = shared.throttle().map(|_| shared.settings.throttle_interval) {
-        let alive = loop_alive.clone();
-        let task = throttle_loop::<R>(shared.clone(), throttle_interval, stopped.clone());
-        runtime.spawn(async move {
-            task.await;
-            drop(alive);
-        });
+        spawn_tracked(
+            &runtime,
+            &loop_alive,
+            throttle_loop::<R>(shared.clone(), throttle_interval, stopped.clone()),
+        );
     }
     if shared.settings.config_path.is_some() {
         // Watch SIGHUP before saying we are ready: an early SIGHUP must reload, not kill.
         let hangups = R::hangups();
-        let alive = loop_alive.clone();
-        let task = hangup_loop::<R>(shared.clone(), hangups, stopped.clone());
-        runtime.spawn(async move {
-            task.await;
-            drop(alive);
-        });
+        spawn_tracked(&runtime, &loop_alive, hangup_loop::<R>(shared.clone(), hangups, stopped.clone()));
     }
     if shared.settings.usage_state_file.is_some() {
-        let alive = loop_alive.clone();
-        let task = usage_loop::<R>(shared.clone(), stopped.clone());
-        runtime.spawn(async move {
-            task.await;
-            drop(alive);
-        });
+        spawn_tracked(&runtime, &loop_alive, usage_loop::<R>(shared.clone(), stopped.clone()));
     }
     drop(loop_alive);
     on_ready(&Ready { listeners: addrs, api });
@@ -109,6 +96,19 @@ pub async fn serve<R: Runtime>(
     }
     shared.save_usage();
     Ok(())
+}
+
+/// Spawns a background loop that holds `alive` until it ends, so `serve` can wait for all.
+fn spawn_tracked<R: Runtime>(
+    runtime: &R,
+    alive: &async_channel::Sender<()>,
+    task: impl Future<Output = ()> + Send + 'static,
+) {
+    let alive = alive.clone();
+    runtime.spawn(async move {
+        task.await;
+        drop(alive);
+    });
 }
 
 fn out_of_descriptors(e: &io::Error) -> bool {
