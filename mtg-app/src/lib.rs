@@ -1,6 +1,7 @@
 //! The mtg-multi application: configuration, the CLI, the proxy engine over the runtime seam,
 //! and (in later issues) users, stats and metrics.
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod dc_table;

@@ -9,6 +9,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => mtg_app::run::run(&config),
+        Command::Access { ipv4, ipv6, port, hex, qr, config } => {
+            let options = mtg_app::access::AccessOptions {
+                ipv4: ipv4.map(std::net::IpAddr::V4),
+                ipv6: ipv6.map(std::net::IpAddr::V6),
+                port,
+                hex,
+            };
+            access(&config, &options, qr)
+        }
         Command::GenerateSecret { hex, hostname } => {
             match mtg_app::secrets::generate(&hostname, &mut rand::rng()) {
                 Ok(secret) => {
@@ -22,4 +31,34 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn access(path: &std::path::Path, options: &mtg_app::access::AccessOptions, qr: bool) -> ExitCode {
+    let loaded = match mtg_app::config::Config::load(path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("mtg-multi: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let access = match mtg_app::access::access(&loaded.config, options) {
+        Ok(access) => access,
+        Err(e) => {
+            eprintln!("mtg-multi: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Serialising plain structs of strings cannot fail.
+    println!("{}", serde_json::to_string_pretty(&access).unwrap_or_default());
+    if qr {
+        for (name, links) in &access.users {
+            for l in [&links.ipv4, &links.ipv6].into_iter().flatten() {
+                match mtg_app::access::qr_text(&l.tg_url) {
+                    Ok(text) => println!("\n{name} ({}):\n{text}", l.ip),
+                    Err(e) => eprintln!("mtg-multi: {e}"),
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }

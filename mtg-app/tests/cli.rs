@@ -131,3 +131,41 @@ fn sighup_reloads_the_users() {
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn access_prints_golden_links_for_every_user() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    let out = Command::new(BIN)
+        .args(["access", "--ipv6", "2001:db8::1", "-p", "443"])
+        .arg(format!("{dir}/access.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let golden = std::fs::read_to_string(format!("{dir}/access.golden.json")).unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), golden);
+
+    let out = Command::new(BIN)
+        .args(["access", "--qr", "--hex"])
+        .arg(format!("{dir}/access.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("secret=ee473ce5d4958eb5f968c87680a23854a0676f6f676c652e636f6d"), "{text}");
+    assert!(text.contains("\nbob (203.0.113.10):\n"), "{text}");
+    assert!(text.contains('▀') || text.contains('▄') || text.contains('█'), "a QR code is drawn");
+}
+
+#[test]
+fn access_without_a_public_address_names_the_flags() {
+    let path = temp_config(
+        "noip",
+        &format!("bind-to = \"127.0.0.1:3128\"\nsecret = \"ee{KEY_HEX}6578616d706c652e636f6d\"\n"),
+    );
+    let out = Command::new(BIN).arg("access").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "mtg-multi: no public address known: pass --ipv4 IP and/or --ipv6 IP, or set public-ipv4 / public-ipv6 in the config\n"
+    );
+}
