@@ -42,6 +42,8 @@ pub enum Command {
         /// Path to the config file.
         config: PathBuf,
     },
+    /// Run one secret without a config file (mtg's flags and defaults).
+    SimpleRun(crate::simple_run::SimpleRun),
     /// Print a new random FakeTLS (ee) secret for a fronting hostname.
     GenerateSecret {
         /// Print hex instead of base64url.

@@ -9,4 +9,5 @@ pub mod engine;
 pub mod run;
 pub mod runtime;
 pub mod secrets;
+pub mod simple_run;
 pub mod users;

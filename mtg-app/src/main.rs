@@ -9,6 +9,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => mtg_app::run::run(&config),
+        Command::SimpleRun(flags) => match mtg_app::config::Config::from_toml_str(&flags.to_config_text()) {
+            Ok(loaded) => mtg_app::run::serve_config(loaded, None),
+            Err(e) => {
+                eprintln!("mtg-multi: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Access { ipv4, ipv6, port, hex, qr, config } => {
             let options = mtg_app::access::AccessOptions {
                 ipv4: ipv4.map(std::net::IpAddr::V4),

@@ -95,13 +95,17 @@ pub fn restore_usage(config: &Config, shared: &Shared) -> Result<(), String> {
 
 /// Runs the proxy; returns the process exit code.
 pub fn run(path: &Path) -> ExitCode {
-    let loaded = match Config::load(path) {
-        Ok(loaded) => loaded,
+    match Config::load(path) {
+        Ok(loaded) => serve_config(loaded, Some(path)),
         Err(e) => {
             eprintln!("mtg-multi: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            ExitCode::from(EXIT_CONFIG)
         }
-    };
+    }
+}
+
+/// Serves a loaded config until SIGINT/SIGTERM; `path` (if any) is what reloads re-read.
+pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitCode {
     let config = loaded.config;
     init_logging(config.debug);
     for warning in &loaded.warnings {
@@ -111,7 +115,7 @@ pub fn run(path: &Path) -> ExitCode {
         config.users.values().map(Secret::host).filter(|h| !h.is_empty()).collect();
     let user_count = config.users.len();
     let mut settings = settings_from(&config);
-    settings.config_path = Some(path.to_owned());
+    settings.config_path = path.map(Path::to_owned);
     let shared = build_shared(&config, settings);
     if let Err(e) = restore_usage(&config, &shared) {
         error!("{e}");

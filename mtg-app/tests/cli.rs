@@ -169,3 +169,27 @@ fn access_without_a_public_address_names_the_flags() {
         "mtg-multi: no public address known: pass --ipv4 IP and/or --ipv6 IP, or set public-ipv4 / public-ipv6 in the config\n"
     );
 }
+
+#[test]
+fn simple_run_serves_one_secret_and_checks_its_flags() {
+    let secret = format!("ee{KEY_HEX}6578616d706c652e636f6d");
+    let out =
+        Command::new(BIN).args(["simple-run", "-t", "forever", "127.0.0.1:3128", &secret]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "mtg-multi: invalid value for network.timeout.tcp: \"forever\": expected a non-negative Go duration like 300ms, 10s, 1h30m\n"
+    );
+
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(BIN)
+        .args(["simple-run", &format!("127.0.0.1:{port}"), &secret])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let serving = lines.by_ref().map_while(Result::ok).find(|l| l.contains("serving")).unwrap();
+    assert!(serving.contains(&format!("127.0.0.1:{port}")), "{serving}");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
