@@ -1,5 +1,6 @@
 //! Test infrastructure of mtg-multi: everything talks only to loopback.
 //!
+//! * [`api_client`]: raw HTTP requests to the proxy's API.
 //! * [`fake_dc`]: a fake Telegram datacenter (obfuscated2 leg without secret; echo, `resPQ`,
 //!   refuse, reset, blackhole and sink modes).
 //! * [`fronting`]: a local HTTPS fronting website with a self-signed certificate.
@@ -14,6 +15,7 @@
 
 #![deny(missing_docs)]
 
+pub mod api_client;
 pub mod client;
 pub mod fake_dc;
 pub mod fronting;

@@ -1,11 +1,11 @@
 //! The management API (both runtimes): list, add (with a secret or a host), remove, reset a
 //! quota; errors name what is wrong; `api-persist` rewrites only `[secrets]` of the file.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use mtg_proto::Secret;
+use mtg_tests::api_client;
 use mtg_tests::client::ProxyClient;
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::runtime::block_on;
@@ -19,18 +19,7 @@ fn user(n: u8) -> Secret {
 }
 
 fn request(api: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(api).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_owned())
+    api_client::request(api, method, path, Some("Bearer t"), body)
 }
 
 #[test]

@@ -2,11 +2,10 @@
 //! through `POST /reload`: the removed user's sessions close, every other session keeps
 //! relaying, the new user connects; an invalid file is refused whole.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use mtg_proto::Secret;
+use mtg_tests::api_client::request;
 use mtg_tests::client::ProxyClient;
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::runtime::block_on;
@@ -28,17 +27,6 @@ fn config(users: &[(&str, u8)], dc: SocketAddr, front: &FrontingSite) -> String 
         front.addr().port()
     ));
     text
-}
-
-fn post_reload(api: SocketAddr) -> (u16, String) {
-    let mut s = TcpStream::connect(api).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "POST /reload HTTP/1.1\r\nHost: api\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_owned())
 }
 
 #[test]
@@ -67,7 +55,7 @@ fn reload_under_load_closes_only_removed_users() {
 
     // carol removed, dave added.
     std::fs::write(&path, config(&[("alice", 1), ("bob", 2), ("dave", 4)], dc.addr(), &front)).unwrap();
-    let (status, body) = post_reload(api);
+    let (status, body) = request(api, "POST", "/reload", None, "");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "{\"added\":[\"dave\"],\"removed\":[\"carol\"],\"rekeyed\":[],\"relimited\":[]}\n");
 
@@ -101,7 +89,7 @@ fn reload_under_load_closes_only_removed_users() {
 
     // An invalid file is refused whole; the running users stay.
     std::fs::write(&path, "bind-to = \"127.0.0.1:1\"\n[secrets]\nalice = \"not a secret\"\n").unwrap();
-    let (status, body) = post_reload(api);
+    let (status, body) = request(api, "POST", "/reload", None, "");
     assert_eq!(status, 400);
     assert!(body.contains("invalid secret secrets.alice"), "{body}");
     block_on(async move {

@@ -1,11 +1,11 @@
 //! Users end to end (both runtimes): `/stats` numbers after known traffic, and the fair-share
 //! throttle refusing a capped user's next session while others still connect.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use mtg_proto::Secret;
+use mtg_tests::api_client::request;
 use mtg_tests::client::ProxyClient;
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::runtime::block_on;
@@ -28,18 +28,6 @@ fn config(names: &[&str], dc: SocketAddr, front: &FrontingSite, extra: &str) -> 
         front.addr().port()
     ));
     text
-}
-
-/// A raw HTTP/1.1 request to the API; returns (status, body).
-fn http(api: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(api).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
 }
 
 #[test]
@@ -65,13 +53,13 @@ fn stats_count_sessions_and_payload_bytes_exactly() {
 
     // The relay reports bytes right after moving them: wait for the last reports to land.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !(http(api, "GET", "/stats").1.contains("\"bytes_out\": 10000")
-        && http(api, "GET", "/stats").1.contains("\"bytes_out\": 3000"))
+    while !(request(api, "GET", "/stats", None, "").1.contains("\"bytes_out\": 10000")
+        && request(api, "GET", "/stats", None, "").1.contains("\"bytes_out\": 3000"))
     {
         assert!(std::time::Instant::now() < deadline, "bob's bytes never reached 10000");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let (status, body) = http(api, "GET", "/stats");
+    let (status, body) = request(api, "GET", "/stats", None, "");
     assert_eq!(status, 200);
     assert!(body.ends_with('\n'));
     let stats: Value = serde_json::from_str(&body).unwrap();
@@ -108,12 +96,12 @@ fn stats_count_sessions_and_payload_bytes_exactly() {
     // Sessions end: connections drop to zero, bytes stay.
     drop(clients);
     assert!(proxy.wait_active_at_most(0, Duration::from_secs(5)));
-    let stats: Value = serde_json::from_str(&http(api, "GET", "/stats").1).unwrap();
+    let stats: Value = serde_json::from_str(&request(api, "GET", "/stats", None, "").1).unwrap();
     assert_eq!(stats["total_connections"], 0);
     assert_eq!(stats["users"]["bob"]["bytes_in"], 10000);
 
-    assert_eq!(http(api, "GET", "/other").0, 404);
-    assert_eq!(http(api, "POST", "/stats").0, 405);
+    assert_eq!(request(api, "GET", "/other", None, "").0, 404);
+    assert_eq!(request(api, "POST", "/stats", None, "").0, 405);
 }
 
 #[test]
@@ -288,15 +276,7 @@ fn api_token_is_required_when_set() {
         config(&["a"], dc.addr(), &front, "").replace("[secrets]", "api-token = \"s3cret-token\"\n[secrets]");
     let proxy = ProxyUnderTest::start(&text);
     let api = proxy.api().unwrap();
-    let get = |auth: Option<&str>| {
-        let mut s = TcpStream::connect(api).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let header = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-        write!(s, "GET /stats HTTP/1.1\r\nHost: api\r\n{header}Connection: close\r\n\r\n").unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        raw.split(' ').nth(1).unwrap().parse::<u16>().unwrap()
-    };
+    let get = |auth: Option<&str>| request(api, "GET", "/stats", auth, "").0;
     assert_eq!(get(None), 401);
     assert_eq!(get(Some("Bearer wrong")), 401);
     assert_eq!(get(Some("s3cret-token")), 401);

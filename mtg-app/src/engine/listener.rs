@@ -111,6 +111,16 @@ fn spawn_tracked<R: Runtime>(
     });
 }
 
+/// Runs `future` unless the stop channel closes first (`None` then).
+async fn until_stopped<F: Future>(future: F, stopped: &async_channel::Receiver<()>) -> Option<F::Output> {
+    let future = std::pin::pin!(future);
+    let stop = std::pin::pin!(stopped.recv());
+    match select(future, stop).await {
+        Either::Left((out, _)) => Some(out),
+        Either::Right(_) => None,
+    }
+}
+
 fn out_of_descriptors(e: &io::Error) -> bool {
     // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
@@ -124,13 +134,8 @@ async fn accept_loop<R: Runtime>(
 ) {
     let mut backoff = Duration::from_millis(10);
     loop {
-        let accepted = {
-            let accept = std::pin::pin!(R::accept(&listener));
-            let stop = std::pin::pin!(stopped.recv());
-            match select(accept, stop).await {
-                Either::Left((result, _)) => result,
-                Either::Right(_) => return,
-            }
+        let Some(accepted) = until_stopped(R::accept(&listener), &stopped).await else {
+            return;
         };
         let (stream, peer) = match accepted {
             Ok(ok) => {
@@ -166,13 +171,8 @@ async fn api_loop<R: Runtime>(
     stopped: async_channel::Receiver<()>,
 ) {
     loop {
-        let accepted = {
-            let accept = std::pin::pin!(R::accept(&listener));
-            let stop = std::pin::pin!(stopped.recv());
-            match select(accept, stop).await {
-                Either::Left((result, _)) => result,
-                Either::Right(_) => return,
-            }
+        let Some(accepted) = until_stopped(R::accept(&listener), &stopped).await else {
+            return;
         };
         match accepted {
             Ok((stream, _)) => runtime.spawn(super::api::serve_api_connection::<R>(shared.clone(), stream)),
@@ -192,12 +192,8 @@ async fn throttle_loop<R: Runtime>(
 ) {
     use crate::users::throttle::Transition;
     loop {
-        {
-            let sleep = std::pin::pin!(R::sleep(interval));
-            let stop = std::pin::pin!(stopped.recv());
-            if let Either::Right(_) = select(sleep, stop).await {
-                return;
-            }
+        if until_stopped(R::sleep(interval), &stopped).await.is_none() {
+            return;
         }
         let Some(throttle) = shared.throttle() else { return };
         let users = shared.users();
@@ -223,9 +219,7 @@ const USAGE_SAVE_EVERY: Duration = Duration::from_secs(30);
 
 async fn usage_loop<R: Runtime>(shared: Arc<Shared>, stopped: async_channel::Receiver<()>) {
     loop {
-        let sleep = std::pin::pin!(R::sleep(USAGE_SAVE_EVERY));
-        let stop = std::pin::pin!(stopped.recv());
-        if let Either::Right(_) = select(sleep, stop).await {
+        if until_stopped(R::sleep(USAGE_SAVE_EVERY), &stopped).await.is_none() {
             return;
         }
         shared.save_usage();
@@ -246,12 +240,8 @@ async fn hangup_loop<R: Runtime>(
         }
     };
     loop {
-        {
-            let hangup = std::pin::pin!(R::next_hangup(&mut hangups));
-            let stop = std::pin::pin!(stopped.recv());
-            if let Either::Right(_) = select(hangup, stop).await {
-                return;
-            }
+        if until_stopped(R::next_hangup(&mut hangups), &stopped).await.is_none() {
+            return;
         }
         // The outcome is logged by `reload`.
         let _ = shared.reload();
