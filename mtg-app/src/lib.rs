@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod dc_table;
 pub mod engine;
+pub mod http_fetch;
 pub mod run;
 pub mod runtime;
 pub mod secrets;

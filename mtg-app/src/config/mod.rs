@@ -31,7 +31,7 @@ use mtg_proto::Secret;
 
 pub use error::{ConfigError, ConfigWarning, SecretProblem, Suggestion};
 pub use schema::all_key_paths;
-pub use urls::{Dns, ListSource, ProxyUrl};
+pub use urls::{Dns, ListSource, ProxyUrl, redacted};
 pub use values::{QuotaReset, TagFormat};
 
 pub use crate::dc_table::PreferIp;

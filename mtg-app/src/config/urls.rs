@@ -83,7 +83,7 @@ pub(super) fn proxy_url(text: &str) -> Result<ProxyUrl, Expected> {
 }
 
 /// A URL as written with the password in its user info replaced by `***`, for error messages.
-pub(super) fn redacted(text: &str) -> String {
+pub fn redacted(text: &str) -> String {
     let Some(scheme_end) = text.find("://") else {
         return text.to_owned();
     };
