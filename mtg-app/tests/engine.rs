@@ -106,6 +106,7 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
         Directory::new(users, &Default::default()),
         Box::new(NoReplayCheck),
         Box::new(AllowAll),
+        mtg_app::metrics::Metrics::new("mtg"),
     );
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

@@ -24,6 +24,7 @@ pub const RUNTIME: &str = "smol";
 pub struct ProxyUnderTest {
     addr: SocketAddr,
     api: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
     shared: Arc<Shared>,
     stop: Option<async_channel::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -48,7 +49,10 @@ impl ProxyUnderTest {
     }
 
     fn start_with(config: &str, path: Option<std::path::PathBuf>) -> Self {
-        let loaded = Config::from_toml_str(config).unwrap_or_else(|e| panic!("test config: {e}"));
+        let mut loaded = Config::from_toml_str(config).unwrap_or_else(|e| panic!("test config: {e}"));
+        if loaded.config.prometheus.bind_to.is_some() {
+            loaded.config.prometheus.bind_to = Some("127.0.0.1:0".parse().expect("literal address"));
+        }
         let mut settings = settings_from(&loaded.config);
         settings.bind_to = vec!["127.0.0.1:0".parse().expect("literal address")];
         settings.shutdown_grace = Duration::from_millis(200);
@@ -67,7 +71,7 @@ impl ProxyUnderTest {
                     let _ = stopped.recv().await;
                 };
                 serve(runtime, for_thread, shutdown, move |ready| {
-                    let _ = ready_tx.send((ready.listeners[0], ready.api));
+                    let _ = ready_tx.send((ready.listeners[0], ready.api, ready.metrics));
                 })
                 .await
             });
@@ -75,9 +79,9 @@ impl ProxyUnderTest {
                 panic!("proxy under test failed: {e}");
             }
         });
-        let (addr, api) =
+        let (addr, api, metrics) =
             ready_rx.recv_timeout(Duration::from_secs(10)).expect("proxy did not start listening");
-        Self { addr, api, shared, stop: Some(stop), thread: Some(thread) }
+        Self { addr, api, metrics, shared, stop: Some(stop), thread: Some(thread) }
     }
 
     /// Where clients connect.
@@ -88,6 +92,11 @@ impl ProxyUnderTest {
     /// Where the stats API listens (when the config has `api-bind-to`).
     pub fn api(&self) -> Option<SocketAddr> {
         self.api
+    }
+
+    /// Where the Prometheus endpoint listens (when `[stats.prometheus]` is enabled).
+    pub fn metrics(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// The `/stats` body now, straight from the proxy's state.

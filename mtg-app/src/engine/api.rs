@@ -19,7 +19,7 @@ use crate::runtime::Runtime;
 use super::Shared;
 
 /// A `futures-io` stream seen through hyper's I/O traits.
-struct HyperIo<T>(T);
+pub(crate) struct HyperIo<T>(pub(crate) T);
 
 impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
     fn poll_read(

@@ -22,6 +22,7 @@ pub(crate) async fn front<R: Runtime>(
     read_so_far: &[u8],
 ) -> Result<(End, u64, u64), std::io::Error> {
     let settings = &shared.settings;
+    let (_fronting_live, traffic) = shared.metrics().fronting(peer.ip());
     let target = settings
         .fronting
         .host
@@ -44,7 +45,10 @@ pub(crate) async fn front<R: Runtime>(
         Pump::new(Plain::default(), &initial),
         Pump::new(Plain::default(), &[]),
         settings.idle_timeout,
-    );
+    )
+    .metered(traffic.clone());
+    // The replayed bytes reach the site too; the PROXY header is ours, not the client's.
+    traffic.add(read_so_far.len() as u64, 0);
     let mut relay = relay;
     let end = (&mut relay).await;
     Ok((end, relay.up.transform.bytes, relay.down.transform.bytes))

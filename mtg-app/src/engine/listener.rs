@@ -21,10 +21,13 @@ pub struct Ready {
     pub listeners: Vec<SocketAddr>,
     /// The stats API, when configured.
     pub api: Option<SocketAddr>,
+    /// The Prometheus endpoint, when enabled.
+    pub metrics: Option<SocketAddr>,
 }
 
-/// Binds every `bind-to` address (and the API), serves until `shutdown` resolves, then waits
-/// up to the grace period for live sessions. Calls `on_ready` once listening.
+/// Binds every `bind-to` address (and the API and Prometheus endpoint), starts the statsd
+/// flusher, serves until `shutdown` resolves, then waits up to the grace period for live
+/// sessions. Calls `on_ready` once listening.
 pub async fn serve<R: Runtime>(
     runtime: R,
     shared: Arc<Shared>,
@@ -56,14 +59,26 @@ pub async fn serve<R: Runtime>(
         match runtime.bind(addr) {
             Ok(listener) => {
                 api = Some(R::listener_addr(&listener)?);
-                spawn_tracked(
-                    &runtime,
-                    &loop_alive,
-                    api_loop(runtime.clone(), shared.clone(), listener, stopped.clone()),
-                );
+                let serve_one = super::api::serve_api_connection::<R>;
+                let http = http_loop(runtime.clone(), shared.clone(), listener, stopped.clone(), serve_one);
+                spawn_tracked(&runtime, &loop_alive, http);
             }
             Err(e) => warn!(%addr, error = %e, "cannot listen for the stats API"),
         }
+    }
+    let mut metrics = None;
+    if let Some(endpoint) = shared.metrics().prometheus() {
+        let addr = endpoint.bind_to;
+        let listener = runtime.bind(addr).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen for Prometheus metrics on {addr}: {e}"))
+        })?;
+        metrics = Some(R::listener_addr(&listener)?);
+        let serve_one = super::metrics_http::serve_metrics_connection::<R>;
+        let http = http_loop(runtime.clone(), shared.clone(), listener, stopped.clone(), serve_one);
+        spawn_tracked(&runtime, &loop_alive, http);
+    }
+    if let Some(settings) = shared.metrics().statsd().cloned() {
+        spawn_tracked(&runtime, &loop_alive, statsd_loop::<R>(shared.clone(), settings, stopped.clone()));
     }
     if let Some(throttle_interval) = shared.throttle().map(|_| shared.settings.throttle_interval) {
         spawn_tracked(
@@ -81,7 +96,7 @@ pub async fn serve<R: Runtime>(
         spawn_tracked(&runtime, &loop_alive, usage_loop::<R>(shared.clone(), stopped.clone()));
     }
     drop(loop_alive);
-    on_ready(&Ready { listeners: addrs, api });
+    on_ready(&Ready { listeners: addrs, api, metrics });
     shutdown.await;
     drop(stop);
     // The listeners are closed once their loops have ended.
@@ -156,6 +171,7 @@ async fn accept_loop<R: Runtime>(
         let shared = shared.clone();
         runtime.spawn(async move {
             let Some(_active) = ActiveGuard::try_new(&shared.active, shared.settings.concurrency) else {
+                shared.metrics().concurrency_limited();
                 debug!(%peer, "concurrency limit reached, closing");
                 return;
             };
@@ -164,22 +180,47 @@ async fn accept_loop<R: Runtime>(
     }
 }
 
-async fn api_loop<R: Runtime>(
+/// Accepts HTTP connections (stats API, Prometheus) and serves each with `serve_one`.
+async fn http_loop<R: Runtime, F: Future<Output = ()> + Send + 'static>(
     runtime: R,
     shared: Arc<Shared>,
     listener: R::Listener,
     stopped: async_channel::Receiver<()>,
+    serve_one: fn(Arc<Shared>, R::Stream) -> F,
 ) {
     loop {
         let Some(accepted) = until_stopped(R::accept(&listener), &stopped).await else {
             return;
         };
         match accepted {
-            Ok((stream, _)) => runtime.spawn(super::api::serve_api_connection::<R>(shared.clone(), stream)),
+            Ok((stream, _)) => runtime.spawn(serve_one(shared.clone(), stream)),
             Err(e) => {
-                debug!(error = %e, "stats API accept failed");
+                debug!(error = %e, "HTTP accept failed");
                 R::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// Sends the metrics' changes to statsd every [`FLUSH_EVERY`](crate::metrics::statsd::FLUSH_EVERY),
+/// and once more when the proxy stops.
+async fn statsd_loop<R: Runtime>(
+    shared: Arc<Shared>,
+    settings: crate::metrics::StatsdSettings,
+    stopped: async_channel::Receiver<()>,
+) {
+    let sink = match crate::metrics::statsd::StatsdSink::open(settings.address) {
+        Ok(sink) => sink,
+        Err(e) => {
+            warn!(address = %settings.address, error = %e, "cannot open the statsd socket; statsd is off");
+            return;
+        }
+    };
+    loop {
+        let stopping = until_stopped(R::sleep(crate::metrics::statsd::FLUSH_EVERY), &stopped).await.is_none();
+        sink.send(&shared.metrics().statsd_lines(&settings));
+        if stopping {
+            return;
         }
     }
 }

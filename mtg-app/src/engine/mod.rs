@@ -7,6 +7,7 @@ mod fronting;
 mod hints;
 mod listener;
 pub mod management;
+mod metrics_http;
 pub(crate) mod relay;
 mod session;
 mod tuning;
@@ -23,6 +24,7 @@ use std::collections::BTreeMap;
 
 use crate::config::SecretLimits;
 use crate::dc_table::DcTable;
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::users::accounting::UserStats;
 use crate::users::throttle::Throttle;
@@ -273,6 +275,7 @@ pub struct Shared {
     active: AtomicUsize,
     throttle: Option<Throttle>,
     started_at_ms: i64,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Shared {
@@ -285,12 +288,14 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Shared state for a proxy with these settings, users, replay cache and IP filter.
+    /// Shared state for a proxy with these settings, users, replay cache, IP filter and
+    /// metrics.
     pub fn new(
         settings: Settings,
         users: Directory,
         replay: Box<dyn ReplayCache + Send>,
         ip_filter: Box<dyn IpFilter>,
+        metrics: Metrics,
     ) -> Arc<Self> {
         let settings_limit = settings.throttle_limit;
         Arc::new(Self {
@@ -302,6 +307,7 @@ impl Shared {
             active: AtomicUsize::new(0),
             throttle: (settings_limit > 0).then(|| Throttle::new(settings_limit)),
             started_at_ms: unix_ms(),
+            metrics,
         })
     }
 
@@ -424,6 +430,11 @@ impl Shared {
                 .collect(),
         });
         crate::users::stats_json::render(self.started_at_ms, now, &snapshots, throttle.as_ref())
+    }
+
+    /// The metrics store (and its exporters' settings).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The settings.

@@ -1,6 +1,7 @@
 //! The relay future: one task moves bytes both ways between two streams through a transform
 //! (the core's relay halves for Telegram, identity for fronting), with one idle clock shared by
-//! both directions. No allocation, lock or log per chunk.
+//! both directions. No allocation, lock or log per chunk: byte counts go to the user's and the
+//! metrics' atomic counters, resolved before the relay starts.
 
 use std::future::Future;
 use std::io;
@@ -13,6 +14,7 @@ use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::Stream;
 use mtg_proto::{ClientToDc, DcToClient, RelayError};
 
+use crate::metrics::Traffic;
 use crate::runtime::Runtime;
 use crate::users::accounting::Admitted;
 
@@ -183,8 +185,12 @@ pub(crate) struct Relay<R: Runtime, Up, Down> {
     idle: Duration,
     last_activity: Instant,
     timer: R::Timer,
-    /// The admitted user's slot and counters, with the bytes already reported to them.
-    account: Option<(Admitted, u64, u64)>,
+    /// The admitted user's slot and counters.
+    account: Option<Admitted>,
+    /// Metric byte counters (resolved at session start) this relay adds to.
+    meters: Vec<Traffic>,
+    /// Bytes (up, down) already reported to the account and the meters.
+    reported: (u64, u64),
     /// Closed when the user is removed, re-keyed or disabled.
     revoked: Option<Pin<Box<async_channel::Receiver<()>>>>,
 }
@@ -208,13 +214,21 @@ impl<R: Runtime, Up: Transform, Down: Transform> Relay<R, Up, Down> {
             last_activity: now,
             timer: R::timer_at(now + idle),
             account: None,
+            meters: Vec::new(),
+            reported: (0, 0),
             revoked: None,
         }
     }
 
     /// Counts this relay's payload bytes into an admitted user's counters as they move.
     pub(crate) fn counting(mut self, admitted: Admitted) -> Self {
-        self.account = Some((admitted, 0, 0));
+        self.account = Some(admitted);
+        self
+    }
+
+    /// Adds this relay's bytes to `traffic` as they move (up = from the client).
+    pub(crate) fn metered(mut self, traffic: Traffic) -> Self {
+        self.meters.push(traffic);
         self
     }
 
@@ -225,10 +239,17 @@ impl<R: Runtime, Up: Transform, Down: Transform> Relay<R, Up, Down> {
     }
 
     fn report(&mut self) {
-        if let Some((admitted, up, down)) = &mut self.account {
-            let (now_up, now_down) = (self.up.transform.bytes(), self.down.transform.bytes());
-            admitted.stats().add_bytes(now_up - *up, now_down - *down);
-            (*up, *down) = (now_up, now_down);
+        let (up, down) = (self.up.transform.bytes(), self.down.transform.bytes());
+        let (new_up, new_down) = (up - self.reported.0, down - self.reported.1);
+        if new_up == 0 && new_down == 0 {
+            return;
+        }
+        self.reported = (up, down);
+        if let Some(admitted) = &self.account {
+            admitted.stats().add_bytes(new_up, new_down);
+        }
+        for traffic in &self.meters {
+            traffic.add(new_up, new_down);
         }
     }
 }

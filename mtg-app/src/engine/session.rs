@@ -7,9 +7,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use mtg_proto::proxy_protocol::{self, Parsed, ProxiedAddrs};
-use mtg_proto::{HandshakeContext, HostId, Mode, ReplayCache, ServerHandshake, UserId, Verdict};
+use mtg_proto::{FrontReason, HandshakeContext, HostId, Mode, ReplayCache, ServerHandshake, UserId, Verdict};
 use tracing::{debug, info};
 
+use crate::metrics::{GaugeGuard, Traffic};
 use crate::runtime::Runtime;
 use crate::users::accounting::Admitted;
 use crate::users::limits;
@@ -96,6 +97,7 @@ pub(crate) async fn serve_connection<R: Runtime>(
         debug!(%peer, "client address refused by the IP lists");
         return;
     }
+    let _client_live = shared.metrics().client_connection(peer.ip());
 
     let users = shared.users();
     let mut handshake = ServerHandshake::new(settings.handshake);
@@ -162,6 +164,9 @@ pub(crate) async fn serve_connection<R: Runtime>(
                 break (user, dc, consumed);
             }
             Verdict::Front { reason, host } => {
+                if matches!(reason, FrontReason::Replay) {
+                    shared.metrics().replay_attack();
+                }
                 debug!(%peer, %reason, "not a client");
                 return front::<R>(&shared, client, peer, host, &buf, started).await;
             }
@@ -189,7 +194,7 @@ pub(crate) async fn serve_connection<R: Runtime>(
 
     let (user, dc, consumed) = accepted;
     let name = users.name(user).to_owned();
-    let Some(admitted) = admitted else {
+    let Some(Slot { admitted, live: _user_live, traffic: user_traffic }) = admitted else {
         return;
     };
     let Some(watch) = users.switch(user).map(super::SessionSwitch::watch) else {
@@ -220,6 +225,7 @@ pub(crate) async fn serve_connection<R: Runtime>(
     if let Err(e) = settings.dc_tcp.apply(R::socket(&dc_stream)) {
         debug!(error = %e, "cannot set DC socket options");
     }
+    let (_dc_live, dc_traffic) = shared.metrics().telegram_connection(dc_addr.ip(), target);
     shared.hints.put(peer.ip(), user);
 
     let mut client_to_dc = session.client_to_dc;
@@ -242,6 +248,8 @@ pub(crate) async fn serve_connection<R: Runtime>(
         settings.idle_timeout,
     )
     .counting(admitted)
+    .metered(user_traffic)
+    .metered(dc_traffic)
     .revocable(watch);
     let end = (&mut relay).await;
     info!(
@@ -263,22 +271,43 @@ enum Admission {
     /// At its connection cap (own or throttle): close.
     OverCap,
     /// Counted in; the slot is released when the session ends.
-    Admitted(Admitted),
+    Admitted(Slot),
 }
 
+/// An admitted session's place in its user's counters and metrics (released on drop).
+struct Slot {
+    admitted: Admitted,
+    live: GaugeGuard,
+    traffic: Traffic,
+}
+
+/// Decides on a new session of `user` and counts the outcome in the user's metrics.
 fn admit(shared: &Shared, users: &Directory, user: UserId) -> Admission {
     let now_ms = super::unix_ms();
     let (Some(stats), Some(limits)) = (users.stats(user), users.limits(user)) else {
         return Admission::OverCap;
     };
+    let name = users.name(user);
     if let Some(refusal) = limits::refusal(limits, stats, now_ms) {
+        let reason = match refusal {
+            limits::Refusal::Disabled => "disabled",
+            limits::Refusal::Expired => "expired",
+            limits::Refusal::OverQuota => "quota",
+        };
+        shared.metrics().user_fronted_by_limit(name, reason);
         return Admission::Refused(refusal);
     }
     let own_cap = (limits.max_connections > 0).then_some(u64::from(limits.max_connections));
     let throttle_cap = shared.throttle.as_ref().and_then(|t| t.cap(user.0 as usize));
     match stats.try_admit(limits::tighter(own_cap, throttle_cap), now_ms) {
-        Some(slot) => Admission::Admitted(slot),
-        None => Admission::OverCap,
+        Some(admitted) => {
+            let (live, traffic) = shared.metrics().user_connection(name);
+            Admission::Admitted(Slot { admitted, live, traffic })
+        }
+        None => {
+            shared.metrics().user_throttled(name);
+            Admission::OverCap
+        }
     }
 }
 

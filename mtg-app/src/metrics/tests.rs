@@ -118,7 +118,7 @@ fn the_config_decides_the_exporters() {
                 [stats.prometheus]\nenabled = true\nbind-to = \"127.0.0.1:3130\"\nhttp-path = \"/metrics/\"\n\
                 metric-prefix = \"xyz\"\n[stats.statsd]\nenabled = true\naddress = \"127.0.0.1:8125\"\n\
                 tag-format = \"graphite\"\n";
-    let config = crate::config::Config::from_toml_str(text).unwrap().config;
+    let config = Config::from_toml_str(text).unwrap().config;
     let metrics = Metrics::from_config(&config);
     assert_eq!(
         metrics.prometheus(),
@@ -134,8 +134,7 @@ fn the_config_decides_the_exporters() {
     );
     assert!(metrics.prometheus_text(Format::Text).contains("xyz_replay_attacks_total 0\n"));
 
-    let off =
-        crate::config::Config::from_toml_str(&text.replace("enabled = true", "enabled = false")).unwrap();
+    let off = Config::from_toml_str(&text.replace("enabled = true", "enabled = false")).unwrap();
     let metrics = Metrics::from_config(&off.config);
     assert_eq!((metrics.prometheus(), metrics.statsd()), (None, None));
 }
