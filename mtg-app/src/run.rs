@@ -131,10 +131,23 @@ pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitC
         return ExitCode::from(EXIT_CONFIG);
     }
     let result = Selected::run(|runtime| async move {
-        let shutdown = async {
+        let mut signal = std::pin::pin!(async {
             if let Err(e) = <Selected as Runtime>::shutdown_signal().await {
                 error!(error = %e, "cannot watch for signals; stop with SIGKILL");
                 std::future::pending::<()>().await;
+            }
+        });
+        // Poll once now so the handlers are installed before "serving" is logged: a SIGTERM
+        // right after must stop gracefully, not kill the process.
+        let mut signalled = false;
+        std::future::poll_fn(|cx| {
+            signalled = signal.as_mut().poll(cx).is_ready();
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let shutdown = async move {
+            if !signalled {
+                signal.await;
             }
         };
         serve(runtime, shared, shutdown, |ready| {
