@@ -11,7 +11,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::dc_table::DcTable;
-use crate::engine::{AllowAll, Directory, FrontingSettings, Keepalive, Settings, Shared, TcpTuning, serve};
+use crate::engine::{Directory, FrontingSettings, Keepalive, Settings, Shared, TcpTuning, serve};
+use crate::ip_lists::IpLists;
 use crate::runtime::{Runtime, Selected};
 
 /// How long live sessions may finish after SIGINT/SIGTERM.
@@ -72,7 +73,8 @@ pub fn settings_from(config: &Config) -> Settings {
     }
 }
 
-/// The engine's shared state for a config: users in name order, the anti-replay cache.
+/// The engine's shared state for a config: users in name order, the anti-replay cache, the
+/// block/allow lists (loaded by `serve` before it accepts).
 pub fn build_shared(config: &Config, settings: Settings) -> std::sync::Arc<Shared> {
     let users: Vec<(String, Secret)> = config.users.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
     let replay: Box<dyn ReplayCache + Send> = if config.anti_replay.enabled {
@@ -81,7 +83,12 @@ pub fn build_shared(config: &Config, settings: Settings) -> std::sync::Arc<Share
     } else {
         Box::new(NoReplayCheck)
     };
-    Shared::new(settings, Directory::new(&users, &config.secret_limits), replay, Box::new(AllowAll))
+    Shared::new(
+        settings,
+        Directory::new(&users, &config.secret_limits),
+        replay,
+        Box::new(IpLists::from_config(config)),
+    )
 }
 
 /// Loads `usage-state-file` (when configured) into the users' quota counters; a corrupt file

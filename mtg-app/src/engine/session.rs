@@ -92,8 +92,9 @@ pub(crate) async fn serve_connection<R: Runtime>(
             }
         }
     }
-    if !shared.ip_filter.allows(peer.ip()) {
-        debug!(%peer, "client address refused by the IP lists");
+    if let Err(list) = shared.ip_filter.check(peer.ip()) {
+        // metrics: ip_blocklisted{ip_list=list.label()} += 1
+        debug!(%peer, %list, "client address refused by the {list}, closing");
         return;
     }
 
