@@ -35,11 +35,13 @@ pub struct EeOptions {
     pub hello_len: usize,
     /// The loopback address to connect from (bound before connecting) instead of the OS choice.
     pub source: Option<IpAddr>,
+    /// Bytes sent before the hello (a PROXY protocol header, say).
+    pub preamble: Vec<u8>,
 }
 
 impl Default for EeOptions {
     fn default() -> Self {
-        Self { sni: None, unix_secs: None, hello_len: DEFAULT_HELLO_LEN, source: None }
+        Self { sni: None, unix_secs: None, hello_len: DEFAULT_HELLO_LEN, source: None, preamble: Vec::new() }
     }
 }
 
@@ -73,10 +75,10 @@ pub struct Answer {
     pub reset: bool,
 }
 
-/// A FakeTLS hello for `secret` with `options`, and its bytes.
+/// A FakeTLS hello for `secret` with `options`, and the bytes to send (preamble, hello).
 fn build_hello(secret: &Secret, options: &EeOptions) -> (FakeTlsHello, Vec<u8>) {
     let now = u32::try_from(mtproto::unix_now().as_secs()).unwrap_or(u32::MAX);
-    let mut hello_bytes = Vec::new();
+    let mut hello_bytes = options.preamble.clone();
     let mut rng = rand::rng();
     let hello = FakeTlsHello::build_with(
         secret,

@@ -150,3 +150,30 @@ fn a_url_list_refreshes_and_a_failed_refresh_keeps_the_previous_list() {
     assert!(refused(proxy.addr(), "127.0.0.2"));
     assert!(served(proxy.addr(), "127.0.0.1"));
 }
+
+#[test]
+fn behind_a_proxy_protocol_listener_the_header_address_is_checked() {
+    let dc = FakeDc::start(DcMode::Telegram);
+    let file = list_file("proxied", "198.51.100.0/24\n");
+    let sections = section("blocklist", &[file.to_str().unwrap()], "6h");
+    let text =
+        config(dc.addr(), &sections).replacen("[secrets]", "proxy-protocol-listener = true\n[secrets]", 1);
+    let proxy = ProxyUnderTest::start(&text);
+    let behind = |client: &str| EeOptions {
+        source: Some("127.0.0.2".parse().unwrap()),
+        preamble: format!("PROXY TCP4 {client} 203.0.113.9 40000 443\r\n").into_bytes(),
+        ..EeOptions::default()
+    };
+
+    // The TCP peer (127.0.0.2) is not listed; the address in the header decides.
+    let addr = proxy.addr();
+    let options = behind("198.51.100.7");
+    let blocked = block_on(async move { ProxyClient::hello_answer(addr, &alice(), &options).await }).unwrap();
+    assert_eq!(blocked.bytes, Vec::<u8>::new());
+    let options = behind("192.0.2.7");
+    let session = block_on(async move {
+        let mut client = ProxyClient::connect_ee_with(addr, &alice(), 2, &options).await?;
+        client.req_pq().await
+    });
+    assert!(session.is_ok(), "{session:?}");
+}
