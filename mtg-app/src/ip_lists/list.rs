@@ -133,6 +133,9 @@ impl IpList {
         self.size.store(entries, Ordering::Relaxed);
         // metrics: iplist_size{ip_list=self.kind.label()} = entries
         info!(list = %self.kind, entries, sources_loaded = loaded, sources_failed = failed, "IP list loaded");
+        if entries == 0 && self.kind == ListKind::Allowlist {
+            warn!("the allowlist is enabled but has no entry: every client is refused");
+        }
         LoadReport { entries, loaded, failed }
     }
 
