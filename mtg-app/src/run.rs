@@ -11,7 +11,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::dc_table::DcTable;
-use crate::engine::{AllowAll, Directory, FrontingSettings, Keepalive, Settings, Shared, TcpTuning, serve};
+use crate::engine::{Directory, FrontingSettings, Keepalive, Settings, Shared, TcpTuning, serve};
+use crate::ip_lists::IpLists;
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, Selected};
 
@@ -74,7 +75,7 @@ pub fn settings_from(config: &Config) -> Settings {
 }
 
 /// The engine's shared state for a config: users in name order, the anti-replay cache, the
-/// metrics and their exporters.
+/// block/allow lists (loaded by `serve` before it accepts), the metrics and their exporters.
 pub fn build_shared(config: &Config, settings: Settings) -> std::sync::Arc<Shared> {
     let users: Vec<(String, Secret)> = config.users.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
     let replay: Box<dyn ReplayCache + Send> = if config.anti_replay.enabled {
@@ -87,7 +88,7 @@ pub fn build_shared(config: &Config, settings: Settings) -> std::sync::Arc<Share
         settings,
         Directory::new(&users, &config.secret_limits),
         replay,
-        Box::new(AllowAll),
+        Box::new(IpLists::from_config(config)),
         Metrics::from_config(config),
     )
 }

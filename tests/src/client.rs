@@ -10,14 +10,14 @@
 //! gives up after [`IO_TIMEOUT`].
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use mtg_proto::client::{ClientSession, DEFAULT_HELLO_LEN, FakeTlsHello};
 use mtg_proto::{Secret, SecretKind};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::mtproto::{self, ResPq};
 
@@ -33,11 +33,15 @@ pub struct EeOptions {
     pub unix_secs: Option<u32>,
     /// Total hello record length.
     pub hello_len: usize,
+    /// The loopback address to connect from (bound before connecting) instead of the OS choice.
+    pub source: Option<IpAddr>,
+    /// Bytes sent before the hello (a PROXY protocol header, say).
+    pub preamble: Vec<u8>,
 }
 
 impl Default for EeOptions {
     fn default() -> Self {
-        Self { sni: None, unix_secs: None, hello_len: DEFAULT_HELLO_LEN }
+        Self { sni: None, unix_secs: None, hello_len: DEFAULT_HELLO_LEN, source: None, preamble: Vec::new() }
     }
 }
 
@@ -62,6 +66,49 @@ async fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> 
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no data from the proxy"))?
 }
 
+/// What the proxy sent back to a lone hello before closing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// Every byte received.
+    pub bytes: Vec<u8>,
+    /// The connection ended with a reset rather than a clean close.
+    pub reset: bool,
+}
+
+/// A FakeTLS hello for `secret` with `options`, and the bytes to send (preamble, hello).
+fn build_hello(secret: &Secret, options: &EeOptions) -> (FakeTlsHello, Vec<u8>) {
+    let now = u32::try_from(mtproto::unix_now().as_secs()).unwrap_or(u32::MAX);
+    let mut hello_bytes = options.preamble.clone();
+    let mut rng = rand::rng();
+    let hello = FakeTlsHello::build_with(
+        secret,
+        options.sni.as_deref().unwrap_or(secret.host()),
+        options.unix_secs.unwrap_or(now),
+        options.hello_len,
+        &mut rng,
+        &mut hello_bytes,
+    )
+    .expect("an ee secret builds a hello");
+    (hello, hello_bytes)
+}
+
+/// A TCP connection to the loopback `proxy`, from the loopback `source` when given.
+async fn connect_from(proxy: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    crate::ensure_loopback(proxy)?;
+    let stream = match source {
+        None => TcpStream::connect(proxy).await?,
+        Some(ip) => {
+            let from = SocketAddr::new(ip, 0);
+            crate::ensure_loopback(from)?;
+            let socket = if ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            socket.bind(from)?;
+            socket.connect(proxy).await?
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 impl ProxyClient {
     /// Connects with an `ee` secret to `dc` and completes the FakeTLS handshake.
     pub async fn connect_ee(proxy: SocketAddr, secret: &Secret, dc: i16) -> io::Result<Self> {
@@ -79,23 +126,8 @@ impl ProxyClient {
         if secret.kind() != SecretKind::FakeTls {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "connect_ee needs an ee secret"));
         }
-        let now = u32::try_from(mtproto::unix_now().as_secs()).unwrap_or(u32::MAX);
-        let mut hello_bytes = Vec::new();
-        let hello = {
-            let mut rng = rand::rng();
-            FakeTlsHello::build_with(
-                secret,
-                options.sni.as_deref().unwrap_or(secret.host()),
-                options.unix_secs.unwrap_or(now),
-                options.hello_len,
-                &mut rng,
-                &mut hello_bytes,
-            )
-            .expect("an ee secret builds a hello")
-        };
-        crate::ensure_loopback(proxy)?;
-        let mut stream = TcpStream::connect(proxy).await?;
-        stream.set_nodelay(true)?;
+        let (hello, hello_bytes) = build_hello(secret, options);
+        let mut stream = connect_from(proxy, options.source).await?;
         stream.write_all(&hello_bytes).await?;
         let mut received = Vec::new();
         let mut buf = vec![0u8; 16 * 1024];
@@ -121,6 +153,31 @@ impl ProxyClient {
         let mut rest = received.split_off(flight_len);
         client.open(&mut rest)?;
         Ok(client)
+    }
+
+    /// Sends a valid `ee` ClientHello and returns everything the proxy answers until it
+    /// closes the connection (or [`IO_TIMEOUT`] passes: an error).
+    pub async fn hello_answer(proxy: SocketAddr, secret: &Secret, options: &EeOptions) -> io::Result<Answer> {
+        if secret.kind() != SecretKind::FakeTls {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "hello_answer needs an ee secret"));
+        }
+        let (_, hello_bytes) = build_hello(secret, options);
+        let mut stream = connect_from(proxy, options.source).await?;
+        // The proxy may close before the hello is written: then the write fails with a reset.
+        let _ = stream.write_all(&hello_bytes).await;
+        let mut answer = Answer::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match read_some(&mut stream, &mut buf).await {
+                Ok(0) => return Ok(answer),
+                Ok(n) => answer.bytes.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    answer.reset = true;
+                    return Ok(answer);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Connects with a `dd` secret to `dc`: sends the obfuscated2 frame straight away.

@@ -5,6 +5,7 @@
 //!   refuse, reset, blackhole and sink modes).
 //! * [`fronting`]: a local HTTPS fronting website with a self-signed certificate.
 //! * [`client`]: a Telegram-like client through the proxy (`ee` FakeTLS or `dd`).
+//! * [`list_server`]: a local HTTP server for block/allow list sources.
 //! * [`mtproto`]: padded-intermediate framing, `req_pq_multi` and `resPQ`.
 //! * [`proxy_under_test`]: the real proxy (mtg-app's engine) in this process, on the runtime
 //!   the crate was built with (feature `tokio` or `smol`).
@@ -19,6 +20,7 @@ pub mod api_client;
 pub mod client;
 pub mod fake_dc;
 pub mod fronting;
+pub mod list_server;
 pub mod mtproto;
 pub mod netns;
 pub mod proxy_under_test;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{Either, select};
 use tracing::{debug, info, warn};
 
+use crate::ip_lists::ListKind;
 use crate::runtime::Runtime;
 
 use super::session::serve_connection;
@@ -43,9 +44,21 @@ pub async fn serve<R: Runtime>(
         addrs.push(R::listener_addr(&listener)?);
         listeners.push(listener);
     }
+    // Block/allow lists are loaded before the first accept (connections wait in the backlog
+    // meanwhile; each URL is bounded by the HTTP timeout), so an allowlist never refuses
+    // everyone at start.
+    let lists = shared.ip_filter.refresh_periods();
+    futures_util::future::join_all(lists.iter().map(|&(list, _)| refresh_list(&shared, list))).await;
     let (stop, stopped) = async_channel::bounded::<()>(1);
     // Each accept loop holds a sender; when all have ended, `loops_done` yields an error.
     let (loop_alive, loops_done) = async_channel::bounded::<()>(1);
+    for (list, period) in lists {
+        spawn_tracked(
+            &runtime,
+            &loop_alive,
+            ip_list_loop::<R>(shared.clone(), list, period, stopped.clone()),
+        );
+    }
     for listener in listeners {
         spawn_tracked(
             &runtime,
@@ -253,6 +266,29 @@ async fn throttle_loop<R: Runtime>(
             Transition::Unchanged => {}
         }
     }
+}
+
+/// Reloads one block/allow list every `period` (the first time one period after start).
+async fn ip_list_loop<R: Runtime>(
+    shared: Arc<Shared>,
+    list: ListKind,
+    period: Duration,
+    stopped: async_channel::Receiver<()>,
+) {
+    loop {
+        if until_stopped(R::sleep(period), &stopped).await.is_none() {
+            return;
+        }
+        if until_stopped(refresh_list(&shared, list), &stopped).await.is_none() {
+            return;
+        }
+    }
+}
+
+/// Reloads one IP list and reports its size (`iplist_size{ip_list}`).
+async fn refresh_list(shared: &Shared, list: ListKind) {
+    let entries = shared.ip_filter.refresh(list).await;
+    shared.metrics().iplist_size(list.label(), entries);
 }
 
 /// How often quota usage is written to the state file.

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 
 use crate::config::SecretLimits;
 use crate::dc_table::DcTable;
+use crate::ip_lists::ListKind;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::users::accounting::UserStats;
@@ -249,10 +250,22 @@ impl Directory {
     }
 }
 
-/// Decides whether a client IP may connect at all (block/allow lists plug in here).
+/// Decides whether a client IP may connect at all (the block/allow lists plug in here), and
+/// how its sources are refreshed.
 pub trait IpFilter: Send + Sync {
-    /// `true` to serve the connection, `false` to close it without reading.
-    fn allows(&self, ip: IpAddr) -> bool;
+    /// `Ok` to serve the connection; `Err` naming the list that refuses it (the connection is
+    /// closed without reading).
+    fn check(&self, ip: IpAddr) -> Result<(), ListKind>;
+
+    /// The lists to load before the listeners accept, and how often to reload each after.
+    fn refresh_periods(&self) -> Vec<(ListKind, Duration)> {
+        Vec::new()
+    }
+
+    /// Loads one list from its sources again; yields its entry count.
+    fn refresh(&self, _list: ListKind) -> futures_util::future::BoxFuture<'_, usize> {
+        Box::pin(std::future::ready(0))
+    }
 }
 
 /// Serves everyone.
@@ -260,8 +273,8 @@ pub trait IpFilter: Send + Sync {
 pub struct AllowAll;
 
 impl IpFilter for AllowAll {
-    fn allows(&self, _ip: IpAddr) -> bool {
-        true
+    fn check(&self, _ip: IpAddr) -> Result<(), ListKind> {
+        Ok(())
     }
 }
 

@@ -93,8 +93,9 @@ pub(crate) async fn serve_connection<R: Runtime>(
             }
         }
     }
-    if !shared.ip_filter.allows(peer.ip()) {
-        debug!(%peer, "client address refused by the IP lists");
+    if let Err(list) = shared.ip_filter.check(peer.ip()) {
+        shared.metrics().ip_blocklisted(list.label());
+        debug!(%peer, %list, "client address refused by the {list}, closing");
         return;
     }
     let _client_live = shared.metrics().client_connection(peer.ip());
