@@ -7,6 +7,7 @@ pub mod config;
 pub mod dc_table;
 pub mod engine;
 pub mod http_fetch;
+pub mod resolver;
 pub mod run;
 pub mod runtime;
 pub mod secrets;
