@@ -180,3 +180,28 @@ async fn server_ips(dns: &Dns, host: &str, port: u16) -> io::Result<impl Iterato
     ips.dedup();
     Ok(ips.into_iter())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Selected;
+
+    #[test]
+    fn literal_ips_need_no_lookup_and_the_resolver_shows_its_server() {
+        let dns = Dns::Udp("127.0.0.1:5353".parse().expect("literal"));
+        let resolver = Resolver::new(Some(&dns));
+        assert_eq!(format!("{resolver:?}"), "Resolver(udp://127.0.0.1:5353)");
+        assert_eq!(format!("{:?}", Resolver::new(None)), "Resolver(os)");
+        let found = Selected::run(|_| async move {
+            let v6 = resolver.resolve::<Selected>("[::1]", 443).await?;
+            let v4 = resolver.resolve::<Selected>("192.0.2.7", 80).await?;
+            io::Result::Ok((v6, v4, resolver.configured.as_ref().map(|c| c.requests.get().is_some())))
+        })
+        .expect("runtime")
+        .expect("literals");
+        let expected: (Vec<SocketAddr>, Vec<SocketAddr>) =
+            (vec!["[::1]:443".parse().expect("v6")], vec!["192.0.2.7:80".parse().expect("v4")]);
+        assert_eq!((found.0, found.1), expected);
+        assert_eq!(found.2, Some(false), "no resolver thread was started for literals");
+    }
+}
