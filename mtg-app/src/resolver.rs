@@ -204,4 +204,23 @@ mod tests {
         assert_eq!((found.0, found.1), expected);
         assert_eq!(found.2, Some(false), "no resolver thread was started for literals");
     }
+
+    #[test]
+    fn encrypted_resolvers_build_and_their_errors_name_host_and_server() {
+        let closed =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        for dns in [
+            Dns::Https { host: "127.0.0.1".into(), port: closed, path: "/dns-query".into() },
+            Dns::Tls { host: "127.0.0.1".into(), port: closed },
+        ] {
+            let resolver = Resolver::new(Some(&dns));
+            let err =
+                Selected::run(|_| async move { resolver.resolve::<Selected>("site.example", 443).await })
+                    .expect("runtime")
+                    .expect_err("nothing listens there");
+            let text = err.to_string();
+            assert!(text.starts_with("site.example: "), "{text}");
+            assert!(text.ends_with(&format!("(asked {dns})")), "{text}");
+        }
+    }
 }
