@@ -9,6 +9,7 @@ pub mod engine;
 pub mod http_fetch;
 pub mod ip_lists;
 pub mod metrics;
+pub mod resolver;
 pub mod run;
 pub mod runtime;
 pub mod secrets;

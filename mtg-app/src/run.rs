@@ -49,6 +49,8 @@ pub fn settings_from(config: &Config) -> Settings {
         handshake_timeout: config.network.timeout.handshake,
         idle_timeout: config.network.timeout.idle,
         dial_timeout: config.network.timeout.tcp,
+        proxies: config.network.proxies.clone(),
+        resolver: crate::resolver::Resolver::new(config.network.dns.as_ref()),
         dcs: DcTable::new(config.prefer_ip, &config.network.dc_overrides),
         allow_fallback_on_unknown_dc: config.allow_fallback_on_unknown_dc,
         fronting: FrontingSettings {

@@ -82,6 +82,8 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
         handshake_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(30),
         dial_timeout: Duration::from_secs(2),
+        proxies: Vec::new(),
+        resolver: mtg_app::resolver::Resolver::default(),
         dcs: DcTable::new(PreferIp::PreferIpv4, &overrides),
         allow_fallback_on_unknown_dc: false,
         fronting: FrontingSettings {

@@ -40,6 +40,7 @@
 //! * [`replay`]: the anti-replay trait and the stable Bloom filter.
 //! * [`proxy_protocol`]: PROXY v1/v2 headers in, v2 out.
 //! * [`client`]: the client-side encoder for tests, `doctor` and load tools.
+//! * [`socks5`]: the client side of SOCKS5 CONNECT with user/password, for upstream proxies.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -52,6 +53,7 @@ pub mod proxy_protocol;
 pub mod relay;
 pub mod replay;
 pub mod secret;
+pub mod socks5;
 pub mod tls;
 pub mod users;
 

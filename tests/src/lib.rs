@@ -4,6 +4,8 @@
 //! * [`fake_dc`]: a fake Telegram datacenter (obfuscated2 leg without secret; echo, `resPQ`,
 //!   refuse, reset, blackhole and sink modes).
 //! * [`fronting`]: a local HTTPS fronting website with a self-signed certificate.
+//! * [`dns_server`]: a tiny UDP DNS server answering made-up names (for `[network] dns`).
+//! * [`socks_server`]: a real SOCKS5 server (`microsocks`) for `[network] proxies`.
 //! * [`client`]: a Telegram-like client through the proxy (`ee` FakeTLS or `dd`).
 //! * [`list_server`]: a local HTTP server for block/allow list sources.
 //! * [`mtproto`]: padded-intermediate framing, `req_pq_multi` and `resPQ`.
@@ -18,6 +20,7 @@
 
 pub mod api_client;
 pub mod client;
+pub mod dns_server;
 pub mod fake_dc;
 pub mod fronting;
 pub mod list_server;
@@ -27,6 +30,7 @@ pub mod proxy_under_test;
 pub mod real_clients;
 pub mod recorder;
 pub mod runtime;
+pub mod socks_server;
 
 pub use client::{EeOptions, ProxyClient};
 pub use fake_dc::{DcConnection, DcMode, FakeDc};

@@ -32,7 +32,8 @@ pub(crate) async fn front<R: Runtime>(
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no fronting host configured"))?
         .to_owned();
     let (site, site_addr) =
-        upstream::dial_host::<R>(&target, settings.fronting.port, settings.dial_timeout).await?;
+        upstream::dial_host::<R>(&target, settings.fronting.port, &settings.resolver, settings.dial_timeout)
+            .await?;
     let mut initial = Vec::with_capacity(read_so_far.len() + 52);
     if settings.fronting.proxy_protocol {
         mtg_proto::proxy_protocol::write_v2(&mut initial, peer, site_addr);

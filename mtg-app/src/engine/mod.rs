@@ -10,6 +10,7 @@ pub mod management;
 mod metrics_http;
 pub(crate) mod relay;
 mod session;
+mod socks5;
 mod tuning;
 mod upstream;
 
@@ -57,8 +58,13 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// Relay idle timeout (shared by both directions).
     pub idle_timeout: Duration,
-    /// Outbound TCP dial timeout.
+    /// Outbound TCP dial timeout (through a SOCKS5 server: connecting and negotiating).
     pub dial_timeout: Duration,
+    /// `[network] proxies`: SOCKS5 servers DC dials go through (empty = direct). Fronting
+    /// always dials directly.
+    pub proxies: Vec<crate::config::ProxyUrl>,
+    /// Resolves the names the proxy dials (`[network] dns`, else the OS resolver).
+    pub resolver: crate::resolver::Resolver,
     /// DC addresses.
     pub dcs: DcTable,
     /// Unknown DC → DC 2 instead of closing.

@@ -215,15 +215,20 @@ pub(crate) async fn serve_connection<R: Runtime>(
     let Some((session, frame)) = handshake.into_session(target, &mut rand::rng()) else {
         return;
     };
-    let (dc_stream, dc_addr) =
-        match upstream::dial_first::<R>(settings.dcs.addresses(target), settings.dial_timeout).await {
-            Ok(ok) => ok,
-            Err(e) => {
-                info!(user = %name, dc = target, error = %e, "DC unreachable, closing");
-                return;
-            }
-        };
-    if let Err(e) = settings.dc_tcp.apply(R::socket(&dc_stream)) {
+    let addrs = settings.dcs.addresses(target);
+    let dialed =
+        upstream::dial_dc::<R>(addrs, &settings.proxies, &settings.resolver, settings.dial_timeout).await;
+    let (dc_stream, dc_addr, route) = match dialed {
+        Ok(ok) => ok,
+        Err(e) => {
+            info!(user = %name, dc = target, error = %e, "DC unreachable, closing");
+            return;
+        }
+    };
+    // As mtg: the socket to a SOCKS5 server keeps the OS defaults.
+    if route == upstream::Route::Direct
+        && let Err(e) = settings.dc_tcp.apply(R::socket(&dc_stream))
+    {
         debug!(error = %e, "cannot set DC socket options");
     }
     let (_dc_live, dc_traffic) = shared.metrics().telegram_connection(dc_addr.ip(), target);
@@ -257,6 +262,7 @@ pub(crate) async fn serve_connection<R: Runtime>(
         user = %name,
         dc = target,
         dc_addr = %dc_addr,
+        via = %route,
         bytes_in = relay.up.transform.bytes(),
         bytes_out = relay.down.transform.bytes(),
         duration_ms = started.elapsed().as_millis() as u64,
