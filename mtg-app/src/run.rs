@@ -122,6 +122,12 @@ pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitC
         eprintln!("mtg-multi: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    crate::sni_dns::spawn_startup_check(
+        hosts.iter().map(|h| (*h).to_owned()).collect(),
+        config.public_ipv4.map(std::net::IpAddr::V4),
+        config.public_ipv6.map(std::net::IpAddr::V6),
+        config.network.timeout.http,
+    );
     let result = Selected::run(|runtime| async move {
         let shutdown = async {
             if let Err(e) = <Selected as Runtime>::shutdown_signal().await {

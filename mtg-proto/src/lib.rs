@@ -40,6 +40,7 @@
 //! * [`replay`]: the anti-replay trait and the stable Bloom filter.
 //! * [`proxy_protocol`]: PROXY v1/v2 headers in, v2 out.
 //! * [`client`]: the client-side encoder for tests, `doctor` and load tools.
+//! * [`mtproto`]: padded-intermediate frames, `req_pq_multi`/`resPQ` (the `doctor` DC probe).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -47,6 +48,7 @@ mod base64url;
 mod cipher;
 pub mod client;
 pub mod handshake;
+pub mod mtproto;
 pub mod obfs2;
 pub mod proxy_protocol;
 pub mod relay;

@@ -10,7 +10,7 @@ pub mod management;
 pub(crate) mod relay;
 mod session;
 mod tuning;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
