@@ -81,9 +81,18 @@ pub enum Command {
 }
 
 /// Writes the completion script for `shell` to `out`.
-pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let mut command = Cli::command();
-    clap_complete::generate(shell, &mut command, "mtg-multi", out);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "mtg-multi", &mut script);
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete (4.6) mangles the hyphen of `mtg-multi` differently in the verbs'
+        // `case` labels than in the state it matches them against, so no verb's flags would
+        // complete; the labels are put back in the state's spelling.
+        let text = String::from_utf8_lossy(&script).replace("mtg__subcmd__multi__", "mtg__multi__");
+        return out.write_all(text.as_bytes());
+    }
+    out.write_all(&script)
 }
 
 /// Writes the man page (roff) of the program, or of one `verb` as `mtg-multi-VERB(1)`, to

@@ -30,8 +30,13 @@ fn main() -> ExitCode {
             ExitCode::from(mtg_app::doctor::doctor(&config, &options, &mut std::io::stdout().lock()))
         }
         Command::Completions { shell } => {
-            mtg_app::cli::completions(shell, &mut std::io::stdout().lock());
-            ExitCode::SUCCESS
+            match mtg_app::cli::completions(shell, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mtg-multi: cannot write the completions: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Manpage { verb } => {
             match mtg_app::cli::manpage(verb.as_deref(), &mut std::io::stdout().lock()) {

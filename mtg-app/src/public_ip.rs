@@ -54,8 +54,9 @@ pub fn parse_answer(body: &[u8], ipv6: bool) -> Result<IpAddr, String> {
 /// Asks `url` for our address of one family (on the calling thread, within `timeout`).
 pub fn detect_blocking(url: &str, ipv6: bool, timeout: Duration) -> Result<IpAddr, String> {
     let request = Get { url: url.to_owned(), accept: "text/plain", timeout, limit: ANSWER_LIMIT };
-    let body = get_blocking_over(&request, ipv6)?;
-    parse_answer(&body, ipv6).map_err(|e| format!("GET {url} over IPv{}: {e}", if ipv6 { 6 } else { 4 }))
+    let family = if ipv6 { "IPv6" } else { "IPv4" };
+    let body = get_blocking_over(&request, ipv6).map_err(|e| format!("{family}: {e}"))?;
+    parse_answer(&body, ipv6).map_err(|e| format!("{family}: GET {}: {e}", crate::config::redacted(url)))
 }
 
 /// `known` addresses as they are; when none is known, both families are asked of `url` at

@@ -135,6 +135,14 @@ pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitC
                 std::future::pending::<()>().await;
             }
         };
+        // Polled once now, so the signal handlers are in place before "serving" is logged (a
+        // SIGTERM right after it must stop the proxy, not kill it).
+        let mut shutdown = std::pin::pin!(futures_util::future::maybe_done(shutdown));
+        futures_util::future::poll_fn(|cx| {
+            let _ = shutdown.as_mut().poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
         serve(runtime, shared, shutdown, |ready| {
             let listen: Vec<String> = ready.listeners.iter().map(ToString::to_string).collect();
             info!(users = user_count, hosts = ?hosts, listen = ?listen, api = ?ready.api, "serving");

@@ -235,7 +235,11 @@ async fn dc_section<R: Runtime>(config: &Config) -> Section {
         match result {
             Ok(answered) => section.push(
                 Status::Ok,
-                format!("DC {dc}: {} answered in {}ms", answered.addr, answered.rtt.as_millis()),
+                format!(
+                    "DC {dc}: {} answered resPQ in {:.1}ms",
+                    answered.addr,
+                    answered.rtt.as_secs_f64() * 1e3
+                ),
             ),
             Err(e) => section.push(Status::Failed, format!("DC {dc}: {e}")),
         }
@@ -261,13 +265,12 @@ async fn fronting_section<R: Runtime>(config: &Config) -> Section {
     });
     let mut section = Section::new("Validate fronting domain connectivity");
     for (host, result) in join_all(dials).await {
-        match result {
-            Some(Ok((_, addr))) => section.push(Status::Ok, format!("{host}:{port} is reachable ({addr})")),
-            Some(Err(e)) => section.push(Status::Failed, format!("cannot connect to {host}:{port}: {e}")),
-            None => {
-                section.push(Status::Failed, format!("cannot connect to {host}:{port} within {timeout:?}"))
-            }
-        }
+        let (status, text) = match result {
+            Some(Ok((_, addr))) => (Status::Ok, format!("{host}:{port} is reachable ({addr})")),
+            Some(Err(e)) => (Status::Failed, format!("cannot connect to {host}:{port}: {e}")),
+            None => (Status::Failed, format!("cannot connect to {host}:{port} within {timeout:?}")),
+        };
+        section.push(status, text);
     }
     if section.lines.is_empty() {
         section.push(Status::Ok, "no fronting site: no secret carries a hostname");
