@@ -104,6 +104,46 @@ fn serves_logs_without_secrets_and_stops_on_sigterm() {
 }
 
 #[test]
+fn run_warns_in_the_background_when_a_secret_hostname_is_not_ours() {
+    if !netns::enter("run_warns_in_the_background_when_a_secret_hostname_is_not_ours") {
+        return;
+    }
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // localhost resolves to loopback, not to the configured public address.
+    let path = temp_config(
+        "sni",
+        &format!(
+            "bind-to = \"127.0.0.1:{port}\"\npublic-ipv4 = \"192.0.2.1\"\n[secrets]\nalice = \"ee{KEY_HEX}6c6f63616c686f7374\"\n"
+        ),
+    );
+    let mut child = Command::new(BIN).arg("run").arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let started = Instant::now();
+    let mut warning = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        let Some(Ok(line)) = lines.next() else { break };
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("does not resolve to our public IP") {
+            warning = Some(line);
+        }
+        // The check runs beside the start-up: the two lines come in either order.
+        if warning.is_some() && log.contains("serving") {
+            break;
+        }
+    }
+    assert!(log.contains("serving"), "{log}");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{log}");
+    let warning = warning.unwrap_or_else(|| panic!("no SNI warning in:\n{log}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("host=localhost"), "{warning}");
+    assert!(warning.contains("resolved=127.0.0.1"), "{warning}");
+    assert!(warning.contains("public=192.0.2.1"), "{warning}");
+}
+
+#[test]
 fn generate_secret_prints_a_parsable_secret() {
     let out = Command::new(BIN).args(["generate-secret", "--hex", "example.com"]).output().unwrap();
     assert!(out.status.success());
