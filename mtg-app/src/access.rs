@@ -139,6 +139,28 @@ pub fn access(config: &Config, options: &AccessOptions) -> Result<Access, String
     })
 }
 
+/// [`access`], asking <https://ifconfig.co> for our addresses (both families at once, within
+/// `[network.timeout] http`) when neither the options nor the config give one; when that fails
+/// too, the error names the flags and keys and why detection failed.
+pub fn access_detecting(config: &Config, options: &AccessOptions) -> Result<Access, String> {
+    let known_v4 = options.ipv4.or(config.public_ipv4.map(IpAddr::V4));
+    let known_v6 = options.ipv6.or(config.public_ipv6.map(IpAddr::V6));
+    let found = crate::public_ip::known_or_detected(
+        known_v4,
+        known_v6,
+        crate::public_ip::DETECT_URL,
+        config.network.timeout.http,
+    );
+    let detected = AccessOptions { ipv4: found.ipv4, ipv6: found.ipv6, ..options.clone() };
+    access(config, &detected).map_err(|e| {
+        if found.errors.is_empty() {
+            e
+        } else {
+            format!("{e} (detection failed: {})", found.errors.join("; "))
+        }
+    })
+}
+
 /// A link as a QR code drawn with Unicode half blocks (two modules per character row).
 pub fn qr_text(link: &str) -> Result<String, String> {
     let code = qrcode::QrCode::new(link.as_bytes()).map_err(|e| format!("cannot make a QR code: {e}"))?;

@@ -1,14 +1,22 @@
 //! The command line: verbs and flags as mtg's (`run`, `generate-secret`, `access`, `doctor`,
-//! `simple-run`, `--version`).
+//! `simple-run`, `-v`/`--version`), plus `completions` and `manpage` generated from these
+//! definitions.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// The version `--version` prints: the crate version, and the commit when the build knew it
+/// (from git, or `MTG_MULTI_COMMIT` at build time).
+pub const VERSION: &str = env!("MTG_MULTI_VERSION");
 
 /// mtg-multi: an MTProto proxy for Telegram with many named users, FakeTLS and domain fronting.
 #[derive(Debug, Parser)]
-#[command(name = "mtg-multi", version, about, long_about = None)]
+#[command(name = "mtg-multi", version = VERSION, long_about = None, disable_version_flag = true)]
 pub struct Cli {
+    /// Print the version (and the git commit it was built from, when known).
+    #[arg(short = 'V', long, short_alias = 'v', action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -44,6 +52,24 @@ pub enum Command {
     },
     /// Run one secret without a config file (mtg's flags and defaults).
     SimpleRun(crate::simple_run::SimpleRun),
+    /// Check a config: clock, Telegram DCs, fronting site, SNI/DNS match (exit 1 on a failure).
+    Doctor {
+        /// Skip the direct DC probes (accepted for mtg compatibility).
+        #[arg(long)]
+        skip_native_check: bool,
+        /// Path to the config file.
+        config: PathBuf,
+    },
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout: mtg-multi(1), or a verb's mtg-multi-VERB(1).
+    Manpage {
+        /// The verb whose page to print (e.g. `doctor`).
+        verb: Option<String>,
+    },
     /// Print a new random FakeTLS (ee) secret for a fronting hostname.
     GenerateSecret {
         /// Print hex instead of base64url.
@@ -52,4 +78,37 @@ pub enum Command {
         /// The hostname clients will send as SNI (the fronting website).
         hostname: String,
     },
+}
+
+/// Writes the completion script for `shell` to `out`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut command = Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "mtg-multi", &mut script);
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete (4.6) mangles the hyphen of `mtg-multi` differently in the verbs'
+        // `case` labels than in the state it matches them against, so no verb's flags would
+        // complete; the labels are put back in the state's spelling.
+        let text = String::from_utf8_lossy(&script).replace("mtg__subcmd__multi__", "mtg__multi__");
+        return out.write_all(text.as_bytes());
+    }
+    out.write_all(&script)
+}
+
+/// Writes the man page (roff) of the program, or of one `verb` as `mtg-multi-VERB(1)`, to
+/// `out`; an unknown verb is an error naming the verbs.
+pub fn manpage(verb: Option<&str>, out: &mut dyn std::io::Write) -> Result<(), String> {
+    let program = Cli::command();
+    let command = match verb {
+        None => program,
+        Some(verb) => {
+            let Some(sub) = program.find_subcommand(verb) else {
+                let verbs: Vec<&str> = program.get_subcommands().map(clap::Command::get_name).collect();
+                return Err(format!("no verb {verb:?}; the verbs are {}", verbs.join(", ")));
+            };
+            let name = format!("mtg-multi-{}", sub.get_name());
+            sub.clone().name(name.clone()).bin_name(name.replace("mtg-multi-", "mtg-multi ")).version(VERSION)
+        }
+    };
+    clap_mangen::Man::new(command).render(out).map_err(|e| format!("cannot write the man page: {e}"))
 }

@@ -63,6 +63,11 @@ impl DcTable {
         self.dcs.get(&dc).map_or(&[], Vec::as_slice)
     }
 
+    /// Every DC of the table with its addresses, by DC number.
+    pub fn dcs(&self) -> impl Iterator<Item = (i16, &[SocketAddr])> {
+        self.dcs.iter().map(|(dc, addrs)| (*dc, addrs.as_slice()))
+    }
+
     /// Whether `dc` has addresses.
     pub fn knows(&self, dc: i16) -> bool {
         !self.addresses(dc).is_empty()
@@ -100,5 +105,8 @@ mod tests {
         let t = DcTable::new(PreferIp::OnlyIpv6, &o);
         assert_eq!(t.addresses(2), &["127.0.0.1:14402".parse::<SocketAddr>().unwrap()]);
         assert!(t.knows(9));
+        let dcs: Vec<i16> = t.dcs().map(|(dc, _)| dc).collect();
+        assert_eq!(dcs, [1, 2, 3, 4, 5, 9, 203]);
+        assert_eq!(t.dcs().nth(1).unwrap().1, t.addresses(2));
     }
 }

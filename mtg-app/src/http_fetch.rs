@@ -35,9 +35,20 @@ pub async fn get(request: Get) -> Result<Vec<u8>, String> {
 
 /// The same, on the calling thread.
 pub fn get_blocking(request: &Get) -> Result<Vec<u8>, String> {
+    fetch(request, ureq::config::IpFamily::Any)
+}
+
+/// The same, dialing only IPv4 addresses (`ipv6 == false`) or only IPv6 ones: what public-IP
+/// detection needs to learn each family's address.
+pub fn get_blocking_over(request: &Get, ipv6: bool) -> Result<Vec<u8>, String> {
+    fetch(request, if ipv6 { ureq::config::IpFamily::Ipv6Only } else { ureq::config::IpFamily::Ipv4Only })
+}
+
+fn fetch(request: &Get, family: ureq::config::IpFamily) -> Result<Vec<u8>, String> {
     let shown = crate::config::redacted(&request.url);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(request.timeout))
+        .ip_family(family)
         .user_agent(USER_AGENT)
         .http_status_as_error(true)
         .build()

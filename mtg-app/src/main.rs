@@ -25,6 +25,28 @@ fn main() -> ExitCode {
             };
             access(&config, &options, qr)
         }
+        Command::Doctor { skip_native_check, config } => {
+            let options = mtg_app::doctor::DoctorOptions { skip_native_check, ..Default::default() };
+            ExitCode::from(mtg_app::doctor::doctor(&config, &options, &mut std::io::stdout().lock()))
+        }
+        Command::Completions { shell } => {
+            match mtg_app::cli::completions(shell, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mtg-multi: cannot write the completions: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Manpage { verb } => {
+            match mtg_app::cli::manpage(verb.as_deref(), &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mtg-multi: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::GenerateSecret { hex, hostname } => {
             match mtg_app::secrets::generate(&hostname, &mut rand::rng()) {
                 Ok(secret) => {
@@ -48,7 +70,7 @@ fn access(path: &std::path::Path, options: &mtg_app::access::AccessOptions, qr: 
             return ExitCode::from(2);
         }
     };
-    let access = match mtg_app::access::access(&loaded.config, options) {
+    let access = match mtg_app::access::access_detecting(&loaded.config, options) {
         Ok(access) => access,
         Err(e) => {
             eprintln!("mtg-multi: {e}");

@@ -133,26 +133,27 @@ pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitC
         eprintln!("mtg-multi: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    crate::sni_dns::spawn_startup_check(
+        hosts.iter().map(|h| (*h).to_owned()).collect(),
+        config.public_ipv4.map(std::net::IpAddr::V4),
+        config.public_ipv6.map(std::net::IpAddr::V6),
+        config.network.timeout.http,
+    );
     let result = Selected::run(|runtime| async move {
-        let mut signal = std::pin::pin!(async {
+        let shutdown = async {
             if let Err(e) = <Selected as Runtime>::shutdown_signal().await {
                 error!(error = %e, "cannot watch for signals; stop with SIGKILL");
                 std::future::pending::<()>().await;
             }
-        });
-        // Poll once now so the handlers are installed before "serving" is logged: a SIGTERM
-        // right after must stop gracefully, not kill the process.
-        let mut signalled = false;
-        std::future::poll_fn(|cx| {
-            signalled = signal.as_mut().poll(cx).is_ready();
+        };
+        // Polled once now, so the signal handlers are in place before "serving" is logged (a
+        // SIGTERM right after it must stop the proxy, not kill it).
+        let mut shutdown = std::pin::pin!(futures_util::future::maybe_done(shutdown));
+        futures_util::future::poll_fn(|cx| {
+            let _ = shutdown.as_mut().poll(cx);
             std::task::Poll::Ready(())
         })
         .await;
-        let shutdown = async move {
-            if !signalled {
-                signal.await;
-            }
-        };
         serve(runtime, shared, shutdown, |ready| {
             let listen: Vec<String> = ready.listeners.iter().map(ToString::to_string).collect();
             info!(

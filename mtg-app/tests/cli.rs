@@ -1,10 +1,18 @@
 //! The `mtg-multi` binary as an operator uses it: exit codes, the one-line config error, the
 //! start-up log line, SIGTERM, and no secret in any output.
+//!
+//! `run` resolves the secrets' hostnames and may ask ifconfig.co for our address (the start-up
+//! SNI check), and `access` asks it when no address is known: those tests run in a
+//! loopback-only network namespace (root; the tests crate's `netns` module, shared by path).
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../tests/src/netns.rs"]
+mod netns;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mtg-multi");
 const KEY_HEX: &str = "367a189aee18fa31c190054efd4a8e95";
@@ -46,6 +54,9 @@ fn missing_config_exits_2() {
 
 #[test]
 fn serves_logs_without_secrets_and_stops_on_sigterm() {
+    if !netns::enter("serves_logs_without_secrets_and_stops_on_sigterm") {
+        return;
+    }
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let path = temp_config(
         "ok",
@@ -93,6 +104,46 @@ fn serves_logs_without_secrets_and_stops_on_sigterm() {
 }
 
 #[test]
+fn run_warns_in_the_background_when_a_secret_hostname_is_not_ours() {
+    if !netns::enter("run_warns_in_the_background_when_a_secret_hostname_is_not_ours") {
+        return;
+    }
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // localhost resolves to loopback, not to the configured public address.
+    let path = temp_config(
+        "sni",
+        &format!(
+            "bind-to = \"127.0.0.1:{port}\"\npublic-ipv4 = \"192.0.2.1\"\n[secrets]\nalice = \"ee{KEY_HEX}6c6f63616c686f7374\"\n"
+        ),
+    );
+    let mut child = Command::new(BIN).arg("run").arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let started = Instant::now();
+    let mut warning = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        let Some(Ok(line)) = lines.next() else { break };
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("does not resolve to our public IP") {
+            warning = Some(line);
+        }
+        // The check runs beside the start-up: the two lines come in either order.
+        if warning.is_some() && log.contains("serving") {
+            break;
+        }
+    }
+    assert!(log.contains("serving"), "{log}");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{log}");
+    let warning = warning.unwrap_or_else(|| panic!("no SNI warning in:\n{log}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("host=localhost"), "{warning}");
+    assert!(warning.contains("resolved=127.0.0.1"), "{warning}");
+    assert!(warning.contains("public=192.0.2.1"), "{warning}");
+}
+
+#[test]
 fn generate_secret_prints_a_parsable_secret() {
     let out = Command::new(BIN).args(["generate-secret", "--hex", "example.com"]).output().unwrap();
     assert!(out.status.success());
@@ -106,6 +157,9 @@ fn generate_secret_prints_a_parsable_secret() {
 
 #[test]
 fn sighup_reloads_the_users() {
+    if !netns::enter("sighup_reloads_the_users") {
+        return;
+    }
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base =
         format!("bind-to = \"127.0.0.1:{port}\"\n[secrets]\nalice = \"ee{KEY_HEX}6578616d706c652e636f6d\"\n");
@@ -158,20 +212,32 @@ fn access_prints_golden_links_for_every_user() {
 
 #[test]
 fn access_without_a_public_address_names_the_flags() {
+    if !netns::enter("access_without_a_public_address_names_the_flags") {
+        return;
+    }
     let path = temp_config(
         "noip",
         &format!("bind-to = \"127.0.0.1:3128\"\nsecret = \"ee{KEY_HEX}6578616d706c652e636f6d\"\n"),
     );
     let out = Command::new(BIN).arg("access").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        String::from_utf8(out.stderr).unwrap(),
-        "mtg-multi: no public address known: pass --ipv4 IP and/or --ipv6 IP, or set public-ipv4 / public-ipv6 in the config\n"
+    // ifconfig.co cannot be reached from the namespace: both families' failures are named.
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with(
+            "mtg-multi: no public address known: pass --ipv4 IP and/or --ipv6 IP, or set public-ipv4 / public-ipv6 in the config (detection failed: IPv4: GET https://ifconfig.co: "
+        ),
+        "{stderr}"
     );
+    assert!(stderr.contains("; IPv6: GET https://ifconfig.co: "), "{stderr}");
+    assert!(stderr.ends_with(")\n"), "{stderr}");
 }
 
 #[test]
 fn simple_run_serves_one_secret_and_checks_its_flags() {
+    if !netns::enter("simple_run_serves_one_secret_and_checks_its_flags") {
+        return;
+    }
     let secret = format!("ee{KEY_HEX}6578616d706c652e636f6d");
     let out =
         Command::new(BIN).args(["simple-run", "-t", "forever", "127.0.0.1:3128", &secret]).output().unwrap();
@@ -192,4 +258,100 @@ fn simple_run_serves_one_secret_and_checks_its_flags() {
     assert!(serving.contains(&format!("127.0.0.1:{port}")), "{serving}");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn version_names_the_crate_version() {
+    for flag in ["--version", "-V", "-v"] {
+        let out = Command::new(BIN).arg(flag).output().unwrap();
+        assert!(out.status.success(), "{flag}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let expected = format!("mtg-multi {}", env!("CARGO_PKG_VERSION"));
+        assert!(
+            text == format!("{expected}\n") || text.starts_with(&format!("{expected} (commit ")),
+            "{text}"
+        );
+    }
+}
+
+/// What bash completes for the words of `line` (the last one being completed), with the
+/// script `mtg-multi completions bash` prints.
+fn bash_complete(line: &[&str]) -> Vec<String> {
+    let program = r#"source <("$0" completions bash) || exit 1
+COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
+_mtg__multi mtg-multi "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
+printf '%s\n' "${COMPREPLY[@]}""#;
+    let out = Command::new("bash").arg("-c").arg(program).arg(BIN).args(line).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+}
+
+#[test]
+fn bash_completes_the_verbs_and_their_flags() {
+    assert_eq!(
+        bash_complete(&["mtg-multi", ""]),
+        [
+            "-V",
+            "-h",
+            "--version",
+            "--help",
+            "run",
+            "access",
+            "simple-run",
+            "doctor",
+            "completions",
+            "manpage",
+            "generate-secret",
+            "help"
+        ]
+    );
+    assert_eq!(bash_complete(&["mtg-multi", "do"]), ["doctor"]);
+    assert_eq!(bash_complete(&["mtg-multi", "doctor", "--sk"]), ["--skip-native-check"]);
+    assert_eq!(bash_complete(&["mtg-multi", "completions", "z"]), ["zsh"]);
+    let out = Command::new(BIN).args(["completions", "zsh"]).output().unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("#compdef mtg-multi"));
+}
+
+/// Renders roff with groff, warnings on; the rendered text, or the warnings as an error.
+fn groff(roff: &[u8]) -> Result<String, String> {
+    let mut child = Command::new("groff")
+        .args(["-man", "-Tascii", "-ww", "-P-cbou"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("groff (apt-get install groff-base)");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), roff).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() && stderr.is_empty() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(stderr)
+    }
+}
+
+#[test]
+fn man_pages_are_valid_roff_naming_the_verbs() {
+    let out = Command::new(BIN).arg("manpage").output().unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.starts_with(b".ie \\n(.g .ds Aq"), "roff preamble");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\n.TH mtg-multi 1 "));
+    let page = groff(&out.stdout).unwrap();
+    assert!(page.contains("SUBCOMMANDS"), "{page}");
+    for verb in ["run", "access", "simple-run", "doctor", "completions", "manpage", "generate-secret"] {
+        assert!(page.contains(&format!("mtg-multi-{verb}(1)")), "{verb} missing from:\n{page}");
+    }
+
+    let out = Command::new(BIN).args(["manpage", "doctor"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\n.TH mtg-multi-doctor 1 "));
+    let page = groff(&out.stdout).unwrap();
+    assert!(page.contains("mtg-multi doctor [--skip-native-check]"), "{page}");
+
+    let out = Command::new(BIN).args(["manpage", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "mtg-multi: no verb \"nope\"; the verbs are run, access, simple-run, doctor, completions, manpage, generate-secret\n"
+    );
 }

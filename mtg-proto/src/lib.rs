@@ -41,6 +41,7 @@
 //! * [`proxy_protocol`]: PROXY v1/v2 headers in, v2 out.
 //! * [`client`]: the client-side encoder for tests, `doctor` and load tools.
 //! * [`socks5`]: the client side of SOCKS5 CONNECT with user/password, for upstream proxies.
+//! * [`mtproto`]: padded-intermediate frames, `req_pq_multi`/`resPQ` (the `doctor` DC probe).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -48,6 +49,7 @@ mod base64url;
 mod cipher;
 pub mod client;
 pub mod handshake;
+pub mod mtproto;
 pub mod obfs2;
 pub mod proxy_protocol;
 pub mod relay;

@@ -12,7 +12,7 @@ pub(crate) mod relay;
 mod session;
 mod socks5;
 mod tuning;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
