@@ -72,6 +72,31 @@ fn logged_addr(line: &str, name: &str) -> Option<SocketAddr> {
     rest[..end].parse().ok()
 }
 
+/// The soft and hard `RLIMIT_NOFILE` of this process (`/proc/self/limits`).
+pub fn fd_limits() -> (u64, u64) {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("read /proc/self/limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a Max open files line");
+    let mut numbers = line.split_whitespace().filter_map(|w| w.parse::<u64>().ok());
+    let soft = numbers.next().expect("soft limit");
+    (soft, numbers.next().unwrap_or(soft))
+}
+
+/// Raises this process's soft descriptor limit to at least `want` (up to the hard limit) with
+/// `prlimit --pid` (children such as the proxy process inherit it); returns the soft limit
+/// now.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let (soft, hard) = fd_limits();
+    if soft < want {
+        let target = want.min(hard);
+        let _ = Command::new("prlimit")
+            .arg("--pid")
+            .arg(std::process::id().to_string())
+            .arg(format!("--nofile={target}:{hard}"))
+            .status();
+    }
+    fd_limits().0
+}
+
 static CONFIGS: AtomicUsize = AtomicUsize::new(0);
 
 impl ProxyProcess {
