@@ -214,6 +214,24 @@ impl ProxyProcess {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(Iterator::count).expect("list /proc/PID/fd")
     }
 
+    /// The descriptor count once it has held still for 300 ms (at most 5 s of waiting): a
+    /// baseline that lazily opened runtime descriptors do not skew.
+    pub fn settled_fds(&self) -> usize {
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut last = self.fds();
+        let mut since = Instant::now();
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = self.fds();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= Duration::from_millis(300) {
+                break;
+            }
+        }
+        last
+    }
+
     /// User plus system CPU time of every thread so far, in seconds.
     pub fn cpu_seconds(&self) -> f64 {
         let stat = self.proc_file("stat");
