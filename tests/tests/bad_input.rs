@@ -221,3 +221,87 @@ fn no_secret_or_token_in_the_log_at_trace_level() {
     assert!(!log.contains(TOKEN), "the API token is in the log");
     assert!(!log.contains("nope-nope"), "a presented bearer token is in the log");
 }
+
+#[test]
+fn network_garbage_closes_only_that_connection() {
+    use std::io::{Read, Write};
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let alice = user(0xb1);
+    let config = proxy_config(
+        &[("alice", &alice)],
+        &[(2, dc.addr())],
+        front.addr(),
+        Timeouts { handshake: "1s", ..Timeouts::default() },
+        "proxy-protocol-listener = true",
+        "",
+    );
+    let proxy = ProxyProcess::start(BIN, &config, &Launch::default());
+    let addr = proxy.addr();
+    let closed_promptly = |wire: &[u8], what: &str| {
+        let started = std::time::Instant::now();
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = conn.write_all(wire);
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "{what}: left open");
+                    break;
+                }
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "{what}: closed after {:?}", started.elapsed());
+    };
+    // A broken PROXY header, a bad v2 header and a TLS record longer than any hello.
+    closed_promptly(b"PROXY GARBAGE\r\n", "a PROXY v1 header without fields");
+    closed_promptly(b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 1\r\n", "a PROXY v1 header with a bad port");
+    let mut v2 = mtg_proto::proxy_protocol::V2_SIGNATURE.to_vec();
+    v2.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
+    closed_promptly(&v2, "a PROXY v2 header whose body never comes");
+    let mut huge = vec![0x16, 0x03, 0x01, 0xff, 0xff];
+    huge.extend(std::iter::repeat_n(0x41, 24 * 1024));
+    closed_promptly(&huge, "a 64 KiB TLS record");
+    assert!(
+        front
+            .wait_until(Duration::from_secs(5), |c| c.iter().any(|c| c.first_bytes.starts_with(&huge[..64]))),
+        "the oversized record was fronted"
+    );
+    // Connect-and-close a hundred times: nothing is dialled for an empty connection.
+    let fronted_before = front.connections();
+    for _ in 0..100 {
+        drop(std::net::TcpStream::connect(addr).unwrap());
+    }
+    // After a valid handshake: bytes that are not TLS records end the session.
+    let outcome = block_on(async move {
+        let mut client = ProxyClient::connect_ee(addr, &alice, 2).await.unwrap();
+        client.send(b"fine").await.unwrap();
+        assert_eq!(client.recv_exact(4).await.unwrap(), b"fine");
+        client.send_raw(b"\x99garbage that is not a TLS record").await.unwrap();
+        client.wait_closed().await
+    });
+    if let Err(e) = outcome {
+        assert_ne!(
+            e.kind(),
+            std::io::ErrorKind::TimedOut,
+            "garbage after the handshake left the session open"
+        );
+    }
+    // The proxy still serves a valid client.
+    let alice = user(0xb1);
+    let echoed = block_on(async move {
+        let mut client = ProxyClient::connect_ee(addr, &alice, 2).await.unwrap();
+        client.send(b"still fine").await.unwrap();
+        client.recv_exact(10).await.unwrap()
+    });
+    assert_eq!(echoed, b"still fine");
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, log) = proxy.stop(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}\n{log}");
+    assert!(!log.contains("panicked"), "a panic in the proxy log:\n{log}");
+    assert!(log.contains("reason=protocol error"), "the garbage session ended on a protocol error:\n{log}");
+    assert_eq!(front.connections(), fronted_before, "empty connections are not fronted");
+}
