@@ -59,7 +59,7 @@ async fn session(proxy: std::net::SocketAddr, secret: Secret, id: u32, life: Dur
         }
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
-    if id % 2 == 0 {
+    if id.is_multiple_of(2) {
         client.shutdown().await.map_err(|e| format!("session {id}: shutdown: {e}"))?;
         client.wait_closed().await.map_err(|e| format!("session {id}: close: {e}"))?;
     }
@@ -103,7 +103,7 @@ fn sessions_open_and_close_at_random_with_verified_bytes() {
             let latest = run.saturating_sub(life + Duration::from_secs(1));
             (latest.mul_f64(rng.random_range(0.0..1.0)), life)
         };
-        let secret = if id % 3 == 0 { bob.clone() } else { alice.clone() };
+        let secret = if id.is_multiple_of(3) { bob.clone() } else { alice.clone() };
         let (errors, done) = (Arc::clone(&errors), Arc::clone(&done));
         tasks.push(handle().spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(started + start)).await;
