@@ -263,3 +263,53 @@ fn vanished_clients_end_by_the_idle_timeout_only_for_themselves() {
     let log = stop_cleanly(proxy);
     assert_eq!(log.matches("reason=idle timeout").count(), 2, "{log}");
 }
+
+/// Runs `nft` with `args` (one rule or command); panics with its stderr if it fails.
+fn nft(args: &str) {
+    let out = std::process::Command::new("nft")
+        .args(args.split(' '))
+        .output()
+        .expect("nft is installed (nftables)");
+    assert!(out.status.success(), "nft {args}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn client_gone_without_fin_ends_by_the_idle_timeout() {
+    // Dropping packets needs a namespace of its own (root): the rules then touch nothing else.
+    if !mtg_tests::netns::enter("client_gone_without_fin_ends_by_the_idle_timeout") {
+        return;
+    }
+    let good = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let idle = Duration::from_secs(2);
+    let timeouts = Timeouts { idle: "2s", ..Timeouts::default() };
+    let proxy = proxy(&[(2, good.addr())], front.addr(), timeouts);
+    let addr = proxy.addr();
+    let steady = Steady::start(addr);
+    let before = steady.rounds();
+    let (victim, vanished_at) = block_on(async move {
+        let mut victim = ProxyClient::connect_ee(addr, &alice(), 2).await.unwrap();
+        victim.send(b"last words").await.unwrap();
+        assert_eq!(victim.recv_exact(10).await.unwrap(), b"last words");
+        // From now on every packet of the victim's connection is lost, both ways: no FIN, no
+        // RST ever reaches the proxy, and what the victim sends next never arrives.
+        let port = victim.local_addr().unwrap().port();
+        nft("add table inet vanish");
+        nft("add chain inet vanish input { type filter hook input priority 0 ; }");
+        nft(&format!("add rule inet vanish input tcp sport {port} drop"));
+        nft(&format!("add rule inet vanish input tcp dport {port} drop"));
+        let vanished_at = Instant::now();
+        victim.send(b"lost").await.unwrap();
+        (victim, vanished_at)
+    });
+    let ended = good.wait_until(idle + Duration::from_secs(4), |c| c.len() == 2 && c[1].ended);
+    let took = vanished_at.elapsed();
+    assert!(ended, "the vanished client's session ended at the idle timeout");
+    assert!(took >= idle - Duration::from_millis(300), "ended before the idle timeout: {took:?}");
+    assert_eq!(good.snapshot()[1].bytes_received, 10, "nothing after the drop reached the DC");
+    assert!(!good.snapshot()[0].ended, "the steady session is untouched");
+    steady.finish(before);
+    drop(victim);
+    let log = stop_cleanly(proxy);
+    assert_eq!(log.matches("reason=idle timeout").count(), 1, "{log}");
+}
