@@ -81,18 +81,25 @@ pub fn fd_limits() -> (u64, u64) {
     (soft, numbers.next().unwrap_or(soft))
 }
 
-/// Raises this process's soft descriptor limit to at least `want` (up to the hard limit) with
-/// `prlimit --pid` (children such as the proxy process inherit it); returns the soft limit
-/// now.
+/// Raises this process's soft descriptor limit to at least `want` with `prlimit --pid`
+/// (children such as the proxy process inherit it): past the hard limit as root, else up to
+/// it. Returns the soft limit now.
 pub fn raise_fd_limit(want: u64) -> u64 {
-    let (soft, hard) = fd_limits();
-    if soft < want {
-        let target = want.min(hard);
+    let set = |soft: u64, hard: u64| {
         let _ = Command::new("prlimit")
             .arg("--pid")
             .arg(std::process::id().to_string())
-            .arg(format!("--nofile={target}:{hard}"))
+            .arg(format!("--nofile={soft}:{hard}"))
+            .stderr(Stdio::null())
             .status();
+    };
+    let (soft, hard) = fd_limits();
+    if soft < want {
+        set(want, hard.max(want));
+        let (soft, hard) = fd_limits();
+        if soft < want {
+            set(hard, hard);
+        }
     }
     fd_limits().0
 }
