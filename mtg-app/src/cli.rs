@@ -112,3 +112,59 @@ pub fn manpage(verb: Option<&str>, out: &mut dyn std::io::Write) -> Result<(), S
     };
     clap_mangen::Man::new(command).render(out).map_err(|e| format!("cannot write the man page: {e}"))
 }
+
+/// The one stderr line (without the `mtg-multi: ` prefix) for a command-line error: clap's
+/// message and tips on one line, without the usage block; a missing verb names the verbs.
+pub fn error_line(error: &clap::Error) -> String {
+    if error.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let verbs: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .filter(|n| n != "help")
+            .collect();
+        return format!("a command is required: one of {} (try --help)", verbs.join(", "));
+    }
+    let text = error.render().to_string();
+    let paragraphs: Vec<String> = text
+        .split("\n\n")
+        .filter(|p| {
+            let p = p.trim_start();
+            !p.is_empty() && !p.starts_with("Usage:") && !p.starts_with("For more information")
+        })
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let line = paragraphs.join("; ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    format!("{line} (try --help)")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, error_line};
+
+    fn line(args: &[&str]) -> String {
+        let error = Cli::try_parse_from(std::iter::once("mtg-multi").chain(args.iter().copied()))
+            .expect_err("a usage error");
+        error_line(&error)
+    }
+
+    #[test]
+    fn usage_errors_become_one_line_naming_the_problem() {
+        assert_eq!(
+            line(&["run"]),
+            "the following required arguments were not provided: <CONFIG> (try --help)"
+        );
+        assert_eq!(line(&["run", "a", "b"]), "unexpected argument 'b' found (try --help)");
+        assert_eq!(
+            line(&[]),
+            "a command is required: one of run, access, simple-run, doctor, completions, manpage, generate-secret (try --help)"
+        );
+        assert_eq!(line(&["rn"]), "unrecognized subcommand 'rn' (try --help)");
+        assert_eq!(
+            line(&["run", "--foo"]),
+            "unexpected argument '--foo' found; tip: to pass '--foo' as a value, use '-- --foo' (try --help)"
+        );
+    }
+}

@@ -6,7 +6,18 @@ use clap::Parser;
 use mtg_app::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version: clap prints them to stdout.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("mtg-multi: {}", mtg_app::cli::error_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Command::Run { config } => mtg_app::run::run(&config),
         Command::SimpleRun(flags) => match mtg_app::config::Config::from_toml_str(&flags.to_config_text()) {

@@ -140,8 +140,16 @@ pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitC
         config.network.timeout.http,
     );
     let result = Selected::run(|runtime| async move {
-        let shutdown = async {
-            if let Err(e) = <Selected as Runtime>::shutdown_signal().await {
+        // Watch SIGINT/SIGTERM before logging "serving": a signal sent as soon as that line
+        // appears must stop the proxy gracefully, not kill it. The first poll registers.
+        let mut signal = Box::pin(<Selected as Runtime>::shutdown_signal());
+        let early = futures_util::FutureExt::now_or_never(&mut signal);
+        let shutdown = async move {
+            let watched = match early {
+                Some(outcome) => outcome,
+                None => signal.await,
+            };
+            if let Err(e) = watched {
                 error!(error = %e, "cannot watch for signals; stop with SIGKILL");
                 std::future::pending::<()>().await;
             }

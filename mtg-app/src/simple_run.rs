@@ -30,7 +30,7 @@ pub struct SimpleRun {
     pub domain_fronting_ip: Option<String>,
     /// DNS over HTTPS to this IP.
     #[arg(short = 'n', long, default_value = "1.1.1.1")]
-    pub doh_ip: String,
+    pub doh_ip: std::net::IpAddr,
     /// TCP dial, HTTP and relay idle timeout.
     #[arg(short = 't', long, default_value = "10s")]
     pub timeout: String,
@@ -72,7 +72,7 @@ impl SimpleRun {
         let proxies: Vec<String> = self.socks5_proxy.iter().map(|p| quoted(p)).collect();
         text.push_str(&format!(
             "[network]\ndns = {}\nproxies = [{}]\n[network.timeout]\ntcp = {t}\nhttp = {t}\nidle = {t}\n",
-            quoted(&format!("https://{}", self.doh_ip)),
+            quoted(&format!("https://{}", std::net::SocketAddr::new(self.doh_ip, 443))),
             proxies.join(", "),
             t = quoted(&self.timeout),
         ));
@@ -107,6 +107,18 @@ mod tests {
         assert_eq!(c.network.timeout.tcp, std::time::Duration::from_secs(10));
         assert_eq!(c.domain_fronting.port, 443);
         assert_eq!(c.users.keys().collect::<Vec<_>>(), ["default"]);
+        assert_eq!(
+            c.network.dns.as_ref().map(ToString::to_string).as_deref(),
+            Some("https://1.1.1.1:443/dns-query")
+        );
+        let w = Wrapper::try_parse_from(["x", "-n", "2606:4700::1111", "127.0.0.1:3128", secret]).unwrap();
+        let c = crate::config::Config::from_toml_str(&w.run.to_config_text()).unwrap().config;
+        assert_eq!(
+            c.network.dns.as_ref().map(ToString::to_string).as_deref(),
+            Some("https://[2606:4700::1111]:443/dns-query")
+        );
+        // mtg's --doh-ip is an IP: a name is a usage error, not a silent DoH hostname.
+        assert!(Wrapper::try_parse_from(["x", "-n", "nope", "127.0.0.1:3128", secret]).is_err());
 
         let w = Wrapper::try_parse_from(["x", "-t", "forever", "127.0.0.1:3128", secret]).unwrap();
         let e = crate::config::Config::from_toml_str(&w.run.to_config_text()).unwrap_err().to_string();

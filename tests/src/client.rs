@@ -217,6 +217,12 @@ impl ProxyClient {
         self.stream.write_all(&out).await
     }
 
+    /// Writes `bytes` to the socket as they are, without sealing (to send garbage after the
+    /// handshake).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
     /// Reads until at least `n` payload bytes arrived and returns exactly `n` of them.
     pub async fn recv_exact(&mut self, n: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; 64 * 1024];

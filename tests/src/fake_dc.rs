@@ -41,6 +41,9 @@ pub enum DcMode {
     Blackhole,
     /// Reads the frame, then discards everything, counting bytes (for load tests).
     Sink,
+    /// Echoes like `Echo` until this many bytes arrived after the frame, then closes with a
+    /// TCP RST mid-stream (bytes beyond the threshold are not echoed).
+    EchoThenReset(u64),
 }
 
 /// What the fake DC saw on one connection.
@@ -51,7 +54,7 @@ pub struct DcConnection {
     /// The decrypted frame header (tag and DC id), once 64 bytes arrived.
     pub header: Option<FrameHeader>,
     /// Decrypted bytes after the frame (raw bytes in `Reset` mode; nothing in `Sink` mode),
-    /// up to [`RECORD_LIMIT`].
+    /// up to [`RECORD_LIMIT`] (or the limit given to [`FakeDc::start_recording`]).
     pub received: Vec<u8>,
     /// Bytes received after the frame (all of them, recorded or not).
     pub bytes_received: u64,
@@ -82,10 +85,11 @@ impl DcConnection {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     conns: Mutex<Vec<DcConnection>>,
     changed: Notify,
+    record_limit: usize,
 }
 
 impl State {
@@ -124,11 +128,17 @@ impl FakeDc {
     ///
     /// Panics if `addr` is not a loopback address or cannot be bound.
     pub fn start_on(addr: SocketAddr, mode: DcMode) -> Self {
+        Self::start_recording(addr, mode, RECORD_LIMIT)
+    }
+
+    /// Like [`Self::start_on`], keeping at most `record_limit` plaintext bytes per connection
+    /// in [`DcConnection::received`] (0 for long runs that only need the counts).
+    pub fn start_recording(addr: SocketAddr, mode: DcMode, record_limit: usize) -> Self {
         assert!(addr.ip().is_loopback(), "the fake DC only listens on loopback, not {addr}");
         let std_listener = std::net::TcpListener::bind(addr).expect("bind the fake DC");
         std_listener.set_nonblocking(true).expect("non-blocking listener");
         let addr = std_listener.local_addr().expect("fake DC address");
-        let state = Arc::new(State::default());
+        let state = Arc::new(State { conns: Mutex::default(), changed: Notify::new(), record_limit });
         let task = runtime::handle().spawn(accept_loop(std_listener, mode, Arc::clone(&state)));
         Self { addr, mode, state, task }
     }
@@ -247,7 +257,7 @@ async fn serve(mut stream: TcpStream, mode: DcMode, state: &State, index: usize)
             let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
             return;
         }
-        DcMode::Echo | DcMode::Telegram | DcMode::Sink => {}
+        DcMode::Echo | DcMode::Telegram | DcMode::Sink | DcMode::EchoThenReset(_) => {}
     }
     let mut frame = [0u8; FRAME_LEN];
     if stream.read_exact(&mut frame).await.is_err() {
@@ -259,36 +269,49 @@ async fn serve(mut stream: TcpStream, mode: DcMode, state: &State, index: usize)
         return;
     }
     let _ = match mode {
-        DcMode::Echo => echo(&mut stream, cipher, state, index).await,
+        DcMode::Echo => echo(&mut stream, cipher, state, index, u64::MAX).await,
+        DcMode::EchoThenReset(limit) => {
+            let echoed = echo(&mut stream, cipher, state, index, limit).await;
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            echoed
+        }
         DcMode::Telegram => telegram(&mut stream, cipher, state, index).await,
         _ => sink(&mut stream, state, index).await,
     };
 }
 
-fn record(c: &mut DcConnection, data: &[u8]) {
+fn record(c: &mut DcConnection, data: &[u8], limit: usize) {
     c.bytes_received += data.len() as u64;
-    let room = RECORD_LIMIT.saturating_sub(c.received.len());
+    let room = limit.saturating_sub(c.received.len());
     c.received.extend_from_slice(&data[..data.len().min(room)]);
 }
 
+/// Echoes until the peer closes or `limit` bytes arrived (the bytes past it are not echoed).
 async fn echo(
     stream: &mut TcpStream,
     mut cipher: LegCipher,
     state: &State,
     index: usize,
+    limit: u64,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Ok(());
         }
+        total += n as u64;
+        let n = if total >= limit { n - usize::try_from(total - limit).unwrap_or(n).min(n) } else { n };
         let chunk = &mut buf[..n];
         cipher.decrypt(chunk);
-        state.update(index, |c| record(c, chunk));
+        state.update(index, |c| record(c, chunk, state.record_limit));
         cipher.encrypt(chunk);
         stream.write_all(chunk).await?;
         state.update(index, |c| c.bytes_sent += n as u64);
+        if total >= limit {
+            return Ok(());
+        }
     }
 }
 
@@ -307,7 +330,7 @@ async fn telegram(
         }
         let chunk = &mut buf[..n];
         cipher.decrypt(chunk);
-        state.update(index, |c| record(c, chunk));
+        state.update(index, |c| record(c, chunk, state.record_limit));
         pending.extend_from_slice(chunk);
         let mut answers = Vec::new();
         let mut used = 0;

@@ -14,18 +14,23 @@
 //! * [`netns`]: running a test in a loopback-only network namespace (real clients).
 //! * [`recorder`]: a silent listener that records what a client sends first.
 //! * [`runtime`]: the shared background tokio runtime the servers run on.
+//! * [`proxy_process`]: the real proxy as a child process, with its RSS, descriptors, CPU time
+//!   and log.
+//! * [`config_text`]: config texts for the proxy under test.
 //! * [`real_clients`]: running TDLib and Telethon (`tests/clients/*.py`) and reading results.
 
 #![deny(missing_docs)]
 
 pub mod api_client;
 pub mod client;
+pub mod config_text;
 pub mod dns_server;
 pub mod fake_dc;
 pub mod fronting;
 pub mod list_server;
 pub mod mtproto;
 pub mod netns;
+pub mod proxy_process;
 pub mod proxy_under_test;
 pub mod real_clients;
 pub mod recorder;

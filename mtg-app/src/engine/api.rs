@@ -1,5 +1,6 @@
 //! The stats HTTP API on `api-bind-to` (hyper, on whichever runtime the binary uses):
-//! `GET /stats` returns the mtg-multi JSON; other paths 404, other methods 405.
+//! `GET /stats` returns the mtg-multi JSON; other paths 404, other methods 405. Every error
+//! is a JSON body `{"error": "..."}`.
 
 use std::convert::Infallible;
 use std::io;
@@ -81,7 +82,7 @@ fn error(status: u16, message: &str) -> Response<Full<Bytes>> {
 }
 
 fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
-    let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned());
+    let mut response = error(405, &format!("method not allowed; allowed: {allow}"));
     response.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static(allow));
     response
 }
@@ -90,7 +91,7 @@ fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
 pub(crate) async fn respond(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {
     use http_body_util::BodyExt;
     if !authorized(shared, request.headers().get(hyper::header::AUTHORIZATION)) {
-        let mut response = reply(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized\n".to_owned());
+        let mut response = error(401, "missing or wrong bearer token");
         response
             .headers_mut()
             .insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
@@ -144,7 +145,7 @@ pub(crate) async fn respond(shared: &Shared, request: Request<Incoming>) -> Resp
             }
         }
         (["secrets", _, "reset-quota"], _) => not_allowed("POST"),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+        _ => error(404, "no such endpoint"),
     }
 }
 
