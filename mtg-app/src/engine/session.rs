@@ -234,15 +234,13 @@ pub(crate) async fn serve_connection<R: Runtime>(
         }
     }
     drop(buf);
-    let mut relay: Relay<R, _, _> = Relay::new(
-        client,
-        dc_stream,
-        Pump::new(client_to_dc, &first),
-        Pump::new(session.dc_to_client, &[]),
-        settings.idle_timeout,
-    )
-    .counting(admitted)
-    .revocable(watch);
+    let up = Pump::new(client_to_dc, &first);
+    // Nothing of the handshake outlives it: the session holds only the relay.
+    drop((first, leftover));
+    let mut relay: Relay<R, _, _> =
+        Relay::new(client, dc_stream, up, Pump::new(session.dc_to_client, &[]), settings.idle_timeout)
+            .counting(admitted)
+            .revocable(watch);
     let end = (&mut relay).await;
     info!(
         user = %name,
