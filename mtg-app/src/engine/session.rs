@@ -196,12 +196,8 @@ async fn prepare<R: Runtime>(
 
     let (user, dc, consumed) = accepted;
     let name = users.name(user).to_owned();
-    let Some(admitted) = admitted else {
-        return None;
-    };
-    let Some(watch) = users.switch(user).map(super::SessionSwitch::watch) else {
-        return None;
-    };
+    let admitted = admitted?;
+    let watch = users.switch(user).map(super::SessionSwitch::watch)?;
     drop(users);
     let requested = dc.target_dc();
     let mut target = i16::try_from(requested).ok().filter(|&d| settings.dcs.knows(d));
@@ -213,9 +209,7 @@ async fn prepare<R: Runtime>(
         info!(user = %name, dc = requested, "no addresses for DC, closing");
         return None;
     };
-    let Some((session, frame)) = handshake.into_session(target, &mut rand::rng()) else {
-        return None;
-    };
+    let (session, frame) = handshake.into_session(target, &mut rand::rng())?;
     let (dc_stream, dc_addr) =
         match upstream::dial_first::<R>(settings.dcs.addresses(target), settings.dial_timeout).await {
             Ok(ok) => ok,

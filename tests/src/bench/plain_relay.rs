@@ -17,13 +17,10 @@ pub fn run(listen: SocketAddr, target: SocketAddr) -> io::Result<()> {
     runtime.block_on(async move {
         let listener = TcpListener::bind(listen).await?;
         loop {
-            let (client, _) = match listener.accept().await {
-                Ok(ok) => ok,
+            let Ok((client, _)) = listener.accept().await else {
                 // Out of descriptors or similar: back off briefly rather than spin.
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
             };
             tokio::spawn(relay(client, target));
         }
