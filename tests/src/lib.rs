@@ -1,5 +1,6 @@
 //! Test infrastructure of mtg-multi: everything talks only to loopback.
 //!
+//! * [`bench`]: the load generator behind the `mtg-bench` binary.
 //! * [`api_client`]: raw HTTP requests to the proxy's API.
 //! * [`fake_dc`]: a fake Telegram datacenter (obfuscated2 leg without secret; echo, `resPQ`,
 //!   refuse, reset, blackhole and sink modes).
@@ -22,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod api_client;
+pub mod bench;
 pub mod client;
 pub mod config_text;
 pub mod dns_server;

@@ -3,6 +3,7 @@
 //! either adapter.
 
 mod api;
+mod buffer_pool;
 mod fronting;
 mod hints;
 mod listener;

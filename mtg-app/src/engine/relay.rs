@@ -1,7 +1,8 @@
 //! The relay future: one task moves bytes both ways between two streams through a transform
 //! (the core's relay halves for Telegram, identity for fronting), with one idle clock shared by
 //! both directions. No allocation, lock or log per chunk: byte counts go to the user's and the
-//! metrics' atomic counters, resolved before the relay starts.
+//! metrics' atomic counters, resolved before the relay starts; buffers only while data is in
+//! flight.
 
 use std::future::Future;
 use std::io;
@@ -17,6 +18,8 @@ use mtg_proto::{ClientToDc, DcToClient, RelayError};
 use crate::metrics::Traffic;
 use crate::runtime::Runtime;
 use crate::users::accounting::Admitted;
+
+use super::buffer_pool;
 
 /// Most chunks one direction moves per wake-up before yielding to other tasks.
 const CHUNKS_PER_POLL: usize = 16;
@@ -76,9 +79,14 @@ impl Transform for Plain {
 }
 
 /// One direction: read from one stream, transform, write to the other.
+///
+/// The buffer is borrowed from [`buffer_pool`] only while bytes are in flight: it is given
+/// back when a read finds nothing to read and nothing is left to write, so an idle session
+/// holds none. While data flows the pump keeps it (no pool traffic per chunk).
 pub(crate) struct Pump<T> {
     pub(crate) transform: T,
-    buf: Box<[u8]>,
+    /// `Some` whenever `pending` is not empty.
+    buf: Option<Box<[u8]>>,
     pending: Range<usize>,
     eof: bool,
     done: bool,
@@ -88,9 +96,24 @@ impl<T: Transform> Pump<T> {
     /// A pump whose first write is `initial` (already transformed bytes, e.g. the replayed
     /// prefix for fronting).
     pub(crate) fn new(transform: T, initial: &[u8]) -> Self {
-        let mut buf = vec![0u8; (T::READ_AT + T::READ_MAX).max(initial.len())].into_boxed_slice();
-        buf[..initial.len()].copy_from_slice(initial);
+        const { assert!(T::READ_AT + T::READ_MAX <= buffer_pool::BUF_LEN, "pooled buffers too short") };
+        let buf = (!initial.is_empty()).then(|| {
+            let mut buf = if initial.len() <= buffer_pool::BUF_LEN {
+                buffer_pool::take()
+            } else {
+                vec![0u8; initial.len()].into_boxed_slice()
+            };
+            buf[..initial.len()].copy_from_slice(initial);
+            buf
+        });
         Self { transform, buf, pending: 0..initial.len(), eof: false, done: false }
+    }
+
+    /// Gives the buffer back to the pool (called with nothing pending).
+    fn release(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            buffer_pool::give(buf);
+        }
     }
 
     /// Moves what it can. `Ready(Ok(()))` once the source ended and everything was written.
@@ -109,15 +132,19 @@ impl<T: Transform> Pump<T> {
             return Poll::Ready(Ok(()));
         }
         for _ in 0..CHUNKS_PER_POLL {
-            while !self.pending.is_empty() {
-                match Pin::new(&mut *to).poll_write(cx, &self.buf[self.pending.clone()]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(End::Io(io::ErrorKind::WriteZero.into()))),
-                    Poll::Ready(Ok(n)) => {
-                        self.pending.start += n;
-                        *active = true;
+            if let Some(buf) = &self.buf {
+                while !self.pending.is_empty() {
+                    match Pin::new(&mut *to).poll_write(cx, &buf[self.pending.clone()]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(End::Io(io::ErrorKind::WriteZero.into())));
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            self.pending.start += n;
+                            *active = true;
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(End::Io(e))),
+                        Poll::Pending => return Poll::Pending,
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(End::Io(e))),
-                    Poll::Pending => return Poll::Pending,
                 }
             }
             if self.eof {
@@ -129,15 +156,22 @@ impl<T: Transform> Pump<T> {
                     Poll::Pending => Poll::Pending,
                 };
             }
-            let window = &mut self.buf[T::READ_AT..T::READ_AT + T::READ_MAX];
-            match Pin::new(&mut *from).poll_read(cx, window) {
-                Poll::Ready(Ok(0)) => self.eof = true,
+            let buf = self.buf.get_or_insert_with(buffer_pool::take);
+            match Pin::new(&mut *from).poll_read(cx, &mut buf[T::READ_AT..T::READ_AT + T::READ_MAX]) {
+                Poll::Ready(Ok(0)) => {
+                    self.eof = true;
+                    self.release();
+                }
                 Poll::Ready(Ok(n)) => {
                     *active = true;
-                    self.pending = self.transform.transform(&mut self.buf, n).map_err(End::Protocol)?;
+                    self.pending = self.transform.transform(buf, n).map_err(End::Protocol)?;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(End::Io(e))),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Nothing in flight: an idle direction holds no buffer.
+                    self.release();
+                    return Poll::Pending;
+                }
             }
         }
         // Budget spent: let other tasks run, come back at once.
@@ -293,5 +327,83 @@ impl<R: Runtime, Up: Transform, Down: Transform> Future for Relay<R, Up, Down> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gives its chunks one per read, then `Pending` forever.
+    struct Chunks(Vec<&'static [u8]>);
+
+    impl AsyncRead for Chunks {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.0.is_empty() {
+                return Poll::Pending;
+            }
+            let chunk = self.0.remove(0);
+            buf[..chunk.len()].copy_from_slice(chunk);
+            Poll::Ready(Ok(chunk.len()))
+        }
+    }
+
+    /// Accepts writes only while `open`.
+    struct Gate {
+        open: bool,
+        got: Vec<u8>,
+    }
+
+    impl AsyncWrite for Gate {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            if !self.open {
+                return Poll::Pending;
+            }
+            self.got.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_pump_holds_a_buffer_only_while_bytes_are_in_flight() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut active = false;
+        let mut pump = Pump::new(Plain::default(), &[]);
+        assert!(pump.buf.is_none(), "a new pump without initial bytes holds no buffer");
+
+        let mut from = Chunks(vec![b"hello", b" world"]);
+        let mut to = Gate { open: false, got: Vec::new() };
+        assert!(pump.poll_pump(&mut cx, &mut from, &mut to, &mut active).is_pending());
+        assert!(pump.buf.is_some(), "bytes waiting for a blocked writer keep the buffer");
+        assert!(to.got.is_empty());
+
+        to.open = true;
+        assert!(pump.poll_pump(&mut cx, &mut from, &mut to, &mut active).is_pending());
+        assert_eq!(to.got, b"hello world");
+        assert!(pump.buf.is_none(), "nothing to read and nothing to write: the buffer is given back");
+        assert_eq!(pump.transform.bytes, 11);
+    }
+
+    #[test]
+    fn initial_bytes_are_written_first_then_the_buffer_is_released() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut active = false;
+        let mut pump = Pump::new(Plain::default(), b"replayed ");
+        assert!(pump.buf.is_some());
+        let mut from = Chunks(vec![b"next"]);
+        let mut to = Gate { open: true, got: Vec::new() };
+        assert!(pump.poll_pump(&mut cx, &mut from, &mut to, &mut active).is_pending());
+        assert_eq!(to.got, b"replayed next");
+        assert!(pump.buf.is_none());
     }
 }

@@ -7,7 +7,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use mtg_proto::proxy_protocol::{self, Parsed, ProxiedAddrs};
-use mtg_proto::{FrontReason, HandshakeContext, HostId, Mode, ReplayCache, ServerHandshake, UserId, Verdict};
+use mtg_proto::{
+    ClientToDc, DcToClient, FrontReason, HandshakeContext, HostId, Mode, ReplayCache, ServerHandshake,
+    UserId, Verdict,
+};
 use tracing::{debug, info};
 
 use crate::metrics::{GaugeGuard, Traffic};
@@ -57,12 +60,12 @@ fn unix_now() -> std::time::Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
-/// Serves one accepted connection.
-pub(crate) async fn serve_connection<R: Runtime>(
+/// Runs the handshake and dials the DC; `None` when the connection was closed or fronted.
+async fn prepare<R: Runtime>(
     shared: Arc<Shared>,
     mut client: R::Stream,
     mut peer: SocketAddr,
-) {
+) -> Option<Ready<R>> {
     let settings = &shared.settings;
     if let Err(e) = settings.accepted_tcp.apply(R::socket(&client)) {
         debug!(%peer, error = %e, "cannot set client socket options");
@@ -85,20 +88,20 @@ pub(crate) async fn serve_connection<R: Runtime>(
                 Ok(Parsed::Incomplete) => {}
                 Err(e) => {
                     debug!(%peer, error = %e, "bad PROXY header, closing");
-                    return;
+                    return None;
                 }
             }
             if !matches!(read_more::<R>(&mut client, &mut buf, deadline).await, ReadOutcome::Data) {
-                return;
+                return None;
             }
         }
     }
     if let Err(list) = shared.ip_filter.check(peer.ip()) {
         shared.metrics().ip_blocklisted(list.label());
         debug!(%peer, %list, "client address refused by the {list}, closing");
-        return;
+        return None;
     }
-    let _client_live = shared.metrics().client_connection(peer.ip());
+    let client_live = shared.metrics().client_connection(peer.ip());
 
     let users = shared.users();
     let mut handshake = ServerHandshake::new(settings.handshake);
@@ -127,7 +130,8 @@ pub(crate) async fn serve_connection<R: Runtime>(
                         // Indistinguishable from a wrong secret: the flight is dropped unsent.
                         debug!(%peer, user = %users.name(user), %refusal, "fronting a refused user");
                         let host = users.table().user_host(user);
-                        return front::<R>(&shared, client, peer, host, &buf, started).await;
+                        front::<R>(&shared, client, peer, host, &buf, started).await;
+                        return None;
                     }
                     Admission::Admitted(slot) => admitted = Some(slot),
                     Admission::OverCap => admitted = None,
@@ -136,12 +140,12 @@ pub(crate) async fn serve_connection<R: Runtime>(
                 let left = deadline.saturating_duration_since(Instant::now());
                 match with_timeout::<R, _>(left, client.write_all(&flight)).await {
                     Some(Ok(())) => {}
-                    _ => return,
+                    _ => return None,
                 }
                 if admitted.is_none() {
                     // As mtg-multi: the client saw a TLS handshake, then the close.
                     info!(user = %users.name(user), "throttled: user at its connection cap, closing");
-                    return;
+                    return None;
                 }
                 flight = Vec::new();
                 // The buffer may already hold the client's next records: decide again first.
@@ -153,12 +157,13 @@ pub(crate) async fn serve_connection<R: Runtime>(
                     match admit(&shared, &users, user) {
                         Admission::Refused(refusal) => {
                             debug!(%peer, user = %users.name(user), %refusal, "fronting a refused user");
-                            return front::<R>(&shared, client, peer, None, &buf, started).await;
+                            front::<R>(&shared, client, peer, None, &buf, started).await;
+                            return None;
                         }
                         Admission::Admitted(slot) => admitted = Some(slot),
                         Admission::OverCap => {
                             info!(user = %users.name(user), "throttled: user at its connection cap, closing");
-                            return;
+                            return None;
                         }
                     }
                 }
@@ -169,37 +174,40 @@ pub(crate) async fn serve_connection<R: Runtime>(
                     shared.metrics().replay_attack();
                 }
                 debug!(%peer, %reason, "not a client");
-                return front::<R>(&shared, client, peer, host, &buf, started).await;
+                front::<R>(&shared, client, peer, host, &buf, started).await;
+                return None;
             }
             Verdict::Reject(reason) => {
                 debug!(%peer, user = authenticated.map(|u| users.name(u)), %reason, "handshake rejected");
-                return;
+                return None;
             }
         }
         if buf.len() >= HANDSHAKE_MAX {
-            return front::<R>(&shared, client, peer, None, &buf, started).await;
+            front::<R>(&shared, client, peer, None, &buf, started).await;
+            return None;
         }
         match read_more::<R>(&mut client, &mut buf, deadline).await {
             ReadOutcome::Data => {}
-            ReadOutcome::Closed if authenticated.is_some() || buf.is_empty() => return,
+            ReadOutcome::Closed if authenticated.is_some() || buf.is_empty() => return None,
             ReadOutcome::TimedOut if authenticated.is_some() => {
                 debug!(%peer, "handshake timeout after the hello");
-                return;
+                return None;
             }
             ReadOutcome::Closed | ReadOutcome::TimedOut => {
                 debug!(%peer, read = buf.len(), "handshake incomplete, fronting");
-                return front::<R>(&shared, client, peer, None, &buf, started).await;
+                front::<R>(&shared, client, peer, None, &buf, started).await;
+                return None;
             }
         }
     };
 
     let (user, dc, consumed) = accepted;
     let name = users.name(user).to_owned();
-    let Some(Slot { admitted, live: _user_live, traffic: user_traffic }) = admitted else {
-        return;
+    let Some(Slot { admitted, live: user_live, traffic: user_traffic }) = admitted else {
+        return None;
     };
     let Some(watch) = users.switch(user).map(super::SessionSwitch::watch) else {
-        return;
+        return None;
     };
     drop(users);
     let requested = dc.target_dc();
@@ -210,10 +218,10 @@ pub(crate) async fn serve_connection<R: Runtime>(
     }
     let Some(target) = target else {
         info!(user = %name, dc = requested, "no addresses for DC, closing");
-        return;
+        return None;
     };
     let Some((session, frame)) = handshake.into_session(target, &mut rand::rng()) else {
-        return;
+        return None;
     };
     let addrs = settings.dcs.addresses(target);
     let dialed =
@@ -222,7 +230,7 @@ pub(crate) async fn serve_connection<R: Runtime>(
         Ok(ok) => ok,
         Err(e) => {
             info!(user = %name, dc = target, error = %e, "DC unreachable, closing");
-            return;
+            return None;
         }
     };
     // As mtg: the socket to a SOCKS5 server keeps the OS defaults.
@@ -231,7 +239,7 @@ pub(crate) async fn serve_connection<R: Runtime>(
     {
         debug!(error = %e, "cannot set DC socket options");
     }
-    let (_dc_live, dc_traffic) = shared.metrics().telegram_connection(dc_addr.ip(), target);
+    let (dc_live, dc_traffic) = shared.metrics().telegram_connection(dc_addr.ip(), target);
     shared.hints.put(peer.ip(), user);
 
     let mut client_to_dc = session.client_to_dc;
@@ -242,30 +250,58 @@ pub(crate) async fn serve_connection<R: Runtime>(
         Ok(range) => first.extend_from_slice(&leftover[range]),
         Err(e) => {
             debug!(user = %name, error = %e, "bad record after the frame");
-            return;
+            return None;
         }
     }
     drop(buf);
-    let mut relay: Relay<R, _, _> = Relay::new(
-        client,
-        dc_stream,
-        Pump::new(client_to_dc, &first),
-        Pump::new(session.dc_to_client, &[]),
-        settings.idle_timeout,
-    )
-    .counting(admitted)
-    .metered(user_traffic)
-    .metered(dc_traffic)
-    .revocable(watch);
-    let end = (&mut relay).await;
+    let up = Pump::new(client_to_dc, &first);
+    // Nothing of the handshake outlives it: the session holds only the relay.
+    drop((first, leftover));
+    let relay =
+        Relay::new(client, dc_stream, up, Pump::new(session.dc_to_client, &[]), settings.idle_timeout)
+            .counting(admitted)
+            .metered(user_traffic)
+            .metered(dc_traffic)
+            .revocable(watch);
+    Some(Ready {
+        relay,
+        name,
+        target,
+        dc_addr,
+        via: route.to_string(),
+        started,
+        _live: [client_live, user_live, dc_live],
+    })
+}
+
+/// A client session ready to relay: all a relaying session's task holds.
+struct Ready<R: Runtime> {
+    relay: Relay<R, ClientToDc, DcToClient>,
+    name: String,
+    target: i16,
+    dc_addr: SocketAddr,
+    via: String,
+    started: Instant,
+    /// The connection gauges this session holds up (client, user, DC) until it ends.
+    _live: [GaugeGuard; 3],
+}
+
+/// Serves one accepted connection.
+pub(crate) async fn serve_connection<R: Runtime>(shared: Arc<Shared>, client: R::Stream, peer: SocketAddr) {
+    // The handshake's state is large and short-lived: boxed, it is freed when the handshake
+    // ends, and a relaying session's task is sized by the relay alone.
+    let Some(mut ready) = Box::pin(prepare::<R>(shared, client, peer)).await else {
+        return;
+    };
+    let end = (&mut ready.relay).await;
     info!(
-        user = %name,
-        dc = target,
-        dc_addr = %dc_addr,
-        via = %route,
-        bytes_in = relay.up.transform.bytes(),
-        bytes_out = relay.down.transform.bytes(),
-        duration_ms = started.elapsed().as_millis() as u64,
+        user = %ready.name,
+        dc = ready.target,
+        dc_addr = %ready.dc_addr,
+        via = %ready.via,
+        bytes_in = ready.relay.up.transform.bytes(),
+        bytes_out = ready.relay.down.transform.bytes(),
+        duration_ms = ready.started.elapsed().as_millis() as u64,
         reason = %end,
         "session ended"
     );
