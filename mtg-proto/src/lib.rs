@@ -39,6 +39,7 @@
 //! * [`relay`]: the two relay halves.
 //! * [`replay`]: the anti-replay trait and the stable Bloom filter.
 //! * [`proxy_protocol`]: PROXY v1/v2 headers in, v2 out.
+//! * [`doppel`]: doppelganger traffic shaping (record sizes, delays, learning samples).
 //! * [`client`]: the client-side encoder for tests, `doctor` and load tools.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -46,6 +47,7 @@
 mod base64url;
 mod cipher;
 pub mod client;
+pub mod doppel;
 pub mod handshake;
 pub mod obfs2;
 pub mod proxy_protocol;
