@@ -3,12 +3,14 @@
 //! either adapter.
 
 mod api;
+mod doppel;
 mod fronting;
 mod hints;
 mod listener;
 pub mod management;
 pub(crate) mod relay;
 mod session;
+mod shaper;
 mod tuning;
 mod upstream;
 
@@ -27,6 +29,7 @@ use crate::runtime::Runtime;
 use crate::users::accounting::UserStats;
 use crate::users::throttle::Throttle;
 
+pub use doppel::{DoppelSettings, Doppelganger};
 pub use listener::{Ready, serve};
 pub use tuning::{Keepalive, TcpTuning};
 
@@ -84,6 +87,8 @@ pub struct Settings {
     pub api_token: Option<String>,
     /// Where quota usage is persisted (every 30 s and at shutdown).
     pub usage_state_file: Option<std::path::PathBuf>,
+    /// `[defense.doppelganger]`: shaping of FakeTLS replies and learning.
+    pub doppelganger: DoppelSettings,
 }
 
 /// The users the engine serves: names (for logs and stats) and the core's table.
@@ -273,6 +278,7 @@ pub struct Shared {
     active: AtomicUsize,
     throttle: Option<Throttle>,
     started_at_ms: i64,
+    doppelganger: Doppelganger,
 }
 
 impl std::fmt::Debug for Shared {
@@ -302,6 +308,7 @@ impl Shared {
             active: AtomicUsize::new(0),
             throttle: (settings_limit > 0).then(|| Throttle::new(settings_limit)),
             started_at_ms: unix_ms(),
+            doppelganger: Doppelganger::default(),
         })
     }
 
@@ -424,6 +431,11 @@ impl Shared {
                 .collect(),
         });
         crate::users::stats_json::render(self.started_at_ms, now, &snapshots, throttle.as_ref())
+    }
+
+    /// The doppelganger's statistics and counters.
+    pub fn doppelganger(&self) -> &Doppelganger {
+        &self.doppelganger
     }
 
     /// The settings.

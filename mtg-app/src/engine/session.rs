@@ -15,6 +15,7 @@ use crate::users::accounting::Admitted;
 use crate::users::limits;
 
 use super::relay::{Pump, Relay};
+use super::shaper::Shaped;
 use super::{Directory, Shared, fronting, upstream, with_timeout};
 
 /// Read granularity during the handshake.
@@ -98,7 +99,10 @@ pub(crate) async fn serve_connection<R: Runtime>(
     }
 
     let users = shared.users();
-    let mut handshake = ServerHandshake::new(settings.handshake);
+    let doppel = shared.doppelganger().statistics();
+    let mut handshake_config = settings.handshake;
+    handshake_config.app_data_len = doppel.app_data_len();
+    let mut handshake = ServerHandshake::new(handshake_config);
     let mut flight = Vec::new();
     let hint = shared.hints.get(peer.ip());
     let mut authenticated = None;
@@ -234,16 +238,24 @@ pub(crate) async fn serve_connection<R: Runtime>(
         }
     }
     drop(buf);
+    let shaping = &settings.doppelganger;
+    let dc_to_client = match session.mode {
+        Mode::FakeTls => {
+            Shaped::<R>::new(session.dc_to_client, shaping.drs, shaping.pacing.then_some(doppel.delays))
+        }
+        Mode::Secured => Shaped::off(session.dc_to_client),
+    };
     let mut relay: Relay<R, _, _> = Relay::new(
         client,
         dc_stream,
         Pump::new(client_to_dc, &first),
-        Pump::new(session.dc_to_client, &[]),
+        Pump::new(dc_to_client, &[]),
         settings.idle_timeout,
     )
     .counting(admitted)
     .revocable(watch);
     let end = (&mut relay).await;
+    shared.doppelganger().add_paced_records(relay.down.transform.paced_records());
     info!(
         user = %name,
         dc = target,
