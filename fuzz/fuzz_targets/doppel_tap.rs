@@ -1,7 +1,7 @@
 //! The doppelganger's record tap and flight observer over arbitrary server bytes.
 //!
 //! Input: 6 chunk-size bytes (cycled; 0 counts as 1), then arbitrary bytes fed in those
-//! chunks, with a client write after every chunk whose size byte is odd. Properties: no panic;
+//! chunks, with the chunk also shown as a client write when its size byte is odd. Properties: no panic;
 //! the records found in chunks equal those found in one whole-input feed; every record's
 //! length fits what was fed; the certificate size never exceeds the ApplicationData payload
 //! seen.
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(d <= Duration::from_millis(i as u64));
         });
         if size % 2 == 1 {
-            observer.client_wrote();
+            observer.client_bytes(&input[start..end]);
         }
         start = end;
     }

@@ -5,6 +5,7 @@ pub mod access;
 pub mod cli;
 pub mod config;
 pub mod dc_table;
+pub mod doppel_learn;
 pub mod engine;
 pub mod http_fetch;
 pub mod run;

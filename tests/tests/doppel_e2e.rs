@@ -165,3 +165,55 @@ fn calibrated_statistics_size_the_handshake_certificate_record() {
         assert!((1380..1620).contains(&(len - overhead)), "calibrated: {}", len - overhead);
     }
 }
+
+#[test]
+fn learning_from_a_local_https_site_calibrates_new_sessions() {
+    use mtg_app::doppel_learn::probe;
+    use mtg_app::engine::DoppelSettings;
+
+    // The site's certificate names 127.0.0.1, so the URL needs no name resolution.
+    let site = FrontingSite::start("127.0.0.1");
+    let url = format!("https://127.0.0.1:{}/", site.addr().port());
+    let tls = site.client_config();
+    let seen = probe(&url, &tls, Duration::from_secs(5)).unwrap();
+    // The answer can only follow the request, itself sent after the flight: a later read.
+    assert!(seen.durations_ms.iter().any(|&ms| ms > 0.0), "{seen:?}");
+    let cert = seen.cert_size.expect("a TLS 1.3 flight after a CCS");
+    assert!(cert as usize > site.cert_der().len(), "the flight holds the certificate: {cert}");
+    // rustls signs with a fresh ECDSA signature each time: sizes differ by a few bytes at most.
+    let again = probe(&url, &tls, Duration::from_secs(5)).unwrap().cert_size.unwrap();
+    assert!(cert.abs_diff(again) <= 4, "{cert} vs {again}");
+
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let proxy = ProxyUnderTest::start(&config(dc.addr(), &front, ""));
+    let settings = DoppelSettings { urls: vec![url], repeats_per_raid: 100, ..DoppelSettings::default() };
+    let report = proxy.doppelganger().learn(&settings, &tls);
+    assert_eq!((report.gets, report.failed, report.cert_sizes), (100, 0, 100), "{report:?}");
+    let learned = proxy.doppelganger().statistics();
+    assert_ne!(learned.delays, Weibull::BUILT_IN, "100 GETs give at least 100 positive durations");
+    let calibrated = learned.cert.expect("100 certificate sizes").app_data_len();
+    let addr = proxy.addr();
+    let flight = block_on(async move { ProxyClient::connect_ee(addr, &alice(), 2).await })
+        .unwrap()
+        .flight_len()
+        .unwrap();
+    let app_data = flight - (5 + 122 + 6 + 5);
+    assert!(
+        (usize::from(calibrated.min)..=usize::from(calibrated.max)).contains(&app_data),
+        "{app_data} outside {calibrated:?}"
+    );
+}
+
+#[test]
+fn learning_verifies_certificates_against_the_web_roots() {
+    // A self-signed site: every GET of the proxy's own raid fails, the statistics stay.
+    let site = FrontingSite::start("127.0.0.1");
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let lines = format!("urls = [\"https://127.0.0.1:{}/\"]\nrepeats-per-raid = 3", site.addr().port());
+    let proxy = ProxyUnderTest::start(&config(dc.addr(), &front, &lines));
+    let refused = |c: &[mtg_tests::FrontConnection]| c.len() == 3 && c.iter().all(|c| c.ended && !c.tls_ok);
+    assert!(site.wait_until(Duration::from_secs(20), refused), "{:?}", site.snapshot().len());
+    assert_eq!(proxy.doppelganger().statistics(), Statistics::default());
+}

@@ -1,11 +1,13 @@
 //! The doppelganger's engine side: what `[defense.doppelganger]` turns on, and the statistics
 //! every new session shapes with (built in, or swapped in by learning).
 
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use mtg_proto::doppel::Statistics;
+use mtg_proto::doppel::{Samples, Statistics};
+
+use crate::doppel_learn::{self, RaidReport};
 
 /// `[defense.doppelganger]` as the engine uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +45,8 @@ impl Default for DoppelSettings {
 pub struct Doppelganger {
     statistics: RwLock<Statistics>,
     paced_records: AtomicU64,
+    /// What every raid so far measured (bounded: the last 4096 of each kind).
+    samples: Mutex<Samples>,
 }
 
 impl Doppelganger {
@@ -55,6 +59,21 @@ impl Doppelganger {
     /// Swaps in new statistics for the sessions that start from now on.
     pub fn set_statistics(&self, statistics: Statistics) {
         *self.statistics.write().unwrap_or_else(std::sync::PoisonError::into_inner) = statistics;
+    }
+
+    /// One raid over `settings.urls` (blocking: seconds to minutes), then the statistics are
+    /// refitted from everything measured so far and swapped in.
+    pub fn learn(&self, settings: &DoppelSettings, tls: &Arc<rustls::ClientConfig>) -> RaidReport {
+        let mut samples = self.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let report = doppel_learn::raid(
+            &settings.urls,
+            settings.repeats_per_raid,
+            tls,
+            settings.http_timeout,
+            &mut samples,
+        );
+        self.set_statistics(samples.refit(self.statistics()));
+        report
     }
 
     /// Records of ended sessions that waited for a pacing timer.

@@ -72,11 +72,14 @@ impl RecordTap {
 /// * Duration: time between an ApplicationData record and the record (of any type) before
 ///   it.
 /// * Certificate-flight size: ApplicationData payload after the server's ChangeCipherSpec
-///   and before the client's first write after it (TLS 1.3's encrypted EncryptedExtensions,
-///   Certificate, CertificateVerify, Finished).
+///   and before the client's first ApplicationData record after it (TLS 1.3's encrypted
+///   EncryptedExtensions, Certificate, CertificateVerify, Finished; the client's answer is its
+///   encrypted Finished — its own ChangeCipherSpec, which some clients send as soon as the
+///   ServerHello arrives, does not end the flight).
 #[derive(Debug, Clone, Default)]
 pub struct FlightObserver {
     tap: RecordTap,
+    client_tap: RecordTap,
     previous: Option<Duration>,
     server_ccs: bool,
     client_answered: bool,
@@ -109,10 +112,12 @@ impl FlightObserver {
         self.tap = tap;
     }
 
-    /// The client wrote something (its first write after the server's CCS ends the
-    /// certificate flight).
-    pub fn client_wrote(&mut self) {
-        if self.server_ccs {
+    /// The client wrote `bytes` (its first ApplicationData record after the server's CCS ends
+    /// the certificate flight).
+    pub fn client_bytes(&mut self, bytes: &[u8]) {
+        let mut answered = false;
+        self.client_tap.feed(bytes, |record| answered |= record.kind == TYPE_APPLICATION_DATA);
+        if answered && self.server_ccs {
             self.client_answered = true;
         }
     }
@@ -172,14 +177,18 @@ mod tests {
         first.extend(record(0x14, 1));
         first.extend(record(0x17, 2500));
         first.extend(record(0x17, 1800));
-        obs.client_wrote(); // the ClientHello: before the CCS, ends nothing.
+        obs.client_bytes(&record(0x16, 512)); // the ClientHello: before the CCS, ends nothing.
         obs.server_bytes(&first, ms(10), |d| durations.push(d));
+        obs.client_bytes(&record(0x14, 1)); // the client's CCS: not an answer either.
         // A flight record split over two reads.
         let third = record(0x17, 300);
         obs.server_bytes(&third[..100], ms(14), |d| durations.push(d));
         obs.server_bytes(&third[100..], ms(15), |d| durations.push(d));
         assert_eq!(obs.cert_size(), None, "the client has not answered yet");
-        obs.client_wrote();
+        let finished = record(0x17, 53);
+        obs.client_bytes(&finished[..3]);
+        assert_eq!(obs.cert_size(), None, "half a header is not a record yet");
+        obs.client_bytes(&finished[3..]);
         obs.server_bytes(&record(0x17, 16401), ms(40), |d| durations.push(d));
         assert_eq!(obs.cert_size(), Some(2500 + 1800 + 300));
         let want: Vec<Duration> = [0, 0, 5, 25].map(Duration::from_millis).to_vec();
