@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod dc_table;
 pub mod doctor;
+pub mod doppel_learn;
 pub mod engine;
 pub mod http_fetch;
 pub mod ip_lists;

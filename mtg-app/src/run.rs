@@ -11,7 +11,9 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::dc_table::DcTable;
-use crate::engine::{Directory, FrontingSettings, Keepalive, Settings, Shared, TcpTuning, serve};
+use crate::engine::{
+    Directory, DoppelSettings, FrontingSettings, Keepalive, Settings, Shared, TcpTuning, serve,
+};
 use crate::ip_lists::IpLists;
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, Selected};
@@ -73,6 +75,14 @@ pub fn settings_from(config: &Config) -> Settings {
         config_path: None,
         api_persist: config.api_persist,
         usage_state_file: config.usage_state_file.clone(),
+        doppelganger: DoppelSettings {
+            drs: config.doppelganger.drs,
+            pacing: config.doppelganger.pacing,
+            urls: config.doppelganger.urls.clone(),
+            repeats_per_raid: config.doppelganger.repeats_per_raid,
+            raid_each: config.doppelganger.raid_each,
+            http_timeout: config.network.timeout.http,
+        },
     }
 }
 

@@ -149,6 +149,7 @@ fn minimal_config_gets_every_effective_default() {
             repeats_per_raid: 10,
             raid_each: Duration::from_secs(6 * 3600),
             drs: false,
+            pacing: false,
         },
         statsd: Statsd {
             enabled: false,
@@ -272,6 +273,7 @@ urls = ["https://www.example.com/"]
 repeats-per-raid = 3
 raid-each = "1h"
 drs = true
+pacing = true
 
 [stats.statsd]
 enabled = true
@@ -377,6 +379,7 @@ enabled = true
             repeats_per_raid: 3,
             raid_each: Duration::from_secs(3600),
             drs: true,
+            pacing: true,
         },
         statsd: Statsd {
             enabled: true,

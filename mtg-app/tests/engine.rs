@@ -102,6 +102,7 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
         config_path: None,
         api_persist: false,
         usage_state_file: None,
+        doppelganger: Default::default(),
     };
     let shared = Shared::new(
         settings,

@@ -39,6 +39,7 @@
 //! * [`relay`]: the two relay halves.
 //! * [`replay`]: the anti-replay trait and the stable Bloom filter.
 //! * [`proxy_protocol`]: PROXY v1/v2 headers in, v2 out.
+//! * [`doppel`]: doppelganger traffic shaping (record sizes, delays, learning samples).
 //! * [`client`]: the client-side encoder for tests, `doctor` and load tools.
 //! * [`socks5`]: the client side of SOCKS5 CONNECT with user/password, for upstream proxies.
 //! * [`mtproto`]: padded-intermediate frames, `req_pq_multi`/`resPQ` (the `doctor` DC probe).
@@ -48,6 +49,7 @@
 mod base64url;
 mod cipher;
 pub mod client;
+pub mod doppel;
 pub mod handshake;
 pub mod mtproto;
 pub mod obfs2;

@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use mtg_proto::client::{ClientSession, DEFAULT_HELLO_LEN, FakeTlsHello};
+use mtg_proto::doppel::RecordTap;
 use mtg_proto::{Secret, SecretKind};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,6 +55,18 @@ pub struct ProxyClient {
     /// session's deframer keeps its state).
     plain: Vec<u8>,
     flight_len: Option<usize>,
+    /// Finds the TLS records in what arrives after the flight (`ee` only).
+    tap: RecordTap,
+    records: Vec<ReceivedRecord>,
+}
+
+/// One TLS record received after the server flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceivedRecord {
+    /// Payload length.
+    pub len: usize,
+    /// When the read that completed it returned.
+    pub at: std::time::Instant,
 }
 
 fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
@@ -149,7 +162,14 @@ impl ProxyClient {
         let mut first = Vec::new();
         let session = ClientSession::start(secret, dc, &mut rand::rng(), &mut first);
         stream.write_all(&first).await?;
-        let mut client = Self { stream, session, plain: Vec::new(), flight_len: Some(flight_len) };
+        let mut client = Self {
+            stream,
+            session,
+            plain: Vec::new(),
+            flight_len: Some(flight_len),
+            tap: RecordTap::new(),
+            records: Vec::new(),
+        };
         let mut rest = received.split_off(flight_len);
         client.open(&mut rest)?;
         Ok(client)
@@ -191,7 +211,14 @@ impl ProxyClient {
         let mut first = Vec::new();
         let session = ClientSession::start(secret, dc, &mut rand::rng(), &mut first);
         stream.write_all(&first).await?;
-        Ok(Self { stream, session, plain: Vec::new(), flight_len: None })
+        Ok(Self {
+            stream,
+            session,
+            plain: Vec::new(),
+            flight_len: None,
+            tap: RecordTap::new(),
+            records: Vec::new(),
+        })
     }
 
     /// The length of the proxy's server flight (`ee` only).
@@ -204,7 +231,17 @@ impl ProxyClient {
         self.stream.local_addr()
     }
 
+    /// The TLS records received after the flight so far, in order (`ee` only).
+    pub fn records(&self) -> &[ReceivedRecord] {
+        &self.records
+    }
+
     fn open(&mut self, bytes: &mut [u8]) -> io::Result<()> {
+        if self.flight_len.is_some() {
+            let at = std::time::Instant::now();
+            let records = &mut self.records;
+            self.tap.feed(bytes, |r| records.push(ReceivedRecord { len: usize::from(r.len), at }));
+        }
         let range = self.session.open(bytes).map_err(invalid)?;
         self.plain.extend_from_slice(&bytes[range]);
         Ok(())

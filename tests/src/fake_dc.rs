@@ -44,6 +44,22 @@ pub enum DcMode {
     /// Echoes like `Echo` until this many bytes arrived after the frame, then closes with a
     /// TCP RST mid-stream (bytes beyond the threshold are not echoed).
     EchoThenReset(u64),
+    /// Reads the frame, then sends `bytes` bytes of [`flood_byte`] as fast as the proxy takes
+    /// them, then discards what arrives. The bytes are encrypted ahead in blocks of
+    /// [`FLOOD_BLOCK`], so the sending is never slower than the socket (`bytes_sent` is updated
+    /// after every write).
+    Flood {
+        /// How many bytes to send.
+        bytes: u64,
+    },
+}
+
+/// The block size of a [`DcMode::Flood`] stream.
+pub const FLOOD_BLOCK: usize = 8 << 20;
+
+/// The plaintext byte at `offset` of a [`DcMode::Flood`] stream.
+pub fn flood_byte(offset: u64) -> u8 {
+    (offset % 251) as u8
 }
 
 /// What the fake DC saw on one connection.
@@ -257,7 +273,7 @@ async fn serve(mut stream: TcpStream, mode: DcMode, state: &State, index: usize)
             let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
             return;
         }
-        DcMode::Echo | DcMode::Telegram | DcMode::Sink | DcMode::EchoThenReset(_) => {}
+        DcMode::Echo | DcMode::Telegram | DcMode::Sink | DcMode::EchoThenReset(_) | DcMode::Flood { .. } => {}
     }
     let mut frame = [0u8; FRAME_LEN];
     if stream.read_exact(&mut frame).await.is_err() {
@@ -276,6 +292,7 @@ async fn serve(mut stream: TcpStream, mode: DcMode, state: &State, index: usize)
             echoed
         }
         DcMode::Telegram => telegram(&mut stream, cipher, state, index).await,
+        DcMode::Flood { bytes } => flood(&mut stream, cipher, bytes, state, index).await,
         _ => sink(&mut stream, state, index).await,
     };
 }
@@ -370,4 +387,33 @@ async fn sink(stream: &mut TcpStream, state: &State, index: usize) -> std::io::R
         }
         state.update(index, |c| c.bytes_received += n as u64);
     }
+}
+
+async fn flood(
+    stream: &mut TcpStream,
+    mut cipher: LegCipher,
+    bytes: u64,
+    state: &State,
+    index: usize,
+) -> std::io::Result<()> {
+    let mut chunk = vec![0u8; FLOOD_BLOCK.min(usize::try_from(bytes).unwrap_or(FLOOD_BLOCK))];
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = (bytes - sent).min(chunk.len() as u64) as usize;
+        for (i, b) in chunk[..n].iter_mut().enumerate() {
+            *b = flood_byte(sent + i as u64);
+        }
+        cipher.encrypt(&mut chunk[..n]);
+        let mut written = 0;
+        while written < n {
+            let w = stream.write(&chunk[written..n]).await?;
+            if w == 0 {
+                return Ok(());
+            }
+            written += w;
+            state.update(index, |c| c.bytes_sent = sent + written as u64);
+        }
+        sent += n as u64;
+    }
+    sink(stream, state, index).await
 }

@@ -112,6 +112,11 @@ impl ProxyUnderTest {
         }
     }
 
+    /// The doppelganger's statistics (settable) and counters.
+    pub fn doppelganger(&self) -> &mtg_app::engine::Doppelganger {
+        self.shared.doppelganger()
+    }
+
     /// Connections being served now.
     pub fn active(&self) -> usize {
         self.shared.active()

@@ -263,6 +263,9 @@ pub struct Doppelganger {
     pub raid_each: Duration,
     /// `drs`: dynamic TLS record sizing.
     pub drs: bool,
+    /// `pacing`: delay every record by a Weibull draw (default off: mtg always paces, which
+    /// caps one download near 2.4 MB/s).
+    pub pacing: bool,
 }
 
 /// `[stats.statsd]`.

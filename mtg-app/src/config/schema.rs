@@ -33,8 +33,13 @@ const IP_LIST: &[(&str, Node)] = &[
     ("urls", Node::Leaf),
     ("update-each", Node::Leaf),
 ];
-const DOPPELGANGER: &[(&str, Node)] =
-    &[("urls", Node::Leaf), ("repeats-per-raid", Node::Leaf), ("raid-each", Node::Leaf), ("drs", Node::Leaf)];
+const DOPPELGANGER: &[(&str, Node)] = &[
+    ("urls", Node::Leaf),
+    ("repeats-per-raid", Node::Leaf),
+    ("raid-each", Node::Leaf),
+    ("drs", Node::Leaf),
+    ("pacing", Node::Leaf),
+];
 const DEFENSE: &[(&str, Node)] = &[
     ("anti-replay", Node::Table(ANTI_REPLAY)),
     ("blocklist", Node::Table(IP_LIST)),

@@ -91,6 +91,7 @@ pub(super) fn read(r: &Reader<'_>, warnings: &mut Vec<ConfigWarning>) -> Result<
             repeats_per_raid: r.count("defense.doppelganger.repeats-per-raid")?.unwrap_or(10),
             raid_each: r.duration("defense.doppelganger.raid-each")?.unwrap_or(6 * HOUR),
             drs: r.flag("defense.doppelganger.drs")?,
+            pacing: r.flag("defense.doppelganger.pacing")?,
         },
         statsd: Statsd {
             enabled: r.flag("stats.statsd.enabled")?,

@@ -105,6 +105,9 @@ pub async fn serve<R: Runtime>(
         let hangups = R::hangups();
         spawn_tracked(&runtime, &loop_alive, hangup_loop::<R>(shared.clone(), hangups, stopped.clone()));
     }
+    if !shared.settings.doppelganger.urls.is_empty() {
+        spawn_tracked(&runtime, &loop_alive, learn_loop::<R>(shared.clone(), stopped.clone()));
+    }
     if shared.settings.usage_state_file.is_some() {
         spawn_tracked(&runtime, &loop_alive, usage_loop::<R>(shared.clone(), stopped.clone()));
     }
@@ -322,5 +325,33 @@ async fn hangup_loop<R: Runtime>(
         }
         // The outcome is logged by `reload`.
         let _ = shared.reload();
+    }
+}
+
+/// Doppelganger learning: a raid at once, then every `raid-each`, each on a blocking thread.
+async fn learn_loop<R: Runtime>(shared: Arc<Shared>, stopped: async_channel::Receiver<()>) {
+    let tls = crate::doppel_learn::web_tls_config();
+    loop {
+        let (for_raid, tls_for_raid) = (shared.clone(), tls.clone());
+        let raid = blocking::unblock(move || {
+            for_raid.doppelganger().learn(&for_raid.settings.doppelganger, &tls_for_raid)
+        });
+        let Some(report) = until_stopped(raid, &stopped).await else {
+            return;
+        };
+        let stats = shared.doppelganger().statistics();
+        info!(
+            gets = report.gets,
+            failed = report.failed,
+            durations = report.durations,
+            cert_sizes = report.cert_sizes,
+            shape = stats.delays.shape,
+            scale_ms = stats.delays.scale_ms,
+            cert = ?stats.cert,
+            "doppelganger raid done"
+        );
+        if until_stopped(R::sleep(shared.settings.doppelganger.raid_each), &stopped).await.is_none() {
+            return;
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 mod api;
 mod buffer_pool;
+mod doppel;
 mod fronting;
 mod hints;
 mod listener;
@@ -11,6 +12,7 @@ pub mod management;
 mod metrics_http;
 pub(crate) mod relay;
 mod session;
+mod shaper;
 mod socks5;
 mod tuning;
 pub(crate) mod upstream;
@@ -32,6 +34,7 @@ use crate::runtime::Runtime;
 use crate::users::accounting::UserStats;
 use crate::users::throttle::Throttle;
 
+pub use doppel::{DoppelSettings, Doppelganger};
 pub use listener::{Ready, serve};
 pub use tuning::{Keepalive, TcpTuning};
 
@@ -94,6 +97,8 @@ pub struct Settings {
     pub api_token: Option<String>,
     /// Where quota usage is persisted (every 30 s and at shutdown).
     pub usage_state_file: Option<std::path::PathBuf>,
+    /// `[defense.doppelganger]`: shaping of FakeTLS replies and learning.
+    pub doppelganger: DoppelSettings,
 }
 
 /// The users the engine serves: names (for logs and stats) and the core's table.
@@ -296,6 +301,7 @@ pub struct Shared {
     throttle: Option<Throttle>,
     started_at_ms: i64,
     metrics: Metrics,
+    doppelganger: Doppelganger,
 }
 
 impl std::fmt::Debug for Shared {
@@ -328,6 +334,7 @@ impl Shared {
             throttle: (settings_limit > 0).then(|| Throttle::new(settings_limit)),
             started_at_ms: unix_ms(),
             metrics,
+            doppelganger: Doppelganger::default(),
         })
     }
 
@@ -455,6 +462,11 @@ impl Shared {
     /// The metrics store (and its exporters' settings).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The doppelganger's statistics and counters.
+    pub fn doppelganger(&self) -> &Doppelganger {
+        &self.doppelganger
     }
 
     /// The settings.

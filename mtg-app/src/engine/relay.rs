@@ -36,6 +36,11 @@ pub(crate) trait Transform: Send + Unpin {
     fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError>;
     /// Payload bytes moved so far.
     fn bytes(&self) -> u64;
+    /// Most bytes the next read may bring, once it may happen (doppelganger shaping, see
+    /// `shaper.rs`); `Pending` holds the read back.
+    fn poll_read_limit(&mut self, _cx: &mut Context<'_>) -> Poll<usize> {
+        Poll::Ready(Self::READ_MAX)
+    }
 }
 
 impl Transform for ClientToDc {
@@ -156,8 +161,16 @@ impl<T: Transform> Pump<T> {
                     Poll::Pending => Poll::Pending,
                 };
             }
+            let limit = match self.transform.poll_read_limit(cx) {
+                Poll::Ready(limit) => limit.min(T::READ_MAX),
+                Poll::Pending => {
+                    // Paced: nothing in flight until the timer fires.
+                    self.release();
+                    return Poll::Pending;
+                }
+            };
             let buf = self.buf.get_or_insert_with(buffer_pool::take);
-            match Pin::new(&mut *from).poll_read(cx, &mut buf[T::READ_AT..T::READ_AT + T::READ_MAX]) {
+            match Pin::new(&mut *from).poll_read(cx, &mut buf[T::READ_AT..T::READ_AT + limit]) {
                 Poll::Ready(Ok(0)) => {
                     self.eof = true;
                     self.release();

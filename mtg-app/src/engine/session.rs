@@ -8,8 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use mtg_proto::proxy_protocol::{self, Parsed, ProxiedAddrs};
 use mtg_proto::{
-    ClientToDc, DcToClient, FrontReason, HandshakeContext, HostId, Mode, ReplayCache, ServerHandshake,
-    UserId, Verdict,
+    ClientToDc, FrontReason, HandshakeContext, HostId, Mode, ReplayCache, ServerHandshake, UserId, Verdict,
 };
 use tracing::{debug, info};
 
@@ -19,6 +18,7 @@ use crate::users::accounting::Admitted;
 use crate::users::limits;
 
 use super::relay::{Pump, Relay};
+use super::shaper::Shaped;
 use super::{Directory, Shared, fronting, upstream, with_timeout};
 
 /// Read granularity during the handshake.
@@ -104,7 +104,10 @@ async fn prepare<R: Runtime>(
     let client_live = shared.metrics().client_connection(peer.ip());
 
     let users = shared.users();
-    let mut handshake = ServerHandshake::new(settings.handshake);
+    let doppel = shared.doppelganger().statistics();
+    let mut handshake_config = settings.handshake;
+    handshake_config.app_data_len = doppel.app_data_len();
+    let mut handshake = ServerHandshake::new(handshake_config);
     let mut flight = Vec::new();
     let hint = shared.hints.get(peer.ip());
     let mut authenticated = None;
@@ -257,12 +260,18 @@ async fn prepare<R: Runtime>(
     let up = Pump::new(client_to_dc, &first);
     // Nothing of the handshake outlives it: the session holds only the relay.
     drop((first, leftover));
-    let relay =
-        Relay::new(client, dc_stream, up, Pump::new(session.dc_to_client, &[]), settings.idle_timeout)
-            .counting(admitted)
-            .metered(user_traffic)
-            .metered(dc_traffic)
-            .revocable(watch);
+    let shaping = &settings.doppelganger;
+    let dc_to_client = match session.mode {
+        Mode::FakeTls => {
+            Shaped::<R>::new(session.dc_to_client, shaping.drs, shaping.pacing.then_some(doppel.delays))
+        }
+        Mode::Secured => Shaped::off(session.dc_to_client),
+    };
+    let relay = Relay::new(client, dc_stream, up, Pump::new(dc_to_client, &[]), settings.idle_timeout)
+        .counting(admitted)
+        .metered(user_traffic)
+        .metered(dc_traffic)
+        .revocable(watch);
     Some(Ready {
         relay,
         name,
@@ -276,7 +285,7 @@ async fn prepare<R: Runtime>(
 
 /// A client session ready to relay: all a relaying session's task holds.
 struct Ready<R: Runtime> {
-    relay: Relay<R, ClientToDc, DcToClient>,
+    relay: Relay<R, ClientToDc, Shaped<R>>,
     name: String,
     target: i16,
     dc_addr: SocketAddr,
@@ -290,10 +299,11 @@ struct Ready<R: Runtime> {
 pub(crate) async fn serve_connection<R: Runtime>(shared: Arc<Shared>, client: R::Stream, peer: SocketAddr) {
     // The handshake's state is large and short-lived: boxed, it is freed when the handshake
     // ends, and a relaying session's task is sized by the relay alone.
-    let Some(mut ready) = Box::pin(prepare::<R>(shared, client, peer)).await else {
+    let Some(mut ready) = Box::pin(prepare::<R>(shared.clone(), client, peer)).await else {
         return;
     };
     let end = (&mut ready.relay).await;
+    shared.doppelganger().add_paced_records(ready.relay.down.transform.paced_records());
     info!(
         user = %ready.name,
         dc = ready.target,

@@ -1,0 +1,88 @@
+//! The doppelganger's engine side: what `[defense.doppelganger]` turns on, and the statistics
+//! every new session shapes with (built in, or swapped in by learning).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use mtg_proto::doppel::{Samples, Statistics};
+
+use crate::doppel_learn::{self, RaidReport};
+
+/// `[defense.doppelganger]` as the engine uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoppelSettings {
+    /// Dynamic record sizing of the DC→client records.
+    pub drs: bool,
+    /// Weibull pacing of the DC→client records.
+    pub pacing: bool,
+    /// HTTPS pages to learn the statistics from (empty: the built-in ones stay).
+    pub urls: Vec<String>,
+    /// GETs of every URL per raid.
+    pub repeats_per_raid: u32,
+    /// Time between raids.
+    pub raid_each: Duration,
+    /// Timeout of one GET.
+    pub http_timeout: Duration,
+}
+
+impl Default for DoppelSettings {
+    /// Off: full records, no pacing, built-in statistics.
+    fn default() -> Self {
+        Self {
+            drs: false,
+            pacing: false,
+            urls: Vec::new(),
+            repeats_per_raid: 10,
+            raid_each: Duration::from_secs(6 * 3600),
+            http_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The statistics in use and the shaping counters, shared by all sessions.
+#[derive(Debug, Default)]
+pub struct Doppelganger {
+    statistics: RwLock<Statistics>,
+    paced_records: AtomicU64,
+    /// What every raid so far measured (bounded: the last 4096 of each kind).
+    samples: Mutex<Samples>,
+}
+
+impl Doppelganger {
+    /// The statistics new sessions use.
+    pub fn statistics(&self) -> Statistics {
+        // A poisoned lock only means a panic elsewhere mid-swap: the value is whole (Copy).
+        *self.statistics.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Swaps in new statistics for the sessions that start from now on.
+    pub fn set_statistics(&self, statistics: Statistics) {
+        *self.statistics.write().unwrap_or_else(std::sync::PoisonError::into_inner) = statistics;
+    }
+
+    /// One raid over `settings.urls` (blocking: seconds to minutes), then the statistics are
+    /// refitted from everything measured so far and swapped in.
+    pub fn learn(&self, settings: &DoppelSettings, tls: &Arc<rustls::ClientConfig>) -> RaidReport {
+        let mut samples = self.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let report = doppel_learn::raid(
+            &settings.urls,
+            settings.repeats_per_raid,
+            tls,
+            settings.http_timeout,
+            &mut samples,
+        );
+        self.set_statistics(samples.refit(self.statistics()));
+        report
+    }
+
+    /// Records of ended sessions that waited for a pacing timer.
+    pub fn paced_records(&self) -> u64 {
+        self.paced_records.load(Ordering::Relaxed)
+    }
+
+    /// Counts an ended session's paced records.
+    pub(crate) fn add_paced_records(&self, n: u64) {
+        self.paced_records.fetch_add(n, Ordering::Relaxed);
+    }
+}

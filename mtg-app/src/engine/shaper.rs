@@ -1,0 +1,109 @@
+//! Doppelganger shaping of the DC→client direction (FakeTLS only): how many bytes the next
+//! record may carry (DRS) and when it may be read (Weibull pacing).
+//!
+//! The pump asks [`Shaped::poll_read_limit`] before every read from the DC and reads at most
+//! that much, so one record is one read: nothing is queued beyond the pump's one buffer, and a
+//! client that does not read stops the reads from the DC (back-pressure). With pacing, the
+//! next read waits for a timer re-armed with a fresh draw at every record, so the gap between
+//! records is at least the drawn delay, or the wait for data when that is longer. With neither
+//! DRS nor pacing the shaper takes no time readings and holds no timer.
+
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use mtg_proto::doppel::{RecordSizer, Weibull};
+use mtg_proto::{DcToClient, RelayError};
+
+use super::relay::Transform;
+use crate::runtime::Runtime;
+
+/// The DC→client transform with its shaping.
+pub(crate) struct Shaped<R: Runtime> {
+    inner: DcToClient,
+    /// When the session's shaping started: the origin of the sizer's clock.
+    origin: Instant,
+    sizer: Option<RecordSizer>,
+    pacer: Option<Pacer<R>>,
+}
+
+struct Pacer<R: Runtime> {
+    delays: Weibull,
+    timer: R::Timer,
+    /// The timer fired since the last record: the next read may go ahead.
+    open: bool,
+    records: u64,
+}
+
+impl<R: Runtime> Shaped<R> {
+    /// No shaping (secured clients, or nothing asked for).
+    pub(crate) fn off(inner: DcToClient) -> Self {
+        Self { inner, origin: Instant::now(), sizer: None, pacer: None }
+    }
+
+    /// Shaping with dynamic record sizing (`drs`) and pacing by `delays` (when `Some`).
+    pub(crate) fn new(inner: DcToClient, drs: bool, pacing: Option<Weibull>) -> Self {
+        let mut rng = rand::rng();
+        let origin = Instant::now();
+        let sizer = drs.then(|| RecordSizer::new(true, &mut rng));
+        let pacer = pacing.map(|delays| Pacer {
+            delays,
+            timer: R::timer_at(origin + delays.delay(&mut rng)),
+            open: false,
+            records: 0,
+        });
+        Self { inner, origin, sizer, pacer }
+    }
+
+    /// MTProto payload bytes relayed so far.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.inner.bytes()
+    }
+
+    /// Records that waited for the pacing timer.
+    pub(crate) fn paced_records(&self) -> u64 {
+        self.pacer.as_ref().map_or(0, |p| p.records)
+    }
+}
+
+impl<R: Runtime> Transform for Shaped<R> {
+    const READ_AT: usize = DcToClient::HEADROOM;
+    const READ_MAX: usize = DcToClient::MAX_CHUNK;
+
+    fn poll_read_limit(&mut self, cx: &mut Context<'_>) -> Poll<usize> {
+        if let Some(pacer) = &mut self.pacer
+            && !pacer.open
+        {
+            if Pin::new(&mut pacer.timer).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            pacer.open = true;
+        }
+        Poll::Ready(match &self.sizer {
+            Some(sizer) => sizer.limit(self.origin.elapsed()).min(Self::READ_MAX),
+            None => Self::READ_MAX,
+        })
+    }
+
+    fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError> {
+        if self.sizer.is_some() || self.pacer.is_some() {
+            let now = Instant::now();
+            let mut rng = rand::rng();
+            if let Some(sizer) = &mut self.sizer {
+                sizer.record_sent(now.saturating_duration_since(self.origin), &mut rng);
+            }
+            if let Some(pacer) = &mut self.pacer {
+                pacer.records += 1;
+                pacer.open = false;
+                R::reset(&mut pacer.timer, now + pacer.delays.delay(&mut rng));
+            }
+        }
+        self.inner.process(buf, n)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.inner.bytes()
+    }
+}
