@@ -206,12 +206,8 @@ async fn prepare<R: Runtime>(
 
     let (user, dc, consumed) = accepted;
     let name = users.name(user).to_owned();
-    let Some(Slot { admitted, live: user_live, traffic: user_traffic }) = admitted else {
-        return None;
-    };
-    let Some(watch) = users.switch(user).map(super::SessionSwitch::watch) else {
-        return None;
-    };
+    let Slot { admitted, live: user_live, traffic: user_traffic } = admitted?;
+    let watch = users.switch(user).map(super::SessionSwitch::watch)?;
     drop(users);
     let requested = dc.target_dc();
     let mut target = i16::try_from(requested).ok().filter(|&d| settings.dcs.knows(d));
@@ -223,9 +219,7 @@ async fn prepare<R: Runtime>(
         info!(user = %name, dc = requested, "no addresses for DC, closing");
         return None;
     };
-    let Some((session, frame)) = handshake.into_session(target, &mut rand::rng()) else {
-        return None;
-    };
+    let (session, frame) = handshake.into_session(target, &mut rand::rng())?;
     let addrs = settings.dcs.addresses(target);
     let dialed =
         upstream::dial_dc::<R>(addrs, &settings.proxies, &settings.resolver, settings.dial_timeout).await;
