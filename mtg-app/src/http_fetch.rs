@@ -66,13 +66,13 @@ fn fetch(request: &Get, family: ureq::config::IpFamily) -> Result<Vec<u8>, Strin
         .map_err(|e| format!("GET {shown}: reading the body: {e}"))
 }
 
+/// A one-shot HTTP server for unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_server {
     use std::io::{Read, Write};
 
     /// Serves one canned HTTP answer on loopback; returns the URL and the request it saw.
-    fn serve_once(answer: &'static str) -> (String, std::thread::JoinHandle<String>) {
+    pub(crate) fn serve_once(answer: &'static str) -> (String, std::thread::JoinHandle<String>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/list.txt", listener.local_addr().unwrap());
         let handle = std::thread::spawn(move || {
@@ -91,6 +91,12 @@ mod tests {
         });
         (url, handle)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_server::serve_once;
+    use super::*;
 
     #[test]
     fn fetches_a_body_with_mtgs_user_agent() {

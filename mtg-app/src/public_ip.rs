@@ -95,7 +95,6 @@ pub fn known_or_detected(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
 
     #[test]
     fn answers_are_one_address_of_the_asked_family() {
@@ -119,29 +118,15 @@ mod tests {
 
     #[test]
     fn detects_over_each_family_from_a_local_service() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut seen = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut chunk).unwrap();
-                if n == 0 {
-                    break;
-                }
-                seen.extend_from_slice(&chunk[..n]);
-            }
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\n198.51.100.9\n")
-                .unwrap();
-            String::from_utf8_lossy(&seen).to_ascii_lowercase()
-        });
+        let (url, server) = crate::http_fetch::test_server::serve_once(
+            "HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\n198.51.100.9\n",
+        );
         // The IPv6 ask of an IPv4-only URL fails; the IPv4 one gets the answer.
         let ips = known_or_detected(None, None, &url, Duration::from_secs(5));
         assert_eq!(ips.ipv4, Some("198.51.100.9".parse().unwrap()));
         assert_eq!(ips.ipv6, None);
         assert_eq!(ips.errors.len(), 1, "{:?}", ips.errors);
-        let request = server.join().unwrap();
+        let request = server.join().unwrap().to_ascii_lowercase();
         assert!(request.contains("\r\naccept: text/plain\r\n"), "{request}");
     }
 }
