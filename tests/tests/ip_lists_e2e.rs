@@ -91,7 +91,8 @@ fn a_blocklisted_client_is_closed_unanswered_while_others_get_a_full_session() {
     let dc = FakeDc::start(DcMode::Telegram);
     // The malformed line is skipped (mtg would stop reading the file there).
     let file = list_file("block", "# test list\nnot-an-ip\n127.0.0.2 # the blocked one\n");
-    let sections = section("blocklist", &[file.to_str().unwrap()], "6h");
+    let sections = section("blocklist", &[file.to_str().unwrap()], "6h")
+        + "[stats.prometheus]\nenabled = true\nbind-to = \"127.0.0.1:1\"\n";
     let proxy = ProxyUnderTest::start(&config(dc.addr(), &sections));
 
     let blocked = answer(proxy.addr(), "127.0.0.2");
@@ -103,6 +104,12 @@ fn a_blocklisted_client_is_closed_unanswered_while_others_get_a_full_session() {
     // The same valid hello from a served address gets the server flight.
     let unblocked = answer(proxy.addr(), "127.0.0.1");
     assert!(unblocked.bytes.starts_with(&[0x16, 0x03, 0x03]), "ServerHello record expected");
+    // The list's size and its one refusal are in the metrics.
+    let metrics = proxy.metrics().expect("prometheus is enabled");
+    let (status, text) = mtg_tests::api_client::request(metrics, "GET", "/", None, "");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.lines().any(|l| l == "mtg_iplist_size{ip_list=\"blocklist\"} 1"), "{text}");
+    assert!(text.lines().any(|l| l == "mtg_ip_blocklisted_total{ip_list=\"blocklist\"} 1"), "{text}");
 }
 
 #[test]
