@@ -52,6 +52,8 @@ fn example_config_loads_without_warnings_on_loopback() {
     assert_ne!(c.users["alice"], c.users["bob"]);
     assert_eq!(c.bind_to, [addr("127.0.0.1:3128")]);
     assert_eq!(c.api_bind_to, Some(addr("127.0.0.1:3129")));
+    // Set, so a start on the example asks no outside service for its address.
+    assert_eq!(c.public_ipv4, Some(std::net::Ipv4Addr::LOCALHOST));
     assert!(c.anti_replay.enabled);
     assert!(c.network.dc_overrides.is_empty());
     assert!(!c.prometheus.enabled && !c.statsd.enabled && !c.blocklist.enabled);
