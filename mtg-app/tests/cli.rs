@@ -25,6 +25,48 @@ fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Reads a child's stderr on a thread of its own, a line at a time.
+fn log_lines(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Appends lines to `log` until `done(log)` holds (true), or until `timeout` passes or the
+/// stream ends (false).
+fn wait_log(
+    lines: &std::sync::mpsc::Receiver<String>,
+    log: &mut String,
+    timeout: Duration,
+    done: impl Fn(&str) -> bool,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done(log) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else { return false };
+        log.push_str(&line);
+        log.push('\n');
+    }
+    true
+}
+
+/// Appends lines to `log` until one contains `needle`.
+fn wait_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    log: &mut String,
+    needle: &str,
+    timeout: Duration,
+) -> bool {
+    let seen = log.len();
+    wait_log(lines, log, timeout, |log| log[seen..].contains(needle))
+}
+
 #[test]
 fn invalid_config_exits_2_with_one_line_naming_the_key() {
     let path = temp_config(
@@ -65,24 +107,16 @@ fn serves_logs_without_secrets_and_stops_on_sigterm() {
         ),
     );
     let mut child = Command::new(BIN).arg("run").arg(&path).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let lines = log_lines(child.stderr.take().unwrap());
     let mut log = String::new();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(10) {
-        let Some(Ok(line)) = lines.next() else { break };
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains("serving") {
-            break;
-        }
-    }
+    assert!(wait_line(&lines, &mut log, "serving", Duration::from_secs(10)), "{log}");
     assert!(log.contains("serving users=1"), "{log}");
     assert!(log.contains(&format!("127.0.0.1:{port}")), "{log}");
-    // A probe, so the debug log has something to say about a connection.
+    // A probe, so the debug log has something to say about a connection: wait until it has.
     let mut probe = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     std::io::Write::write_all(&mut probe, b"GET / HTTP/1.1\r\n\r\n").unwrap();
     drop(probe);
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(wait_line(&lines, &mut log, "not a client", Duration::from_secs(10)), "{log}");
 
     // The kill command sends SIGTERM.
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
@@ -94,7 +128,8 @@ fn serves_logs_without_secrets_and_stops_on_sigterm() {
         assert!(Instant::now() < deadline, "did not stop after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
-    for line in lines.map_while(Result::ok) {
+    // The reader's channel closes once the child's stderr is at its end.
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(10)) {
         log.push_str(&line);
         log.push('\n');
     }
@@ -117,22 +152,14 @@ fn run_warns_in_the_background_when_a_secret_hostname_is_not_ours() {
         ),
     );
     let mut child = Command::new(BIN).arg("run").arg(&path).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let lines = log_lines(child.stderr.take().unwrap());
     let mut log = String::new();
-    let started = Instant::now();
-    let mut warning = None;
-    while started.elapsed() < Duration::from_secs(10) {
-        let Some(Ok(line)) = lines.next() else { break };
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains("does not resolve to our public IP") {
-            warning = Some(line);
-        }
-        // The check runs beside the start-up: the two lines come in either order.
-        if warning.is_some() && log.contains("serving") {
-            break;
-        }
-    }
+    // The check runs beside the start-up: the two lines come in either order.
+    const WARNING: &str = "does not resolve to our public IP";
+    wait_log(&lines, &mut log, Duration::from_secs(10), |log| {
+        log.contains(WARNING) && log.contains("serving")
+    });
+    let warning = log.lines().find(|l| l.contains(WARNING)).map(str::to_owned);
     assert!(log.contains("serving"), "{log}");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert_eq!(child.wait().unwrap().code(), Some(0), "{log}");

@@ -188,10 +188,21 @@ impl ProxyProcess {
     /// Waits up to `timeout` for a log line containing `needle`; returns the first such line
     /// (`None` also when the child closed stderr first).
     pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_for_lines(needle, 1, timeout)
+    }
+
+    /// Lines containing `needle` logged so far.
+    pub fn count_lines(&self, needle: &str) -> usize {
+        self.log.text().0.lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits up to `timeout` until `count` log lines contain `needle`; returns the last of
+    /// them (`None` also when the child closed stderr first).
+    pub fn wait_for_lines(&self, needle: &str, count: usize, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let mut text = self.log.text();
         loop {
-            if let Some(line) = text.0.lines().find(|l| l.contains(needle)) {
+            if let Some(line) = text.0.lines().filter(|l| l.contains(needle)).nth(count.saturating_sub(1)) {
                 return Some(line.to_owned());
             }
             let left = deadline.saturating_duration_since(Instant::now());

@@ -10,11 +10,13 @@ use std::time::Duration;
 use mtg_proto::Secret;
 use mtg_tests::client::{Answer, EeOptions, ProxyClient};
 use mtg_tests::list_server::{ListServer, Reply};
+use mtg_tests::proxy_process::{Launch, ProxyProcess};
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::runtime::block_on;
 use mtg_tests::{DcMode, FakeDc};
 
 const HOST: &str = "front.example";
+const BIN: &str = env!("CARGO_BIN_EXE_mtg-proxy-process");
 
 fn alice() -> Secret {
     Secret::fake_tls([0x11; 16], HOST).unwrap()
@@ -131,7 +133,10 @@ fn a_url_list_refreshes_and_a_failed_refresh_keeps_the_previous_list() {
     let dc = FakeDc::start(DcMode::Telegram);
     let server = ListServer::start(Reply::List("127.0.0.3\n".into()));
     let sections = section("blocklist", &[&server.url()], "1s");
-    let proxy = ProxyUnderTest::start(&config(dc.addr(), &sections));
+    // A child process, so the test can read which refreshes the proxy has completed.
+    let port = mtg_tests::config_text::closed_port().to_string();
+    let text = config(dc.addr(), &sections).replacen("127.0.0.1:1", &port, 1);
+    let proxy = ProxyProcess::start(BIN, &text, &Launch::default());
     assert_eq!(server.requests(), 1, "loaded once before listening");
     assert!(served(proxy.addr(), "127.0.0.2"));
     assert!(refused(proxy.addr(), "127.0.0.3"));
@@ -151,9 +156,13 @@ fn a_url_list_refreshes_and_a_failed_refresh_keeps_the_previous_list() {
         assert!(served(proxy.addr(), "127.0.0.3"));
     }
 
-    // The server goes away (connections refused): still the same list after two periods.
+    // The server goes away (connections refused): still the same list after two refreshes
+    // that failed, each seen completed in the log.
+    const FAILED: &str = "sources_failed=1";
+    let failed_before = proxy.count_lines(FAILED);
     drop(server);
-    std::thread::sleep(Duration::from_millis(2500));
+    let refreshed = proxy.wait_for_lines(FAILED, failed_before + 2, Duration::from_secs(20));
+    assert!(refreshed.is_some(), "no two failed refreshes within 20 s:\n{}", proxy.log());
     assert!(refused(proxy.addr(), "127.0.0.2"));
     assert!(served(proxy.addr(), "127.0.0.1"));
 }
