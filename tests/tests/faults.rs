@@ -256,11 +256,12 @@ fn vanished_clients_end_by_the_idle_timeout_only_for_themselves() {
     let took = flood_started.elapsed();
     assert!(
         ended,
-        "the vanished clients' sessions ended ({:?})",
-        good.snapshot().iter().map(|c| c.ended).collect::<Vec<_>>()
+        "the vanished clients' sessions ended ({:?}):\n{}",
+        good.snapshot().iter().map(|c| c.ended).collect::<Vec<_>>(),
+        proxy.log()
     );
     assert!(took >= idle, "ended {took:?} after the flood began, before the idle timeout");
-    assert!(!good.snapshot()[0].ended, "the steady session is untouched");
+    assert!(!good.snapshot()[0].ended, "the steady session is untouched:\n{}", proxy.log());
     steady.finish(before);
     drop((silent, flooder));
     let log = stop_cleanly(proxy);
