@@ -1,6 +1,8 @@
 //! The mtg-multi application: configuration, the CLI, the proxy engine over the runtime seam,
 //! and (in later issues) users, stats and metrics.
 
+#![forbid(unsafe_code)]
+
 pub mod access;
 pub mod cli;
 pub mod config;
@@ -9,6 +11,7 @@ pub mod doctor;
 pub mod doppel_learn;
 pub mod engine;
 pub mod http_fetch;
+pub mod ip_filter;
 pub mod ip_lists;
 pub mod metrics;
 pub mod public_ip;

@@ -1,5 +1,7 @@
 //! The `mtg-multi` binary.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

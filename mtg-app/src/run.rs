@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::dc_table::DcTable;
 use crate::engine::{
     Directory, DoppelSettings, FrontingSettings, Keepalive, Settings, Shared, TcpTuning, serve,
+    serve_with_signals,
 };
 use crate::ip_lists::IpLists;
 use crate::metrics::Metrics;
@@ -150,29 +151,7 @@ pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitC
         config.network.timeout.http,
     );
     let result = Selected::run(|runtime| async move {
-        // Watch SIGINT/SIGTERM before logging "serving": a signal sent as soon as that line
-        // appears must stop the proxy gracefully, not kill it. The first poll registers.
-        let mut signal = Box::pin(<Selected as Runtime>::shutdown_signal());
-        let early = futures_util::FutureExt::now_or_never(&mut signal);
-        let shutdown = async move {
-            let watched = match early {
-                Some(outcome) => outcome,
-                None => signal.await,
-            };
-            if let Err(e) = watched {
-                error!(error = %e, "cannot watch for signals; stop with SIGKILL");
-                std::future::pending::<()>().await;
-            }
-        };
-        // Polled once now, so the signal handlers are in place before "serving" is logged (a
-        // SIGTERM right after it must stop the proxy, not kill it).
-        let mut shutdown = std::pin::pin!(futures_util::future::maybe_done(shutdown));
-        futures_util::future::poll_fn(|cx| {
-            let _ = shutdown.as_mut().poll(cx);
-            std::task::Poll::Ready(())
-        })
-        .await;
-        serve(runtime, shared, shutdown, |ready| {
+        let ready = |ready: &crate::engine::Ready| {
             let listen: Vec<String> = ready.listeners.iter().map(ToString::to_string).collect();
             info!(
                 users = user_count,
@@ -182,8 +161,16 @@ pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitC
                 metrics = ?ready.metrics,
                 "serving"
             );
-        })
-        .await
+        };
+        // Signals are registered here, synchronously, before "serving" is logged: a SIGTERM
+        // right after that line must stop the proxy gracefully, a SIGHUP reload it.
+        match Selected::signals() {
+            Ok(signals) => serve_with_signals(runtime, shared, signals, ready).await,
+            Err(e) => {
+                error!(error = %e, "cannot watch for signals; stop with SIGKILL");
+                serve(runtime, shared, std::future::pending(), ready).await
+            }
+        }
     });
     match result {
         Ok(Ok(())) => {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mtg_app::dc_table::{DcTable, PreferIp};
 use mtg_app::engine::{AllowAll, Directory, FrontingSettings, Settings, Shared, TcpTuning, serve};
-use mtg_app::runtime::Selected;
+use mtg_app::runtime::{Runtime, Selected};
 use mtg_proto::client::{ClientSession, FakeTlsHello};
 use mtg_proto::{HandshakeConfig, NoReplayCheck, Secret};
 

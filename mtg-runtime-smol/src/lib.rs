@@ -1,5 +1,8 @@
 //! The smol adapter: the socket, timer, task and signal primitives the proxy engine needs, on
-//! an `async-executor` run by one thread per CPU. smol streams already speak `futures-io`.
+//! an `async-executor` run by one thread per CPU, as an implementation of the
+//! [`mtg_runtime::Runtime`] seam. smol streams already speak `futures-io`.
+
+#![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::io;
@@ -9,8 +12,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use mtg_runtime::{Runtime, Signal, SignalStream};
 use smol::Executor;
-use smol::net::{TcpListener, TcpStream};
+use smol::net::{TcpListener, TcpStream, UdpSocket};
 use smol::stream::StreamExt;
 
 /// A listening socket.
@@ -25,9 +29,15 @@ pub struct Smol {
     executor: Arc<Executor<'static>>,
 }
 
-impl Smol {
+impl Runtime for Smol {
+    type Stream = Stream;
+    type Listener = Listener;
+    type Udp = UdpSocket;
+    type Timer = Timer;
+    type Signals = Signals;
+
     /// Starts one executor thread per CPU and runs `main` on the calling thread until it ends.
-    pub fn run<F, Fut>(main: F) -> io::Result<Fut::Output>
+    fn run<F, Fut>(main: F) -> io::Result<Fut::Output>
     where
         F: FnOnce(Self) -> Fut,
         Fut: Future,
@@ -55,8 +65,7 @@ impl Smol {
         Ok(out)
     }
 
-    /// Opens a listening socket (SO_REUSEADDR, backlog 1024).
-    pub fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+    fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
         let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
         socket.bind(&addr.into())?;
@@ -65,72 +74,87 @@ impl Smol {
         TcpListener::try_from(std)
     }
 
-    /// Accepts one connection with TCP_NODELAY set.
-    pub async fn accept(listener: &TcpListener) -> io::Result<(Stream, SocketAddr)> {
+    fn listener_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    async fn accept(listener: &TcpListener) -> io::Result<(Stream, SocketAddr)> {
         let (stream, peer) = listener.accept().await?;
         stream.set_nodelay(true)?;
         Ok((stream, peer))
     }
 
-    /// Connects to `addr` with TCP_NODELAY set.
-    pub async fn connect(addr: SocketAddr) -> io::Result<Stream> {
+    async fn connect(addr: SocketAddr) -> io::Result<Stream> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
     }
 
-    /// Resolves `host:port` with the OS resolver.
-    pub async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-        smol::net::resolve((host, port)).await
+    fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+        let host = host.to_owned();
+        async move { smol::net::resolve((host.as_str(), port)).await }
     }
 
-    /// The local address of a stream.
-    pub fn local_addr(stream: &Stream) -> io::Result<SocketAddr> {
+    fn local_addr(stream: &Stream) -> io::Result<SocketAddr> {
         stream.local_addr()
     }
 
-    /// The local address of a listener.
-    pub fn listener_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
-        listener.local_addr()
+    fn socket(stream: &Stream) -> socket2::SockRef<'_> {
+        socket2::SockRef::from(stream)
     }
 
-    /// Spawns a task.
-    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.executor.spawn(task).detach();
+    fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+        UdpSocket::try_from(std::net::UdpSocket::bind(addr)?)
     }
 
-    /// A timer that fires at `deadline`.
-    pub fn timer_at(deadline: Instant) -> Timer {
+    async fn send_to(socket: &UdpSocket, datagram: &[u8], target: SocketAddr) -> io::Result<usize> {
+        socket.send_to(datagram, target).await
+    }
+
+    async fn recv_from(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        socket.recv_from(buf).await
+    }
+
+    fn timer_at(deadline: Instant) -> Timer {
         Timer(smol::Timer::at(deadline))
     }
 
-    /// Resolves on the first SIGINT or SIGTERM.
-    pub async fn shutdown_signal() -> io::Result<()> {
-        let mut signals =
-            async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])?;
-        signals.next().await;
-        Ok(())
+    fn reset(timer: &mut Timer, deadline: Instant) {
+        timer.0.set_at(deadline);
     }
 
-    /// A stream of SIGHUP notifications.
-    pub fn hangups() -> io::Result<Hangups> {
-        Ok(Hangups(async_signal::Signals::new([async_signal::Signal::Hup])?))
-    }
-
-    /// Sleeps for `d`.
-    pub async fn sleep(d: Duration) {
+    async fn sleep(d: Duration) {
         smol::Timer::after(d).await;
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.executor.spawn(task).detach();
+    }
+
+    fn signals() -> io::Result<Signals> {
+        use async_signal::Signal as Os;
+        Ok(Signals(async_signal::Signals::new([Os::Hup, Os::Term, Os::Int])?))
     }
 }
 
-/// SIGHUP notifications.
+/// SIGHUP, SIGTERM and SIGINT, as registered by [`Runtime::signals`].
 #[derive(Debug)]
-pub struct Hangups(async_signal::Signals);
+pub struct Signals(async_signal::Signals);
 
-impl Hangups {
-    /// Waits for the next SIGHUP.
-    pub async fn next(&mut self) {
-        self.0.next().await;
+impl SignalStream for Signals {
+    async fn next(&mut self) -> Option<Signal> {
+        use async_signal::Signal as Os;
+        loop {
+            match self.0.next().await? {
+                Ok(Os::Hup) => return Some(Signal::Hangup),
+                Ok(Os::Term) => return Some(Signal::Terminate),
+                Ok(Os::Int) => return Some(Signal::Interrupt),
+                // Only the three above are registered.
+                Ok(_) => {}
+                // The signal pipe broke: nothing more can be reported.
+                Err(_) => return None,
+            }
+        }
     }
 }
 
@@ -144,13 +168,3 @@ impl Future for Timer {
         Pin::new(&mut self.0).poll(cx).map(|_| ())
     }
 }
-
-impl Timer {
-    /// Moves the deadline.
-    pub fn reset(&mut self, deadline: Instant) {
-        self.0.set_at(deadline);
-    }
-}
-
-/// This adapter under the name the engine glue uses.
-pub type Runtime = Smol;

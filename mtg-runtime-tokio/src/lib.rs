@@ -1,6 +1,9 @@
 //! The tokio adapter: the socket, timer, task and signal primitives the proxy engine needs,
-//! on a multi-threaded tokio runtime. Streams are exposed through the `futures-io` traits so the
-//! engine above is runtime-neutral.
+//! on a multi-threaded tokio runtime, as an implementation of the [`mtg_runtime::Runtime`]
+//! seam. Streams are exposed through the `futures-io` traits so the engine above is
+//! runtime-neutral.
+
+#![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::io;
@@ -9,6 +12,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use mtg_runtime::{Runtime, Signal, SignalStream};
+use tokio::signal::unix::SignalKind;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 /// A listening socket.
@@ -23,9 +28,15 @@ pub struct Tokio {
     handle: tokio::runtime::Handle,
 }
 
-impl Tokio {
+impl Runtime for Tokio {
+    type Stream = Stream;
+    type Listener = Listener;
+    type Udp = tokio::net::UdpSocket;
+    type Timer = Timer;
+    type Signals = Signals;
+
     /// Builds a multi-threaded runtime and runs `main` on it to completion.
-    pub fn run<F, Fut>(main: F) -> io::Result<Fut::Output>
+    fn run<F, Fut>(main: F) -> io::Result<Fut::Output>
     where
         F: FnOnce(Self) -> Fut,
         Fut: Future,
@@ -35,8 +46,7 @@ impl Tokio {
         Ok(rt.block_on(main(this)))
     }
 
-    /// Opens a listening socket (SO_REUSEADDR, backlog 1024).
-    pub fn bind(&self, addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    fn bind(&self, addr: SocketAddr) -> io::Result<Listener> {
         let _guard = self.handle.enter();
         let socket = match addr {
             SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -47,76 +57,100 @@ impl Tokio {
         socket.listen(1024)
     }
 
-    /// Accepts one connection with TCP_NODELAY set.
-    pub async fn accept(listener: &tokio::net::TcpListener) -> io::Result<(Stream, SocketAddr)> {
+    fn listener_addr(listener: &Listener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    async fn accept(listener: &Listener) -> io::Result<(Stream, SocketAddr)> {
         let (stream, peer) = listener.accept().await?;
         stream.set_nodelay(true)?;
         Ok((stream.compat(), peer))
     }
 
-    /// Connects to `addr` with TCP_NODELAY set.
-    pub async fn connect(addr: SocketAddr) -> io::Result<Stream> {
+    async fn connect(addr: SocketAddr) -> io::Result<Stream> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(stream.compat())
     }
 
-    /// Resolves `host:port` with the OS resolver.
-    pub async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-        Ok(tokio::net::lookup_host((host, port)).await?.collect())
+    fn resolve(host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+        let host = host.to_owned();
+        async move { Ok(tokio::net::lookup_host((host.as_str(), port)).await?.collect()) }
     }
 
-    /// The local address of a stream.
-    pub fn local_addr(stream: &Stream) -> io::Result<SocketAddr> {
+    fn local_addr(stream: &Stream) -> io::Result<SocketAddr> {
         stream.get_ref().local_addr()
     }
 
-    /// The local address of a listener.
-    pub fn listener_addr(listener: &tokio::net::TcpListener) -> io::Result<SocketAddr> {
-        listener.local_addr()
+    fn socket(stream: &Stream) -> socket2::SockRef<'_> {
+        socket2::SockRef::from(stream.get_ref())
     }
 
-    /// Spawns a task.
-    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.handle.spawn(task);
+    fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+        let socket = std::net::UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(socket)
     }
 
-    /// A timer that fires at `deadline`.
-    pub fn timer_at(deadline: Instant) -> Timer {
+    async fn send_to(
+        socket: &tokio::net::UdpSocket,
+        datagram: &[u8],
+        target: SocketAddr,
+    ) -> io::Result<usize> {
+        socket.send_to(datagram, target).await
+    }
+
+    async fn recv_from(socket: &tokio::net::UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        socket.recv_from(buf).await
+    }
+
+    fn timer_at(deadline: Instant) -> Timer {
         Timer(Box::pin(tokio::time::sleep_until(deadline.into())))
     }
 
-    /// Resolves on the first SIGINT or SIGTERM.
-    pub async fn shutdown_signal() -> io::Result<()> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        Ok(())
+    fn reset(timer: &mut Timer, deadline: Instant) {
+        timer.0.as_mut().reset(deadline.into());
     }
 
-    /// A stream of SIGHUP notifications.
-    pub fn hangups() -> io::Result<Hangups> {
-        Ok(Hangups(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?))
-    }
-
-    /// Sleeps for `d`.
-    pub async fn sleep(d: Duration) {
+    async fn sleep(d: Duration) {
         tokio::time::sleep(d).await;
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.handle.spawn(task);
+    }
+
+    fn signals() -> io::Result<Signals> {
+        let watch = |kind| tokio::signal::unix::signal(kind);
+        Ok(Signals {
+            watched: [
+                (Signal::Hangup, watch(SignalKind::hangup())?),
+                (Signal::Terminate, watch(SignalKind::terminate())?),
+                (Signal::Interrupt, watch(SignalKind::interrupt())?),
+            ],
+        })
     }
 }
 
-/// SIGHUP notifications.
+/// SIGHUP, SIGTERM and SIGINT, as registered by [`Runtime::signals`].
 #[derive(Debug)]
-pub struct Hangups(tokio::signal::unix::Signal);
+pub struct Signals {
+    watched: [(Signal, tokio::signal::unix::Signal); 3],
+}
 
-impl Hangups {
-    /// Waits for the next SIGHUP.
-    pub async fn next(&mut self) {
-        self.0.recv().await;
+impl SignalStream for Signals {
+    fn next(&mut self) -> impl Future<Output = Option<Signal>> + Send + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut open = false;
+            for (signal, watcher) in &mut self.watched {
+                match watcher.poll_recv(cx) {
+                    Poll::Ready(Some(())) => return Poll::Ready(Some(*signal)),
+                    Poll::Ready(None) => {}
+                    Poll::Pending => open = true,
+                }
+            }
+            if open { Poll::Pending } else { Poll::Ready(None) }
+        })
     }
 }
 
@@ -130,13 +164,3 @@ impl Future for Timer {
         self.0.as_mut().poll(cx)
     }
 }
-
-impl Timer {
-    /// Moves the deadline.
-    pub fn reset(&mut self, deadline: Instant) {
-        self.0.as_mut().reset(deadline.into());
-    }
-}
-
-/// This adapter under the name the engine glue uses.
-pub type Runtime = Tokio;

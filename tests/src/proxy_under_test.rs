@@ -11,7 +11,7 @@ use std::time::Duration;
 use mtg_app::config::Config;
 use mtg_app::engine::{Shared, serve};
 use mtg_app::run::{build_shared, restore_usage, settings_from};
-use mtg_app::runtime::Selected;
+use mtg_app::runtime::{Runtime, Selected};
 
 /// Which runtime the proxy under test runs on.
 #[cfg(feature = "tokio")]

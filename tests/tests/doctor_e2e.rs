@@ -242,3 +242,36 @@ fn each_socks5_proxy_gets_its_own_dc_section() {
     assert!(through_dead.iter().all(|l| l.starts_with("  ❌ DC ")), "{report}");
     assert_eq!(dc.req_pq_nonces().len(), DCS.len(), "only the live proxy's probes arrive");
 }
+
+#[test]
+fn names_are_resolved_through_the_configured_dns_server() {
+    if !netns::enter("names_are_resolved_through_the_configured_dns_server") {
+        return;
+    }
+    let localhost = std::net::Ipv4Addr::LOCALHOST;
+    let dns = mtg_tests::dns_server::DnsServer::start(&[
+        ("front.mtg-tests.example", localhost),
+        ("localhost", localhost),
+    ]);
+    let front = FrontingSite::start("localhost");
+    let text = config(Some("127.0.0.1"), front.addr().port(), &[(2, closed_port())])
+        .replace("[domain-fronting]\n", "[domain-fronting]\nhost = \"front.mtg-tests.example\"\n")
+        .replace(
+            "[network.timeout]\n",
+            &format!("[network]\ndns = \"udp://{}\"\n[network.timeout]\n", dns.addr()),
+        );
+    let path = write_config("dns", &text);
+    let options = DoctorOptions { skip_native_check: true, ..DoctorOptions::default() };
+    let (code, report) = run(&path, &options);
+
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        section(&report, "Validate fronting domain connectivity"),
+        [format!("  ✅ front.mtg-tests.example:{} is reachable ({})", front.addr().port(), front.addr())]
+    );
+    let sni = section(&report, "Validate SNI-DNS match");
+    assert!(sni[0].starts_with("  ✅ localhost resolves to 127.0.0.1"), "{report}");
+    let asked: Vec<String> = dns.questions().into_iter().filter(|q| q.kind == "A").map(|q| q.name).collect();
+    assert!(asked.contains(&"front.mtg-tests.example".to_owned()), "{asked:?}");
+    assert!(asked.contains(&"localhost".to_owned()), "{asked:?}");
+}

@@ -257,3 +257,38 @@ fn names_are_resolved_with_the_configured_dns_server() {
     }
     assert!(asked.iter().all(|q| q.name.ends_with(".mtg-tests.example")), "{asked:?}");
 }
+
+#[test]
+fn the_resolver_asks_a_and_aaaa_over_udp_caches_answers_not_failures() {
+    use mtg_app::config::Dns;
+    use mtg_app::resolver::Resolver;
+    use mtg_app::runtime::{Runtime, Selected};
+
+    let dns = DnsServer::start(&[("cached.mtg-tests.example", Ipv4Addr::new(192, 0, 2, 9))]);
+    let config = Dns::Udp(dns.addr());
+    let resolver = Resolver::new(Some(&config));
+    let lookup = |host: &'static str| {
+        let resolver = resolver.clone();
+        Selected::run(|_| async move { resolver.resolve::<Selected>(host, 443).await }).expect("runtime")
+    };
+    let expected: Vec<SocketAddr> = vec!["192.0.2.9:443".parse().unwrap()];
+    assert_eq!(lookup("cached.mtg-tests.example").unwrap(), expected);
+    let q = |name: &str, kind: &str| Question { name: name.to_owned(), kind: kind.to_owned() };
+    let both = vec![q("cached.mtg-tests.example", "A"), q("cached.mtg-tests.example", "AAAA")];
+    let mut asked = dns.questions();
+    asked.sort_by(|a, b| a.kind.cmp(&b.kind));
+    assert_eq!(asked, both);
+    assert_eq!(lookup("Cached.mtg-tests.example.").unwrap(), expected);
+    assert_eq!(
+        dns.questions().len(),
+        2,
+        "the answer came from the cache (TTL {} s)",
+        mtg_tests::dns_server::TTL
+    );
+
+    let err = lookup("gone.mtg-tests.example").unwrap_err();
+    assert_eq!(err.to_string(), format!("gone.mtg-tests.example: no such name (asked {config})"));
+    let asked = dns.questions().len();
+    assert!(lookup("gone.mtg-tests.example").is_err());
+    assert!(dns.questions().len() > asked, "a failure is not cached");
+}

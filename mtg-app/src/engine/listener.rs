@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, select};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::ip_lists::ListKind;
-use crate::runtime::Runtime;
+use crate::ip_filter::ListKind;
+use crate::runtime::{Runtime, Signal, SignalStream};
 
 use super::session::serve_connection;
 use super::{ActiveGuard, Shared};
@@ -33,6 +33,44 @@ pub async fn serve<R: Runtime>(
     runtime: R,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&Ready),
+) -> io::Result<()> {
+    serve_inner(runtime, shared, shutdown, None, on_ready).await
+}
+
+/// [`serve`] driven by process signals registered with [`Runtime::signals`] (before this is
+/// called, so a signal sent once "serving" is logged is never the default kill): SIGHUP
+/// reloads the config, SIGTERM or SIGINT stops gracefully.
+pub async fn serve_with_signals<R: Runtime>(
+    runtime: R,
+    shared: Arc<Shared>,
+    mut signals: R::Signals,
+    on_ready: impl FnOnce(&Ready),
+) -> io::Result<()> {
+    // Hangups wait here (at most one: more before a reload is done fold into it).
+    let (hangup, hangups) = async_channel::bounded::<()>(1);
+    let shutdown = async move {
+        loop {
+            match signals.next().await {
+                Some(Signal::Hangup) => {
+                    let _ = hangup.try_send(());
+                }
+                Some(Signal::Terminate | Signal::Interrupt) => return,
+                None => {
+                    error!("signals can no longer be watched; stop with SIGKILL");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    };
+    serve_inner(runtime, shared, shutdown, Some(hangups), on_ready).await
+}
+
+async fn serve_inner<R: Runtime>(
+    runtime: R,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+    hangups: Option<async_channel::Receiver<()>>,
     on_ready: impl FnOnce(&Ready),
 ) -> io::Result<()> {
     let mut listeners = Vec::new();
@@ -100,10 +138,8 @@ pub async fn serve<R: Runtime>(
             throttle_loop::<R>(shared.clone(), throttle_interval, stopped.clone()),
         );
     }
-    if shared.settings.config_path.is_some() {
-        // Watch SIGHUP before saying we are ready: an early SIGHUP must reload, not kill.
-        let hangups = R::hangups();
-        spawn_tracked(&runtime, &loop_alive, hangup_loop::<R>(shared.clone(), hangups, stopped.clone()));
+    if let Some(hangups) = hangups {
+        spawn_tracked(&runtime, &loop_alive, hangup_loop(shared.clone(), hangups, stopped.clone()));
     }
     if !shared.settings.doppelganger.urls.is_empty() {
         spawn_tracked(&runtime, &loop_alive, learn_loop::<R>(shared.clone(), stopped.clone()));
@@ -307,21 +343,15 @@ async fn usage_loop<R: Runtime>(shared: Arc<Shared>, stopped: async_channel::Rec
 }
 
 /// Reloads the config on every SIGHUP.
-async fn hangup_loop<R: Runtime>(
+async fn hangup_loop(
     shared: Arc<Shared>,
-    hangups: io::Result<R::Hangups>,
+    hangups: async_channel::Receiver<()>,
     stopped: async_channel::Receiver<()>,
 ) {
-    let mut hangups = match hangups {
-        Ok(h) => h,
-        Err(e) => {
-            warn!(error = %e, "cannot watch SIGHUP; reload with POST /reload");
-            return;
-        }
-    };
-    loop {
-        if until_stopped(R::next_hangup(&mut hangups), &stopped).await.is_none() {
-            return;
+    while let Some(Ok(())) = until_stopped(hangups.recv(), &stopped).await {
+        if shared.settings.config_path.is_none() {
+            warn!("SIGHUP: no config file to reload (simple-run)");
+            continue;
         }
         // The outcome is logged by `reload`.
         let _ = shared.reload();

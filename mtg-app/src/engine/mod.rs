@@ -17,7 +17,7 @@ mod socks5;
 mod tuning;
 pub(crate) mod upstream;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -28,14 +28,15 @@ use std::collections::BTreeMap;
 
 use crate::config::SecretLimits;
 use crate::dc_table::DcTable;
-use crate::ip_lists::ListKind;
+pub use crate::ip_filter::IpFilter;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::users::accounting::UserStats;
 use crate::users::throttle::Throttle;
 
+pub use crate::ip_filter::AllowAll;
 pub use doppel::{DoppelSettings, Doppelganger};
-pub use listener::{Ready, serve};
+pub use listener::{Ready, serve, serve_with_signals};
 pub use tuning::{Keepalive, TcpTuning};
 
 /// Where fronted connections go.
@@ -259,34 +260,6 @@ impl Directory {
         ids.sort_by(|&a, &b| self.names[a].cmp(&self.names[b]));
         ids.into_iter()
             .find_map(|i| self.table.user_host(UserId(i as u32)).and_then(|h| self.table.host_name(h)))
-    }
-}
-
-/// Decides whether a client IP may connect at all (the block/allow lists plug in here), and
-/// how its sources are refreshed.
-pub trait IpFilter: Send + Sync {
-    /// `Ok` to serve the connection; `Err` naming the list that refuses it (the connection is
-    /// closed without reading).
-    fn check(&self, ip: IpAddr) -> Result<(), ListKind>;
-
-    /// The lists to load before the listeners accept, and how often to reload each after.
-    fn refresh_periods(&self) -> Vec<(ListKind, Duration)> {
-        Vec::new()
-    }
-
-    /// Loads one list from its sources again; yields its entry count.
-    fn refresh(&self, _list: ListKind) -> futures_util::future::BoxFuture<'_, usize> {
-        Box::pin(std::future::ready(0))
-    }
-}
-
-/// Serves everyone.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AllowAll;
-
-impl IpFilter for AllowAll {
-    fn check(&self, _ip: IpAddr) -> Result<(), ListKind> {
-        Ok(())
     }
 }
 

@@ -18,36 +18,11 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::config::Config;
-use crate::engine::IpFilter;
+pub use crate::ip_filter::{IpFilter, ListKind};
 
 pub use list::IpList;
 pub use net::IpNet;
 pub use ranges::RangeSet;
-
-/// Which list a verdict or a size is about (the `ip_list` metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ListKind {
-    /// `[defense.blocklist]`: listed clients are refused.
-    Blocklist,
-    /// `[defense.allowlist]`: unlisted clients are refused.
-    Allowlist,
-}
-
-impl ListKind {
-    /// `"blocklist"` or `"allowlist"`, as in mtg's metric labels.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Blocklist => "blocklist",
-            Self::Allowlist => "allowlist",
-        }
-    }
-}
-
-impl std::fmt::Display for ListKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
-    }
-}
 
 /// Both lists of a config: the engine's [`IpFilter`].
 #[derive(Debug)]
