@@ -2,6 +2,7 @@
 //! and (in later issues) users, stats and metrics.
 
 pub mod access;
+pub mod atomic_file;
 pub mod cli;
 pub mod config;
 pub mod dc_table;
