@@ -118,15 +118,26 @@ pub(crate) async fn respond(shared: &Shared, request: Request<Incoming>) -> Resp
                 Err(_) => return error(413, "body larger than 64 KiB or unreadable"),
             };
             match super::management::add(shared, &body) {
-                Ok((name, view)) => reply(
-                    StatusCode::CREATED,
+                Ok(added) => reply(
+                    if added.created { StatusCode::CREATED } else { StatusCode::OK },
                     "application/json",
-                    json_line(&serde_json::json!({ name: view })),
+                    json_line(&serde_json::json!({ added.name: added.view })),
                 ),
                 Err(e) => error(e.status, &e.message),
             }
         }
-        (["secrets"], _) => not_allowed("GET, POST"),
+        (["secrets"], &Method::PUT) => {
+            let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
+            let body = match limited.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => return error(413, "body larger than 64 KiB or unreadable"),
+            };
+            match super::management::replace(shared, &body) {
+                Ok(listing) => reply(StatusCode::OK, "application/json", json_line(&listing)),
+                Err(e) => error(e.status, &e.message),
+            }
+        }
+        (["secrets"], _) => not_allowed("GET, POST, PUT"),
         (["secrets", name], &Method::DELETE) => match super::management::remove(shared, name) {
             Ok(()) => {
                 reply(StatusCode::OK, "application/json", json_line(&serde_json::json!({ "removed": name })))

@@ -294,6 +294,9 @@ impl IpFilter for AllowAll {
 pub struct Shared {
     settings: Settings,
     users: RwLock<Arc<Directory>>,
+    /// Held by every change of the users (management API and reloads) from reading the current
+    /// set to swapping in (and persisting) the next: one read-modify-write at a time.
+    manage: Mutex<()>,
     replay: Mutex<Box<dyn ReplayCache + Send>>,
     hints: hints::HintCache,
     ip_filter: Box<dyn IpFilter>,
@@ -327,6 +330,7 @@ impl Shared {
         Arc::new(Self {
             settings,
             users: RwLock::new(Arc::new(users)),
+            manage: Mutex::new(()),
             replay: Mutex::new(replay),
             hints: hints::HintCache::new(4096),
             ip_filter,
@@ -336,6 +340,13 @@ impl Shared {
             metrics,
             doppelganger: Doppelganger::default(),
         })
+    }
+
+    /// Serialises changes of the users: held from reading the current set to swapping in the
+    /// next (and writing the config file), by the management API and by [`Shared::reload`].
+    pub(crate) fn manage_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Nothing is left half-done under the lock by a panic: the guard carries no data.
+        self.manage.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Swaps in new users and limits (`Directory::rebuild` rules), closes the sessions of
@@ -360,11 +371,13 @@ impl Shared {
     }
 
     /// Re-reads the config file and applies its users and limits; an invalid file changes
-    /// nothing. Other settings (listeners, timeouts, …) need a restart.
+    /// nothing. Other settings (listeners, timeouts, …) need a restart. Runs under the
+    /// management lock, so it never interleaves with an API change of the users.
     pub fn reload(&self) -> Result<ReloadSummary, String> {
         let Some(path) = &self.settings.config_path else {
             return Err("no config file to reload".to_owned());
         };
+        let _serialised = self.manage_lock();
         let result = crate::config::Config::load(path).map_err(|e| e.to_string()).map(|loaded| {
             for warning in &loaded.warnings {
                 tracing::warn!("{warning}");
