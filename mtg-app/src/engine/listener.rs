@@ -324,7 +324,7 @@ async fn hangup_loop<R: Runtime>(
             return;
         }
         // The outcome is logged by `reload`.
-        let _ = shared.reload();
+        let _ = shared.reload().await;
     }
 }
 

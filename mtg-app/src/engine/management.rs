@@ -1,8 +1,9 @@
 //! The management API: list, add, update, replace and remove users and reset quotas at run
 //! time (the request shapes of MHSanaei/mtg-multi). Changes apply at once through the same path
 //! as a reload and, with `api-persist = true`, are written back to the config file
-//! ([`persist`]). Every change is one read-modify-write under the management lock, which
-//! reloads take too: concurrent calls each succeed or fail on their own, none is lost.
+//! ([`persist`]). Every change is one read-modify-write under the management lock (an async
+//! lock: waiting calls do not block a runtime thread), which reloads take too: concurrent
+//! calls each succeed or fail on their own, none is lost.
 //!
 //! Each entry point takes the request body bytes and returns a serialisable value or an
 //! [`ApiError`] (a 4xx naming the field for bad input; 500 only when the file cannot be
@@ -253,7 +254,7 @@ pub struct Added {
 /// `host` is refused with 409 (it would silently re-key the user with a random key). In both
 /// cases the user's limits become exactly the limit fields given (absent = no limit), as in
 /// mtg-multi.
-pub fn add(shared: &Shared, body: &[u8]) -> Result<Added, ApiError> {
+pub async fn add(shared: &Shared, body: &[u8]) -> Result<Added, ApiError> {
     let request: AddUser = parse_json(body)?;
     if !valid_name(&request.name) {
         return Err(ApiError::bad(format!("field `name`: {NAME_RULE}")));
@@ -279,7 +280,7 @@ pub fn add(shared: &Shared, body: &[u8]) -> Result<Added, ApiError> {
     .parse("")?;
     let name = request.name;
 
-    let _serialised = shared.manage_lock();
+    let _serialised = shared.manage_lock().await;
     let mut state = State::current(shared);
     let existing = state.users.iter().position(|(n, _)| *n == name);
     let created = existing.is_none();
@@ -314,7 +315,7 @@ pub fn add(shared: &Shared, body: &[u8]) -> Result<Added, ApiError> {
 
 /// `PUT /secrets` with `{"secrets": {NAME: {secret, ...limits}}}`: replaces every user and all
 /// limits in one step. Everything is validated first; any error changes nothing.
-pub fn replace(shared: &Shared, body: &[u8]) -> Result<BTreeMap<String, UserView>, ApiError> {
+pub async fn replace(shared: &Shared, body: &[u8]) -> Result<BTreeMap<String, UserView>, ApiError> {
     let request: ReplaceAll = parse_json(body)?;
     if request.secrets.is_empty() {
         return Err(ApiError::bad("field `secrets`: at least one user is needed"));
@@ -338,15 +339,15 @@ pub fn replace(shared: &Shared, body: &[u8]) -> Result<BTreeMap<String, UserView
         state.users.push((name, secret));
     }
     // BTreeMap order: already sorted by name.
-    let _serialised = shared.manage_lock();
+    let _serialised = shared.manage_lock().await;
     apply(shared, &state)?;
     Ok(list(shared))
 }
 
 /// `DELETE /secrets/{name}`: removes the user and everything of it (limits, and any per-user
 /// table in the file).
-pub fn remove(shared: &Shared, name: &str) -> Result<(), ApiError> {
-    let _serialised = shared.manage_lock();
+pub async fn remove(shared: &Shared, name: &str) -> Result<(), ApiError> {
+    let _serialised = shared.manage_lock().await;
     let mut state = State::current(shared);
     let before = state.users.len();
     state.users.retain(|(n, _)| n != name);
@@ -361,8 +362,8 @@ pub fn remove(shared: &Shared, name: &str) -> Result<(), ApiError> {
 }
 
 /// `POST /secrets/{name}/reset-quota`.
-pub fn reset_quota(shared: &Shared, name: &str) -> Result<(), ApiError> {
-    let _serialised = shared.manage_lock();
+pub async fn reset_quota(shared: &Shared, name: &str) -> Result<(), ApiError> {
+    let _serialised = shared.manage_lock().await;
     let users = shared.users();
     let index = users
         .names
