@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod atomic_file;
 pub mod cli;
 pub mod config;
 pub mod dc_table;

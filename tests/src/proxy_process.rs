@@ -48,6 +48,8 @@ pub struct ProxyProcess {
     addr: SocketAddr,
     api: Option<SocketAddr>,
     config_path: PathBuf,
+    /// Whether the config file is this handle's own temp file (removed on drop).
+    owns_config: bool,
     log: Arc<Log>,
     reader: Option<JoinHandle<()>>,
 }
@@ -115,6 +117,16 @@ impl ProxyProcess {
         std::fs::create_dir_all(&dir).expect("create the temp config dir");
         let config_path = dir.join(format!("config-{}.toml", CONFIGS.fetch_add(1, Ordering::Relaxed)));
         std::fs::write(&config_path, config).expect("write the temp config");
+        Self::spawn(binary, config_path, true, launch)
+    }
+
+    /// Starts `binary` on an existing config file (kept on drop: a test can restart the proxy
+    /// on what an earlier one wrote) and waits until it logs `serving`, like [`Self::start`].
+    pub fn start_file(binary: &str, config_path: &std::path::Path, launch: &Launch) -> Self {
+        Self::spawn(binary, config_path.to_owned(), false, launch)
+    }
+
+    fn spawn(binary: &str, config_path: PathBuf, owns_config: bool, launch: &Launch) -> Self {
         let mut command = match launch.nofile {
             Some(n) => {
                 let mut c = Command::new("prlimit");
@@ -149,6 +161,7 @@ impl ProxyProcess {
             addr: "0.0.0.0:0".parse().expect("literal"),
             api: None,
             config_path,
+            owns_config,
             log,
             reader: Some(reader),
         };
@@ -292,7 +305,9 @@ impl Drop for ProxyProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        let _ = std::fs::remove_file(&self.config_path);
+        if self.owns_config {
+            let _ = std::fs::remove_file(&self.config_path);
+        }
     }
 }
 

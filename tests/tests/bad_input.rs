@@ -90,14 +90,113 @@ fn cases() -> Vec<Case> {
         case("PUT", "/stats", "", 405, "allowed: GET"),
         case("DELETE", "/stats", "", 405, "allowed: GET"),
         case("GET", "/reload", "", 405, "allowed: POST"),
-        case("PATCH", "/secrets", "{}", 405, "allowed: GET, POST"),
+        case("PATCH", "/secrets", "{}", 405, "allowed: GET, POST, PUT"),
         case("GET", "/secrets/alice", "", 405, "allowed: DELETE"),
         case("GET", "/secrets/alice/reset-quota", "", 405, "allowed: POST"),
         case("GET", "/", "", 404, "no such endpoint"),
         case("GET", "/nope", "", 404, "no such endpoint"),
         case("GET", "/secrets/a/b/c", "", 404, "no such endpoint"),
         case("POST", "/reload", "", 400, "no config file to reload"),
+        // The limit fields: the config's formats, errors name the field.
+        case(
+            "POST",
+            "/secrets",
+            "{\"name\": \"x\", \"host\": \"a.example\", \"quota\": \"lots\"}",
+            400,
+            "field `quota`",
+        ),
+        case(
+            "POST",
+            "/secrets",
+            "{\"name\": \"x\", \"host\": \"a.example\", \"quota\": -5}",
+            400,
+            "field `quota`",
+        ),
+        case(
+            "POST",
+            "/secrets",
+            "{\"name\": \"x\", \"host\": \"a.example\", \"quota\": 1e300}",
+            400,
+            "field `quota`",
+        ),
+        case(
+            "POST",
+            "/secrets",
+            "{\"name\": \"x\", \"host\": \"a.example\", \"quota_reset\": \"weekly\"}",
+            400,
+            "field `quota_reset`",
+        ),
+        case(
+            "POST",
+            "/secrets",
+            "{\"name\": \"x\", \"host\": \"a.example\", \"expires\": \"tomorrow\"}",
+            400,
+            "field `expires`",
+        ),
+        case(
+            "POST",
+            "/secrets",
+            "{\"name\": \"x\", \"host\": \"a.example\", \"expires\": \"9999-12-31T23:00:00-02:00\"}",
+            400,
+            "field `expires`",
+        ),
+        case(
+            "POST",
+            "/secrets",
+            "{\"name\": \"x\", \"host\": \"a.example\", \"disabled\": \"yes\"}",
+            400,
+            "field `disabled`",
+        ),
+        case(
+            "POST",
+            "/secrets",
+            "{\"name\": \"x\", \"host\": \"a.example\", \"max_connections\": -1}",
+            400,
+            "field `max_connections`",
+        ),
+        case("POST", "/secrets", "{\"name\": \"alice\", \"quota\": {}}", 400, "field `quota`"),
+        // PUT /secrets: validated whole before anything changes.
+        case("PUT", "/secrets", "{}", 400, "missing field `secrets`"),
+        case("PUT", "/secrets", "{\"secrets\": []}", 400, "bad JSON body"),
+        case("PUT", "/secrets", "{\"secrets\": {}}", 400, "field `secrets`: at least one user"),
+        case(
+            "PUT",
+            "/secrets",
+            "{\"secrets\": {\"bad name\": {\"secret\": \"00\"}}}",
+            400,
+            "field `secrets`",
+        ),
+        case(
+            "PUT",
+            "/secrets",
+            "{\"secrets\": {\"x\": {\"secret\": \"zz\"}}}",
+            400,
+            "field `secrets.x.secret`",
+        ),
+        case(
+            "PUT",
+            "/secrets",
+            "{\"secrets\": {\"x\": {\"host\": \"a.example\"}}}",
+            400,
+            "unknown field `host`",
+        ),
+        case("PUT", "/secrets", "{\"secrets\": {\"x\": {}}}", 400, "missing field `secret`"),
+        case("PUT", "/secrets", "{\"secrets\": {}, \"ad_tag\": \"00\"}", 400, "unknown field `ad_tag`"),
     ];
+    let valid = user(0x55).to_hex();
+    for (body, error) in [
+        (
+            format!("{{\"secrets\": {{\"a\": {{\"secret\": \"{valid}\"}}, \"z\": {{\"secret\": \"zz\"}}}}}}"),
+            "field `secrets.z.secret`",
+        ),
+        (
+            format!("{{\"secrets\": {{\"a\": {{\"secret\": \"{valid}\", \"quota\": \"x\"}}}}}}"),
+            "field `secrets.a.quota`",
+        ),
+        (format!("{{\"secrets\": {{\"a\": {{\"secret\": \"{dd}\"}}}}}}"), "[secured]"),
+    ] {
+        cases.push(Case { body: body.into_bytes(), ..case("PUT", "/secrets", "", 400, error) });
+    }
     cases.push(Case {
         body: vec![0xff, 0xfe, b'{', 0x80],
         ..case("POST", "/secrets", "", 400, "bad JSON body")
@@ -105,6 +204,10 @@ fn cases() -> Vec<Case> {
     cases.push(Case {
         body: vec![b' '; 200 * 1024],
         ..case("POST", "/secrets", "", 413, "larger than 64 KiB")
+    });
+    cases.push(Case {
+        body: vec![b' '; 200 * 1024],
+        ..case("PUT", "/secrets", "", 413, "larger than 64 KiB")
     });
     cases
 }

@@ -1,5 +1,5 @@
 //! The management API (both runtimes): list, add (with a secret or a host), remove, reset a
-//! quota; errors name what is wrong; `api-persist` rewrites only `[secrets]` of the file.
+//! quota; errors name what is wrong; `api-persist` rewrites only the users of the file.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -52,16 +52,13 @@ fn users_are_managed_at_run_time_and_persisted() {
     assert!(body.contains("field `secret`: secret key is shorter than 16 bytes"), "{body}");
     assert_eq!(request(api, "DELETE", "/secrets/nobody", "").0, 404);
     assert_eq!(request(api, "POST", "/secrets/nobody/reset-quota", "").0, 404);
-    assert_eq!(
-        request(
-            api,
-            "POST",
-            "/secrets",
-            &format!("{{\"name\": \"alice\", \"secret\": \"{}\"}}", user(9).to_hex())
-        )
-        .0,
-        409
-    );
+    // An existing user is updated, not re-added by host.
+    let (status, body) = request(api, "POST", "/secrets", "{\"name\": \"alice\", \"host\": \"x.example\"}");
+    assert_eq!(status, 409);
+    assert!(body.contains("already exists"), "{body}");
+    let (status, body) = request(api, "POST", "/secrets", "{\"name\": \"alice\", \"quota\": \"1kib\"}");
+    assert_eq!(status, 200, "an update keeps the secret: {body}");
+    assert!(body.contains(&user(1).to_hex()) && body.contains("\"quota\":1024"), "{body}");
     assert_eq!(request(api, "PUT", "/stats", "").0, 405);
 
     // Add bob with a known secret and carol by host (the proxy generates her key).

@@ -309,6 +309,47 @@ pub struct SecretLimits {
     pub disabled: bool,
 }
 
+impl SecretLimits {
+    /// Whether no limit is set (the user needs no `[secret-limits.NAME]` table).
+    pub fn is_unlimited(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Reads limits from a table holding the keys of one `[secret-limits.NAME]` table
+    /// (`quota`, `quota-reset`, `expires`, `disabled`, `max-connections`) with the config's own
+    /// rules; errors name the key as written. Unknown keys are ignored.
+    pub fn from_table(table: &toml::Table) -> Result<Self, ConfigError> {
+        users::limits_at(&reader::Reader(table), "")
+    }
+
+    /// The `[secret-limits.NAME]` table that reads back as these limits (empty when unlimited):
+    /// quota in bytes, `expires` as RFC 3339 UTC. `None` when `expires` is outside the years
+    /// 0 to 9999, which no config can hold.
+    pub fn to_table(&self) -> Option<toml_edit::Table> {
+        let mut table = toml_edit::Table::new();
+        if self.max_connections > 0 {
+            table.insert("max-connections", toml_edit::value(i64::from(self.max_connections)));
+        }
+        if let Some(quota) = self.quota {
+            // Above i64::MAX (TOML integers) the size string reads back the same.
+            match i64::try_from(quota) {
+                Ok(q) => table.insert("quota", toml_edit::value(q)),
+                Err(_) => table.insert("quota", toml_edit::value(format!("{quota}b"))),
+            };
+        }
+        if self.quota_reset == QuotaReset::Monthly {
+            table.insert("quota-reset", toml_edit::value("monthly"));
+        }
+        if let Some(expires) = self.expires {
+            table.insert("expires", toml_edit::value(timestamp::rfc3339(expires)?));
+        }
+        if self.disabled {
+            table.insert("disabled", toml_edit::value(true));
+        }
+        Some(table)
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: impl AsRef<Path>) -> Result<Loaded, ConfigError> {

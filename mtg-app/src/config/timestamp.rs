@@ -44,6 +44,16 @@ pub(super) fn unix_seconds(text: &str) -> Result<i64, Expected> {
     Ok(secs)
 }
 
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`, the form [`unix_seconds`] reads back (years 0 to
+/// 9999; `None` outside them).
+pub(super) fn rfc3339(secs: i64) -> Option<String> {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = crate::users::stats_json::civil_from_days(days);
+    (0..=9999)
+        .contains(&y)
+        .then(|| format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60))
+}
+
 /// `N` decimal fields of the given widths separated by `sep`.
 fn fields<const N: usize>(text: &str, sep: char, widths: [usize; N]) -> Result<[i64; N], Expected> {
     let mut out = [0i64; N];
@@ -121,5 +131,18 @@ mod tests {
         ] {
             assert_eq!(unix_seconds(bad), Err(TIMESTAMP), "{bad}");
         }
+    }
+
+    #[test]
+    fn written_timestamps_read_back() {
+        for secs in [0, -1, 951_782_400, 1_798_761_599, 253_402_300_799, -62_167_219_200] {
+            let text = rfc3339(secs).unwrap();
+            assert_eq!(unix_seconds(&text), Ok(secs), "{text}");
+        }
+        assert_eq!(rfc3339(0).as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(rfc3339(253_402_300_800), None, "year 10000");
+        assert_eq!(rfc3339(-62_167_219_201), None, "year -1");
+        assert_eq!(rfc3339(i64::MAX), None);
+        assert_eq!(rfc3339(i64::MIN), None);
     }
 }

@@ -103,27 +103,29 @@ pub(super) fn limits(
         if !limits.is_table() {
             return Err(Reader::invalid(&key, limits, "a table of limits"));
         }
-        let field = |f: &str| format!("{key}.{f}");
-        let expires = match r.value(&field("expires")) {
-            // An unquoted TOML date or date-time.
-            Some(v @ toml::Value::Datetime(dt)) => Some(
-                timestamp::unix_seconds(&dt.to_string())
-                    .map_err(|e| Reader::invalid(&field("expires"), v, e))?,
-            ),
-            _ => r.parsed(&field("expires"), timestamp::unix_seconds)?,
-        };
-        out.insert(
-            name.clone(),
-            SecretLimits {
-                max_connections: r.count(&field("max-connections"))?.unwrap_or(0),
-                quota: r.bytes(&field("quota"))?,
-                quota_reset: r.parsed(&field("quota-reset"), values::quota_reset)?.unwrap_or_default(),
-                expires,
-                disabled: r.flag(&field("disabled"))?,
-            },
-        );
+        out.insert(name.clone(), limits_at(r, &key)?);
     }
     Ok(out)
+}
+
+/// Reads one user's limits from the table at the dotted path `prefix` (`secret-limits.NAME`;
+/// empty for the root table, as the management API passes them). Errors name the key.
+pub(super) fn limits_at(r: &Reader<'_>, prefix: &str) -> Result<SecretLimits, ConfigError> {
+    let field = |f: &str| if prefix.is_empty() { f.to_owned() } else { format!("{prefix}.{f}") };
+    let expires = match r.value(&field("expires")) {
+        // An unquoted TOML date or date-time.
+        Some(v @ toml::Value::Datetime(dt)) => Some(
+            timestamp::unix_seconds(&dt.to_string()).map_err(|e| Reader::invalid(&field("expires"), v, e))?,
+        ),
+        _ => r.parsed(&field("expires"), timestamp::unix_seconds)?,
+    };
+    Ok(SecretLimits {
+        max_connections: r.count(&field("max-connections"))?.unwrap_or(0),
+        quota: r.bytes(&field("quota"))?,
+        quota_reset: r.parsed(&field("quota-reset"), values::quota_reset)?.unwrap_or_default(),
+        expires,
+        disabled: r.flag(&field("disabled"))?,
+    })
 }
 
 /// The user names for an error message, the first few only.

@@ -103,7 +103,7 @@ pub(crate) async fn respond(shared: &Shared, request: Request<Incoming>) -> Resp
     match (segments.as_slice(), &method) {
         (["stats"], &Method::GET) => reply(StatusCode::OK, "application/json", shared.stats_json()),
         (["stats"], _) => not_allowed("GET"),
-        (["reload"], &Method::POST) => match shared.reload() {
+        (["reload"], &Method::POST) => match shared.reload().await {
             Ok(summary) => reply(StatusCode::OK, "application/json", json_line(&summary)),
             Err(e) => error(400, &e),
         },
@@ -117,17 +117,28 @@ pub(crate) async fn respond(shared: &Shared, request: Request<Incoming>) -> Resp
                 Ok(collected) => collected.to_bytes(),
                 Err(_) => return error(413, "body larger than 64 KiB or unreadable"),
             };
-            match super::management::add(shared, &body) {
-                Ok((name, view)) => reply(
-                    StatusCode::CREATED,
+            match super::management::add(shared, &body).await {
+                Ok(added) => reply(
+                    if added.created { StatusCode::CREATED } else { StatusCode::OK },
                     "application/json",
-                    json_line(&serde_json::json!({ name: view })),
+                    json_line(&serde_json::json!({ added.name: added.view })),
                 ),
                 Err(e) => error(e.status, &e.message),
             }
         }
-        (["secrets"], _) => not_allowed("GET, POST"),
-        (["secrets", name], &Method::DELETE) => match super::management::remove(shared, name) {
+        (["secrets"], &Method::PUT) => {
+            let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
+            let body = match limited.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => return error(413, "body larger than 64 KiB or unreadable"),
+            };
+            match super::management::replace(shared, &body).await {
+                Ok(listing) => reply(StatusCode::OK, "application/json", json_line(&listing)),
+                Err(e) => error(e.status, &e.message),
+            }
+        }
+        (["secrets"], _) => not_allowed("GET, POST, PUT"),
+        (["secrets", name], &Method::DELETE) => match super::management::remove(shared, name).await {
             Ok(()) => {
                 reply(StatusCode::OK, "application/json", json_line(&serde_json::json!({ "removed": name })))
             }
@@ -135,7 +146,7 @@ pub(crate) async fn respond(shared: &Shared, request: Request<Incoming>) -> Resp
         },
         (["secrets", _], _) => not_allowed("DELETE"),
         (["secrets", name, "reset-quota"], &Method::POST) => {
-            match super::management::reset_quota(shared, name) {
+            match super::management::reset_quota(shared, name).await {
                 Ok(()) => reply(
                     StatusCode::OK,
                     "application/json",

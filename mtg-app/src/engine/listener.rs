@@ -354,7 +354,7 @@ async fn hangup_loop(
             continue;
         }
         // The outcome is logged by `reload`.
-        let _ = shared.reload();
+        let _ = shared.reload().await;
     }
 }
 

@@ -267,6 +267,10 @@ impl Directory {
 pub struct Shared {
     settings: Settings,
     users: RwLock<Arc<Directory>>,
+    /// Held by every change of the users (management API and reloads) from reading the current
+    /// set to swapping in (and persisting) the next: one read-modify-write at a time. An async
+    /// lock (a one-slot channel), so waiting API calls never block a runtime thread.
+    manage: (async_channel::Sender<()>, async_channel::Receiver<()>),
     replay: Mutex<Box<dyn ReplayCache + Send>>,
     hints: hints::HintCache,
     ip_filter: Box<dyn IpFilter>,
@@ -300,6 +304,7 @@ impl Shared {
         Arc::new(Self {
             settings,
             users: RwLock::new(Arc::new(users)),
+            manage: async_channel::bounded(1),
             replay: Mutex::new(replay),
             hints: hints::HintCache::new(4096),
             ip_filter,
@@ -309,6 +314,14 @@ impl Shared {
             metrics,
             doppelganger: Doppelganger::default(),
         })
+    }
+
+    /// Serialises changes of the users: held from reading the current set to swapping in the
+    /// next (and writing the config file), by the management API and by [`Shared::reload`].
+    pub(crate) async fn manage_lock(&self) -> ManageGuard<'_> {
+        // The channel is never closed (both ends live in `self`): `send` only waits its turn.
+        let _ = self.manage.0.send(()).await;
+        ManageGuard(&self.manage.1)
     }
 
     /// Swaps in new users and limits (`Directory::rebuild` rules), closes the sessions of
@@ -333,11 +346,13 @@ impl Shared {
     }
 
     /// Re-reads the config file and applies its users and limits; an invalid file changes
-    /// nothing. Other settings (listeners, timeouts, …) need a restart.
-    pub fn reload(&self) -> Result<ReloadSummary, String> {
+    /// nothing. Other settings (listeners, timeouts, …) need a restart. Runs under the
+    /// management lock, so it never interleaves with an API change of the users.
+    pub async fn reload(&self) -> Result<ReloadSummary, String> {
         let Some(path) = &self.settings.config_path else {
             return Err("no config file to reload".to_owned());
         };
+        let _serialised = self.manage_lock().await;
         let result = crate::config::Config::load(path).map_err(|e| e.to_string()).map(|loaded| {
             for warning in &loaded.warnings {
                 tracing::warn!("{warning}");
@@ -456,6 +471,15 @@ impl Shared {
     /// Connections being served now (handshakes, fronted and relayed sessions).
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds the management lock of [`Shared`]; dropping it lets the next change in.
+pub(crate) struct ManageGuard<'a>(&'a async_channel::Receiver<()>);
+
+impl Drop for ManageGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.try_recv();
     }
 }
 

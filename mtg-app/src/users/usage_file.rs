@@ -1,9 +1,8 @@
 //! The usage state file: per-user quota usage persisted across restarts, written atomically
-//! (temporary file, fsync, rename). A file that does not parse is an error naming it — never a
-//! silent reset.
+//! through [`crate::atomic_file`] (mode and owner kept, 0600 when new). A file that does not
+//! parse is an error naming it — never a silent reset.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -39,14 +38,7 @@ pub fn load(path: &Path) -> Result<BTreeMap<String, Usage>, String> {
 pub fn save(path: &Path, users: &BTreeMap<String, Usage>) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(&File { version: 1, users: users.clone() })
         .map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    crate::atomic_file::write(path, format!("{text}\n").as_bytes())
 }
 
 #[cfg(test)]
