@@ -69,6 +69,25 @@ mod tests {
     }
 
     #[test]
+    fn no_settings_or_config_debug_shows_the_token() {
+        let text = "secret = \"ee367a189aee18fa31c190054efd4a8e9573746f726167652e676f6f676c65617069732e636f6d\"\n\
+            bind-to = \"127.0.0.1:3128\"\napi-bind-to = \"0.0.0.0:9090\"\napi-token = \"zx-Tok3n-9f81c2\"\n";
+        let loaded = crate::config::Config::from_toml_str(text).expect("a valid config");
+        assert_eq!(loaded.config.api_token, Some(ApiToken::from("zx-Tok3n-9f81c2")));
+        let settings = crate::run::settings_from(&loaded.config);
+        assert!(settings.api_token.as_ref().is_some_and(|t| t.matches(b"zx-Tok3n-9f81c2")));
+        for shown in [
+            format!("{loaded:?}"),
+            format!("{:#?}", loaded.config),
+            format!("{settings:?}"),
+            format!("{settings:#?}"),
+        ] {
+            assert!(!shown.contains("zx-Tok3n"), "the token is in {shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+    }
+
+    #[test]
     fn debug_does_not_show_it() {
         let shown = format!("{:?} {:#?}", ApiToken::from("s3cr3t-t0k3n"), Some(ApiToken::from("s3cr3t-t0k3n")));
         assert!(!shown.contains("s3cr3t"), "{shown}");
