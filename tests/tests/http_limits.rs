@@ -51,8 +51,14 @@ fn start_proxy(dc: &FakeDc) -> ProxyProcess {
         closed_port()
     );
     let alice = alice();
-    let config =
-        proxy_config(&[("alice", &alice)], &[(2, dc.addr())], closed_port(), Timeouts::default(), &top, &tables);
+    let config = proxy_config(
+        &[("alice", &alice)],
+        &[(2, dc.addr())],
+        closed_port(),
+        Timeouts::default(),
+        &top,
+        &tables,
+    );
     ProxyProcess::start(BIN, &config, &Launch::default())
 }
 
@@ -110,7 +116,8 @@ async fn slow_waves(
 ) -> std::io::Result<Vec<Option<Cut>>> {
     let mut cuts = Vec::with_capacity(count);
     for _ in 0..count.div_ceil(wave) {
-        let tasks: Vec<_> = (0..wave).map(|_| tokio::spawn(slow_client(addr, Arc::clone(&open), None))).collect();
+        let tasks: Vec<_> =
+            (0..wave).map(|_| tokio::spawn(slow_client(addr, Arc::clone(&open), None))).collect();
         for task in tasks {
             cuts.push(task.await.expect("a slow client panicked")?);
         }
@@ -129,7 +136,10 @@ fn check_cuts(port: &str, cuts: &[Option<Cut>], expected: usize) {
     assert_eq!(cut.len(), expected, "{port}: every slow client was cut within 20 s");
     let earliest = cut.iter().map(|c| c.since_connecting).min().unwrap();
     let latest = cut.iter().map(|c| c.since_last_byte).max().unwrap();
-    eprintln!("{port}: {} slow clients cut, {earliest:?} after connecting at the earliest, {latest:?} after their last byte at the latest", cut.len());
+    eprintln!(
+        "{port}: {} slow clients cut, {earliest:?} after connecting at the earliest, {latest:?} after their last byte at the latest",
+        cut.len()
+    );
     assert!(earliest >= REQUEST_TIMEOUT, "{port}: a slow client was cut early: {earliest:?}");
     assert!(latest <= REQUEST_TIMEOUT + MARGIN, "{port}: a slow client was cut late: {latest:?}");
     assert!(cut.iter().all(|c| c.answered == 0), "{port}: a slow head got an answer");
@@ -202,7 +212,8 @@ fn slow_http_heads_are_cut_at_10_s_while_the_proxy_relays_and_answers() {
         std::thread::sleep(Duration::from_millis(200));
     }
     stop.store(true, Ordering::Relaxed);
-    let api_cuts = block_on(async move { api_waves.await.expect("the API waves panicked") }).expect("connect");
+    let api_cuts =
+        block_on(async move { api_waves.await.expect("the API waves panicked") }).expect("connect");
     let metrics_cuts =
         block_on(async move { metrics_waves.await.expect("the metrics waves panicked") }).expect("connect");
     let rounds = block_on(async move { relayed.await.expect("the relay task panicked") })
@@ -272,7 +283,10 @@ fn a_listener_serves_at_most_256_connections_and_the_rest_wait() {
     assert_eq!(status, 200);
     assert!(asked.elapsed() < Duration::from_secs(2), "the API waited {:?}", asked.elapsed());
     let held_fds = proxy.fds();
-    assert!(held_fds <= baseline_fds + CAP + 8, "{held_fds} descriptors with the listener full (at rest {baseline_fds})");
+    assert!(
+        held_fds <= baseline_fds + CAP + 8,
+        "{held_fds} descriptors with the listener full (at rest {baseline_fds})"
+    );
 
     let (raw, answered) = waiting.join().expect("the 257th client");
     assert!(raw.starts_with("HTTP/1.1 200 OK\r\n"), "the 257th got {raw:?}");
@@ -337,8 +351,9 @@ fn an_idle_keep_alive_connection_is_closed_30_s_after_its_last_response() {
     let on_api = std::thread::spawn(move || {
         idle_close(api, format!("GET /stats HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"))
     });
-    let on_metrics =
-        std::thread::spawn(move || idle_close(metrics, "GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n".to_owned()));
+    let on_metrics = std::thread::spawn(move || {
+        idle_close(metrics, "GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n".to_owned())
+    });
     for (port, thread) in [("API", on_api), ("Prometheus", on_metrics)] {
         let (since_asked, since_answered) = thread.join().expect("the idle client");
         eprintln!("{port}: closed {since_answered:?} after the last answer");

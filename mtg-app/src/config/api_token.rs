@@ -62,7 +62,9 @@ mod tests {
     fn only_the_exact_token_matches() {
         let token = ApiToken::from("tok-7f3a9c1e5b");
         assert!(token.matches(b"tok-7f3a9c1e5b"));
-        for wrong in [&b""[..], b"tok", b"tok-7f3a9c1e5", b"tok-7f3a9c1e5bX", b"TOK-7F3A9C1E5B", b"tok-7f3a9c1e5c"] {
+        for wrong in
+            [&b""[..], b"tok", b"tok-7f3a9c1e5", b"tok-7f3a9c1e5bX", b"TOK-7F3A9C1E5B", b"tok-7f3a9c1e5c"]
+        {
             assert!(!token.matches(wrong), "{wrong:?}");
         }
         assert!(ApiToken::from("").matches(b""));
@@ -89,7 +91,8 @@ mod tests {
 
     #[test]
     fn debug_does_not_show_it() {
-        let shown = format!("{:?} {:#?}", ApiToken::from("s3cr3t-t0k3n"), Some(ApiToken::from("s3cr3t-t0k3n")));
+        let shown =
+            format!("{:?} {:#?}", ApiToken::from("s3cr3t-t0k3n"), Some(ApiToken::from("s3cr3t-t0k3n")));
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
     }

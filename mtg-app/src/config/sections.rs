@@ -12,8 +12,8 @@ use super::reader::Reader;
 use super::urls::{self, Dns};
 use super::values::{self, Expected};
 use super::{
-    AntiReplay, ApiToken, Config, DomainFronting, Doppelganger, IpList, KeepAlive, Network, Prometheus, Statsd,
-    Throttle, Timeouts, schema, users,
+    AntiReplay, ApiToken, Config, DomainFronting, Doppelganger, IpList, KeepAlive, Network, Prometheus,
+    Statsd, Throttle, Timeouts, schema, users,
 };
 
 const SECOND: Duration = Duration::from_secs(1);

@@ -283,7 +283,11 @@ pub(crate) trait Handler: Clone + Send + Sync + 'static {
 
 /// Serves one accepted connection until the peer closes it, a limit of `timeouts` passes, or
 /// bad input ends it.
-pub(crate) async fn serve_connection<R: Runtime, H: Handler>(stream: R::Stream, handler: H, timeouts: Timeouts) {
+pub(crate) async fn serve_connection<R: Runtime, H: Handler>(
+    stream: R::Stream,
+    handler: H,
+    timeouts: Timeouts,
+) {
     let mut connection = Connection::<R, R::Stream>::new(stream, timeouts);
     match connection.run(&handler).await {
         Ok(()) => {}
@@ -402,7 +406,9 @@ impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin> Connection<R, S> {
                     match parse_head(&self.buf[..end]) {
                         Head::Complete { parsed, len } => break (parsed, len),
                         Head::Partial => {}
-                        Head::Bad(response) => return self.finish(&response.encode(false, false, now())).await,
+                        Head::Bad(response) => {
+                            return self.finish(&response.encode(false, false, now())).await;
+                        }
                     }
                 }
                 scanned = self.buf.len();
@@ -751,8 +757,10 @@ mod tests {
             use std::io::{Read, Write};
             let mut s = std::net::TcpStream::connect(addr).expect("connect");
             s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-            s.write_all(b"POST /e HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\n")
-                .expect("head");
+            s.write_all(
+                b"POST /e HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+            )
+            .expect("head");
             let mut first = [0u8; 25];
             s.read_exact(&mut first).expect("the interim answer");
             s.write_all(b"abc").expect("body");
@@ -774,13 +782,24 @@ mod tests {
             (b"GET /\x01 HTTP/1.1\r\n\r\n".to_vec(), "400", "malformed request"),
             (b"GET stats HTTP/1.1\r\n\r\n".to_vec(), "400", "request target"),
             (b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n".to_vec(), "400", "Content-Length"),
-            (b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(), "400", "conflicting"),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), "411", "Content-Length"),
+            (
+                b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(),
+                "400",
+                "conflicting",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+                "411",
+                "Content-Length",
+            ),
             (big_head.into_bytes(), "431", "16 KiB"),
             (many.into_bytes(), "431", "64 header"),
         ];
         let (answers, handled) = with_server(Timeouts::DEFAULT, move |addr| {
-            cases.into_iter().map(|(wire, status, error)| (exchange(addr, &wire), status, error)).collect::<Vec<_>>()
+            cases
+                .into_iter()
+                .map(|(wire, status, error)| (exchange(addr, &wire), status, error))
+                .collect::<Vec<_>>()
         });
         assert_eq!(handled, 0);
         for (raw, status, error) in answers {
@@ -796,7 +815,8 @@ mod tests {
     #[test]
     fn a_body_over_64_kib_is_not_read_and_the_answer_still_arrives() {
         let (raw, handled) = with_server(Timeouts::DEFAULT, |addr| {
-            let mut wire = format!("POST /big HTTP/1.1\r\nContent-Length: {}\r\n\r\n", 200 * 1024).into_bytes();
+            let mut wire =
+                format!("POST /big HTTP/1.1\r\nContent-Length: {}\r\n\r\n", 200 * 1024).into_bytes();
             wire.resize(wire.len() + 200 * 1024, b' ');
             exchange(addr, &wire)
         });
@@ -842,7 +862,10 @@ mod tests {
         assert!(half_rest.is_empty(), "a cut slow head gets no answer: {half_rest:?}");
         for (what, took, limit) in [("half head", half, 400), ("no head", mute, 400), ("idle", idle, 900)] {
             let limit = Duration::from_millis(limit);
-            assert!(took + Duration::from_millis(20) >= limit && took < limit + Duration::from_millis(500), "{what}: {took:?}");
+            assert!(
+                took + Duration::from_millis(20) >= limit && took < limit + Duration::from_millis(500),
+                "{what}: {took:?}"
+            );
         }
     }
 }
