@@ -21,8 +21,38 @@ pub struct HostId(pub u32);
 struct UserEntry {
     kind: SecretKind,
     key: [u8; KEY_LEN],
-    mac: Hmac<Sha256>,
+    mac: KeyedMac,
     host: Option<HostId>,
+}
+
+/// A user's HMAC-SHA256 state pre-keyed with its secret (so a handshake costs no key
+/// schedule), wiped when dropped: `hmac` 0.12 has no zeroize support, so the state is
+/// overwritten in place with one keyed by zeros.
+struct KeyedMac(Hmac<Sha256>);
+
+impl KeyedMac {
+    fn new(key: &[u8; KEY_LEN]) -> Self {
+        Self(keyed(key))
+    }
+
+    /// Overwrites the keyed state with one keyed by zeros.
+    fn wipe(&mut self) {
+        self.0 = keyed(&[0; KEY_LEN]);
+        // The store must not be dropped as dead: the memory may be freed right after.
+        core::hint::black_box(&mut self.0);
+    }
+}
+
+/// An HMAC-SHA256 state keyed with `key`.
+fn keyed(key: &[u8; KEY_LEN]) -> Hmac<Sha256> {
+    // Any key length is valid for HMAC; a 16-byte key cannot fail.
+    Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length")
+}
+
+impl Drop for KeyedMac {
+    fn drop(&mut self) {
+        self.wipe();
+    }
 }
 
 impl Drop for UserEntry {
@@ -95,8 +125,7 @@ impl UserTable {
             users.push(UserEntry {
                 kind: secret.kind(),
                 key: *secret.key(),
-                // A 16-byte key is always a valid HMAC key.
-                mac: Hmac::<Sha256>::new_from_slice(secret.key()).expect("HMAC accepts any key length"),
+                mac: KeyedMac::new(secret.key()),
                 host,
             });
         }
@@ -143,7 +172,7 @@ impl UserTable {
     }
 
     pub(crate) fn mac(&self, user: UserId) -> Option<&Hmac<Sha256>> {
-        self.users.get(user.0 as usize).map(|u| &u.mac)
+        self.users.get(user.0 as usize).map(|u| &u.mac.0)
     }
 
     /// Tries the users of the hello's SNI hosts: the hinted user first (if it is one of them),
@@ -194,7 +223,7 @@ impl UserTable {
         let Some(entry) = self.users.get(user.0 as usize) else {
             return MatchOutcome::NoMatch;
         };
-        let mut mac = entry.mac.clone();
+        let mut mac = entry.mac.0.clone();
         records.feed_canonical(&mut mac);
         let digest = mac.finalize().into_bytes();
         let mut x = [0u8; RANDOM_LEN];
@@ -216,4 +245,23 @@ fn within(now: Duration, timestamp: u32, tolerance: Duration) -> bool {
     let now_ms = now.as_millis() as i128;
     let ts_ms = i128::from(timestamp) * 1000;
     (now_ms - ts_ms).unsigned_abs() <= tolerance.as_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(mac: &Hmac<Sha256>) -> [u8; 32] {
+        mac.clone().chain_update(b"message").finalize().into_bytes().into()
+    }
+
+    #[test]
+    fn a_wiped_mac_holds_a_state_keyed_by_zeros() {
+        let key = [0x5a; KEY_LEN];
+        let mut mac = KeyedMac::new(&key);
+        assert_eq!(tag(&mac.0), tag(&keyed(&key)), "the precomputed state is the user's key");
+        mac.wipe();
+        assert_eq!(tag(&mac.0), tag(&keyed(&[0; KEY_LEN])));
+        assert_ne!(tag(&mac.0), tag(&keyed(&key)), "nothing of the key is left in the state");
+    }
 }

@@ -47,6 +47,7 @@ pub struct ProxyProcess {
     child: Child,
     addr: SocketAddr,
     api: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
     config_path: PathBuf,
     /// Whether the config file is this handle's own temp file (removed on drop).
     owns_config: bool,
@@ -160,6 +161,7 @@ impl ProxyProcess {
             child,
             addr: "0.0.0.0:0".parse().expect("literal"),
             api: None,
+            metrics: None,
             config_path,
             owns_config,
             log,
@@ -170,6 +172,7 @@ impl ProxyProcess {
         };
         process.addr = logged_addr(&line, "listen").unwrap_or_else(|| panic!("no address in {line:?}"));
         process.api = logged_addr(&line, "api");
+        process.metrics = logged_addr(&line, "metrics");
         process
     }
 
@@ -181,6 +184,11 @@ impl ProxyProcess {
     /// Where the API listens (when configured).
     pub fn api(&self) -> Option<SocketAddr> {
         self.api
+    }
+
+    /// Where the Prometheus endpoint listens (when enabled).
+    pub fn metrics(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// The config file the child reads (rewrite it, then reload).

@@ -11,6 +11,7 @@
 
 #![deny(missing_docs)]
 
+mod api_token;
 mod error;
 mod reader;
 mod schema;
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use mtg_proto::Secret;
 
+pub use api_token::ApiToken;
 pub use error::{ConfigError, ConfigWarning, SecretProblem, Suggestion};
 pub use schema::all_key_paths;
 pub use urls::{Dns, ListSource, ProxyUrl, redacted};
@@ -36,8 +38,8 @@ pub use values::{QuotaReset, TagFormat};
 
 pub use crate::dc_table::PreferIp;
 
-/// A whole config file, validated, with defaults applied. `Debug` hides `api_token` (secrets
-/// hide their keys themselves).
+/// A whole config file, validated, with defaults applied. `Debug` hides `api_token` (an
+/// [`ApiToken`] and the secrets hide themselves).
 #[derive(Clone, PartialEq)]
 pub struct Config {
     /// `debug`: debug-level logging (default false).
@@ -66,7 +68,7 @@ pub struct Config {
     pub api_bind_to: Option<SocketAddr>,
     /// `api-token`: bearer token the API requires (required when `api-bind-to` is not
     /// loopback).
-    pub api_token: Option<String>,
+    pub api_token: Option<ApiToken>,
     /// `api-persist`: write users changed through the API back to the config file.
     pub api_persist: bool,
     /// `usage-state-file`: where per-user usage survives restarts.
@@ -147,7 +149,7 @@ impl fmt::Debug for Config {
             .field("tolerate_time_skewness", tolerate_time_skewness)
             .field("allow_fallback_on_unknown_dc", allow_fallback_on_unknown_dc)
             .field("api_bind_to", api_bind_to)
-            .field("api_token", &api_token.as_ref().map(|_| "<redacted>"))
+            .field("api_token", api_token)
             .field("api_persist", api_persist)
             .field("usage_state_file", usage_state_file)
             .field("throttle", throttle)

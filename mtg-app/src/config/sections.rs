@@ -12,8 +12,8 @@ use super::reader::Reader;
 use super::urls::{self, Dns};
 use super::values::{self, Expected};
 use super::{
-    AntiReplay, Config, DomainFronting, Doppelganger, IpList, KeepAlive, Network, Prometheus, Statsd,
-    Throttle, Timeouts, schema, users,
+    AntiReplay, ApiToken, Config, DomainFronting, Doppelganger, IpList, KeepAlive, Network, Prometheus,
+    Statsd, Throttle, Timeouts, schema, users,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -70,7 +70,7 @@ pub(super) fn read(r: &Reader<'_>, warnings: &mut Vec<ConfigWarning>) -> Result<
         tolerate_time_skewness: r.duration("tolerate-time-skewness")?.unwrap_or(3 * SECOND),
         allow_fallback_on_unknown_dc: r.flag("allow-fallback-on-unknown-dc")?,
         api_bind_to: r.socket_addr("api-bind-to")?,
-        api_token: r.string("api-token")?.map(str::to_owned),
+        api_token: r.string("api-token")?.map(ApiToken::from),
         api_persist: r.flag("api-persist")?,
         usage_state_file: r.string("usage-state-file")?.map(PathBuf::from),
         throttle: Throttle {

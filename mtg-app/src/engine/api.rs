@@ -1,104 +1,57 @@
-//! The stats HTTP API on `api-bind-to` (hyper, on whichever runtime the binary uses):
+//! The stats HTTP API on `api-bind-to` (served by [`http_server`](super::http_server)):
 //! `GET /stats` returns the mtg-multi JSON; other paths 404, other methods 405. Every error
 //! is a JSON body `{"error": "..."}`.
 
-use std::convert::Infallible;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use futures_io::{AsyncRead, AsyncWrite};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use tracing::debug;
-
-use crate::runtime::Runtime;
 
 use super::Shared;
+use super::http_server::{Handler, Method, Request, Response, StatusCode};
 
-/// A `futures-io` stream seen through hyper's I/O traits.
-pub(crate) struct HyperIo<T>(pub(crate) T);
+/// The API's [`Handler`].
+#[derive(Clone)]
+pub(crate) struct Api(pub(crate) Arc<Shared>);
 
-impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        // Read into initialised scratch space and copy: the API is not a hot path.
-        let mut scratch = [0u8; 4096];
-        let want = buf.remaining().min(scratch.len());
-        match Pin::new(&mut self.0).poll_read(cx, &mut scratch[..want]) {
-            Poll::Ready(Ok(n)) => {
-                buf.put_slice(&scratch[..n]);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+impl Handler for Api {
+    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send {
+        let shared = Arc::clone(&self.0);
+        async move { respond(&shared, request).await }
     }
 }
 
-impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
-    }
-}
-
-/// Whether the request carries the configured bearer token (constant-time comparison).
-fn authorized(shared: &Shared, header: Option<&hyper::header::HeaderValue>) -> bool {
+/// Whether the request carries the configured bearer token (compared in constant time,
+/// whatever its length: see [`ApiToken::matches`](crate::config::ApiToken::matches)).
+fn authorized(shared: &Shared, header: Option<&str>) -> bool {
     let Some(token) = &shared.settings.api_token else { return true };
-    let Some(given) = header.and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")) else {
+    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
         return false;
     };
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    token.matches(given.as_bytes())
 }
 
-/// Largest request body read.
-const MAX_BODY: usize = 64 * 1024;
-
-fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
-    response
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response {
+    Response::new(status, content_type, body)
 }
 
-fn error(status: u16, message: &str) -> Response<Full<Bytes>> {
+fn error(status: u16, message: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    reply(status, "application/json", json_line(&serde_json::json!({ "error": message })))
+    super::http_server::json_error(status, message)
 }
 
-fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+fn not_allowed(allow: &'static str) -> Response {
     let mut response = error(405, &format!("method not allowed; allowed: {allow}"));
-    response.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static(allow));
+    response.insert_header("allow", allow);
     response
 }
 
-/// The answer to one API request (`body` is read only for routes that take one).
-pub(crate) async fn respond(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    use http_body_util::BodyExt;
-    if !authorized(shared, request.headers().get(hyper::header::AUTHORIZATION)) {
+/// The answer to one API request (the body is looked at only by routes that take one).
+pub(crate) async fn respond(shared: &Shared, request: Request) -> Response {
+    if !authorized(shared, request.header("authorization")) {
         let mut response = error(401, "missing or wrong bearer token");
-        response
-            .headers_mut()
-            .insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+        response.insert_header("www-authenticate", "Bearer");
         return response;
     }
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let method = request.method();
+    let path = request.path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (segments.as_slice(), &method) {
         (["stats"], &Method::GET) => reply(StatusCode::OK, "application/json", shared.stats_json()),
@@ -112,12 +65,10 @@ pub(crate) async fn respond(shared: &Shared, request: Request<Incoming>) -> Resp
             reply(StatusCode::OK, "application/json", json_line(&super::management::list(shared)))
         }
         (["secrets"], &Method::POST) => {
-            let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
-            let body = match limited.collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(_) => return error(413, "body larger than 64 KiB or unreadable"),
+            let Ok(body) = request.body() else {
+                return error(413, "body larger than 64 KiB or unreadable");
             };
-            match super::management::add(shared, &body).await {
+            match super::management::add(shared, body).await {
                 Ok(added) => reply(
                     if added.created { StatusCode::CREATED } else { StatusCode::OK },
                     "application/json",
@@ -127,12 +78,10 @@ pub(crate) async fn respond(shared: &Shared, request: Request<Incoming>) -> Resp
             }
         }
         (["secrets"], &Method::PUT) => {
-            let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
-            let body = match limited.collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(_) => return error(413, "body larger than 64 KiB or unreadable"),
+            let Ok(body) = request.body() else {
+                return error(413, "body larger than 64 KiB or unreadable");
             };
-            match super::management::replace(shared, &body).await {
+            match super::management::replace(shared, body).await {
                 Ok(listing) => reply(StatusCode::OK, "application/json", json_line(&listing)),
                 Err(e) => error(e.status, &e.message),
             }
@@ -165,17 +114,4 @@ fn json_line(value: &impl serde::Serialize) -> String {
     let mut text = serde_json::to_string(value).unwrap_or_default();
     text.push('\n');
     text
-}
-
-/// Serves one API connection.
-pub(crate) async fn serve_api_connection<R: Runtime>(shared: Arc<Shared>, stream: R::Stream) {
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(respond(&shared, request).await) }
-    });
-    if let Err(e) =
-        hyper::server::conn::http1::Builder::new().serve_connection(HyperIo(stream), service).await
-    {
-        debug!(error = %e, "stats API connection ended with an error");
-    }
 }

@@ -12,6 +12,7 @@ use tracing::{debug, error, info, warn};
 use crate::ip_filter::ListKind;
 use crate::runtime::{Runtime, Signal, SignalStream};
 
+use super::http_server;
 use super::session::serve_connection;
 use super::{ActiveGuard, Shared};
 
@@ -110,8 +111,8 @@ async fn serve_inner<R: Runtime>(
         match runtime.bind(addr) {
             Ok(listener) => {
                 api = Some(R::listener_addr(&listener)?);
-                let serve_one = super::api::serve_api_connection::<R>;
-                let http = http_loop(runtime.clone(), shared.clone(), listener, stopped.clone(), serve_one);
+                let api = super::api::Api(shared.clone());
+                let http = http_loop(runtime.clone(), listener, stopped.clone(), api);
                 spawn_tracked(&runtime, &loop_alive, http);
             }
             Err(e) => warn!(%addr, error = %e, "cannot listen for the stats API"),
@@ -124,8 +125,8 @@ async fn serve_inner<R: Runtime>(
             io::Error::new(e.kind(), format!("cannot listen for Prometheus metrics on {addr}: {e}"))
         })?;
         metrics = Some(R::listener_addr(&listener)?);
-        let serve_one = super::metrics_http::serve_metrics_connection::<R>;
-        let http = http_loop(runtime.clone(), shared.clone(), listener, stopped.clone(), serve_one);
+        let page = super::metrics_http::MetricsPage(shared.clone());
+        let http = http_loop(runtime.clone(), listener, stopped.clone(), page);
         spawn_tracked(&runtime, &loop_alive, http);
     }
     if let Some(settings) = shared.metrics().statsd().cloned() {
@@ -232,25 +233,49 @@ async fn accept_loop<R: Runtime>(
     }
 }
 
-/// Accepts HTTP connections (stats API, Prometheus) and serves each with `serve_one`.
-async fn http_loop<R: Runtime, F: Future<Output = ()> + Send + 'static>(
+/// Accepts HTTP connections (stats API, Prometheus) and serves each with `handler`, at most
+/// [`MAX_CONNECTIONS`](http_server::MAX_CONNECTIONS) at once: while that many are open it
+/// stops accepting, and further clients wait in the listen backlog.
+async fn http_loop<R: Runtime, H: http_server::Handler>(
     runtime: R,
-    shared: Arc<Shared>,
     listener: R::Listener,
     stopped: async_channel::Receiver<()>,
-    serve_one: fn(Arc<Shared>, R::Stream) -> F,
+    handler: H,
 ) {
+    // A counting semaphore: a connection holds one item of the channel while it is served.
+    let (take, give_back) = async_channel::bounded::<()>(http_server::MAX_CONNECTIONS);
     loop {
+        if until_stopped(take.send(()), &stopped).await.is_none() {
+            return;
+        }
+        let slot = Slot(give_back.clone());
         let Some(accepted) = until_stopped(R::accept(&listener), &stopped).await else {
             return;
         };
         match accepted {
-            Ok((stream, _)) => runtime.spawn(serve_one(shared.clone(), stream)),
+            Ok((stream, _)) => {
+                let handler = handler.clone();
+                runtime.spawn(async move {
+                    let _slot = slot;
+                    http_server::serve_connection::<R, H>(stream, handler, http_server::Timeouts::DEFAULT)
+                        .await;
+                });
+            }
             Err(e) => {
+                drop(slot);
                 debug!(error = %e, "HTTP accept failed");
                 R::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// One of an HTTP listener's connection slots, given back when dropped.
+struct Slot(async_channel::Receiver<()>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let _ = self.0.try_recv();
     }
 }
 

@@ -7,6 +7,7 @@ mod buffer_pool;
 mod doppel;
 mod fronting;
 mod hints;
+mod http_server;
 mod listener;
 pub mod management;
 mod metrics_http;
@@ -50,7 +51,8 @@ pub struct FrontingSettings {
     pub proxy_protocol: bool,
 }
 
-/// What the engine needs from the config.
+/// What the engine needs from the config. `Debug` shows no secret (the API token and the
+/// users' secrets hide themselves).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Listen addresses.
@@ -95,7 +97,7 @@ pub struct Settings {
     /// Write API changes of users back to the config file.
     pub api_persist: bool,
     /// Bearer token every API request must carry.
-    pub api_token: Option<String>,
+    pub api_token: Option<crate::config::ApiToken>,
     /// Where quota usage is persisted (every 30 s and at shutdown).
     pub usage_state_file: Option<std::path::PathBuf>,
     /// `[defense.doppelganger]`: shaping of FakeTLS replies and learning.
