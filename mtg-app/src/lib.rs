@@ -7,6 +7,7 @@ pub mod access;
 pub mod atomic_file;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dc_table;
 pub mod doctor;
 pub mod doppel_learn;

@@ -10,11 +10,9 @@ use mtg_proto::{HandshakeConfig, NoReplayCheck, ReplayCache, Secret, StableBloom
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::control::{Control, ControlSettings, serve, serve_with_signals};
 use crate::dc_table::DcTable;
-use crate::engine::{
-    Directory, DoppelSettings, FrontingSettings, Keepalive, Settings, Shared, TcpTuning, serve,
-    serve_with_signals,
-};
+use crate::engine::{Directory, DoppelSettings, FrontingSettings, Keepalive, Settings, Shared, TcpTuning};
 use crate::ip_lists::IpLists;
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, Selected};
@@ -39,7 +37,8 @@ pub fn init_logging(debug: bool) {
         .try_init();
 }
 
-/// The engine settings a config asks for.
+/// The engine (data plane) settings a config asks for; the control plane's are
+/// [`ControlSettings::from_config`].
 pub fn settings_from(config: &Config) -> Settings {
     Settings {
         bind_to: config.bind_to.clone(),
@@ -70,12 +69,6 @@ pub fn settings_from(config: &Config) -> Settings {
             count: config.network.keep_alive.count,
         })),
         throttle_limit: u64::from(config.throttle.max_connections),
-        throttle_interval: config.throttle.check_interval,
-        api_bind_to: config.api_bind_to,
-        api_token: config.api_token.clone(),
-        config_path: None,
-        api_persist: config.api_persist,
-        usage_state_file: config.usage_state_file.clone(),
         doppelganger: DoppelSettings {
             drs: config.doppelganger.drs,
             pacing: config.doppelganger.pacing,
@@ -108,9 +101,9 @@ pub fn build_shared(config: &Config, settings: Settings) -> std::sync::Arc<Share
 
 /// Loads `usage-state-file` (when configured) into the users' quota counters; a corrupt file
 /// is an error naming it.
-pub fn restore_usage(config: &Config, shared: &Shared) -> Result<(), String> {
+pub fn restore_usage(config: &Config, control: &Control) -> Result<(), String> {
     if let Some(path) = &config.usage_state_file {
-        shared.restore_usage(&crate::users::usage_file::load(path)?);
+        control.restore_usage(&crate::users::usage_file::load(path)?);
     }
     Ok(())
 }
@@ -136,9 +129,9 @@ pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitC
     let hosts: std::collections::BTreeSet<&str> =
         config.users.values().map(Secret::host).filter(|h| !h.is_empty()).collect();
     let user_count = config.users.len();
-    let mut settings = settings_from(&config);
-    settings.config_path = path.map(Path::to_owned);
-    let shared = build_shared(&config, settings);
+    let mut control_settings = ControlSettings::from_config(&config);
+    control_settings.config_path = path.map(Path::to_owned);
+    let shared = Control::new(build_shared(&config, settings_from(&config)), control_settings);
     if let Err(e) = restore_usage(&config, &shared) {
         error!("{e}");
         eprintln!("mtg-multi: {e}");
@@ -151,7 +144,7 @@ pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitC
         config.network.timeout.http,
     );
     let result = Selected::run(|runtime| async move {
-        let ready = |ready: &crate::engine::Ready| {
+        let ready = |ready: &crate::control::Ready| {
             let listen: Vec<String> = ready.listeners.iter().map(ToString::to_string).collect();
             info!(
                 users = user_count,

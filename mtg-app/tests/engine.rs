@@ -7,8 +7,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mtg_app::control::{Control, serve};
 use mtg_app::dc_table::{DcTable, PreferIp};
-use mtg_app::engine::{AllowAll, Directory, FrontingSettings, Settings, Shared, TcpTuning, serve};
+use mtg_app::engine::{AllowAll, Directory, FrontingSettings, Settings, Shared, TcpTuning};
 use mtg_app::runtime::{Runtime, Selected};
 use mtg_proto::client::{ClientSession, FakeTlsHello};
 use mtg_proto::{HandshakeConfig, NoReplayCheck, Secret};
@@ -96,12 +97,6 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
         accepted_tcp: TcpTuning::accepted(),
         dc_tcp: TcpTuning::outbound(None),
         throttle_limit: 0,
-        throttle_interval: Duration::from_secs(5),
-        api_bind_to: None,
-        api_token: None,
-        config_path: None,
-        api_persist: false,
-        usage_state_file: None,
         doppelganger: Default::default(),
     };
     let shared = Shared::new(
@@ -111,10 +106,11 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
         Box::new(AllowAll),
         mtg_app::metrics::Metrics::new("mtg"),
     );
+    let control = Control::new(shared, Default::default());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         Selected::run(|rt| {
-            serve(rt, shared, std::future::pending(), move |ready| tx.send(ready.listeners[0]).unwrap())
+            serve(rt, control, std::future::pending(), move |ready| tx.send(ready.listeners[0]).unwrap())
         })
         .unwrap()
         .unwrap();

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mtg_app::config::Config;
-use mtg_app::engine::{Shared, serve};
+use mtg_app::control::{Control, ControlSettings, serve};
 use mtg_app::run::{build_shared, restore_usage, settings_from};
 use mtg_app::runtime::{Runtime, Selected};
 
@@ -25,7 +25,7 @@ pub struct ProxyUnderTest {
     addr: SocketAddr,
     api: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
-    shared: Arc<Shared>,
+    control: Arc<Control>,
     stop: Option<async_channel::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -56,15 +56,16 @@ impl ProxyUnderTest {
         let mut settings = settings_from(&loaded.config);
         settings.bind_to = vec!["127.0.0.1:0".parse().expect("literal address")];
         settings.shutdown_grace = Duration::from_millis(200);
-        settings.config_path = path;
-        if settings.api_bind_to.is_some() {
-            settings.api_bind_to = Some("127.0.0.1:0".parse().expect("literal address"));
+        let mut control_settings = ControlSettings::from_config(&loaded.config);
+        control_settings.config_path = path;
+        if control_settings.api_bind_to.is_some() {
+            control_settings.api_bind_to = Some("127.0.0.1:0".parse().expect("literal address"));
         }
-        let shared = build_shared(&loaded.config, settings);
-        restore_usage(&loaded.config, &shared).unwrap_or_else(|e| panic!("{e}"));
+        let control = Control::new(build_shared(&loaded.config, settings), control_settings);
+        restore_usage(&loaded.config, &control).unwrap_or_else(|e| panic!("{e}"));
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let (ready_tx, ready_rx) = mpsc::channel();
-        let for_thread = shared.clone();
+        let for_thread = control.clone();
         let thread = std::thread::spawn(move || {
             let served = Selected::run(|runtime| async move {
                 let shutdown = async move {
@@ -81,7 +82,7 @@ impl ProxyUnderTest {
         });
         let (addr, api, metrics) =
             ready_rx.recv_timeout(Duration::from_secs(10)).expect("proxy did not start listening");
-        Self { addr, api, metrics, shared, stop: Some(stop), thread: Some(thread) }
+        Self { addr, api, metrics, control, stop: Some(stop), thread: Some(thread) }
     }
 
     /// Where clients connect.
@@ -101,25 +102,25 @@ impl ProxyUnderTest {
 
     /// The `/stats` body now, straight from the proxy's state.
     pub fn stats_json(&self) -> String {
-        self.shared.stats_json()
+        self.control.stats_json()
     }
 
     /// Recomputes the throttle caps now (instead of waiting for `check-interval`).
     pub fn recompute_throttle(&self) {
-        let users = self.shared.users();
-        if let Some(t) = self.shared.throttle() {
+        let users = self.control.data.users();
+        if let Some(t) = self.control.data.throttle() {
             t.recompute(users.all_stats());
         }
     }
 
     /// The doppelganger's statistics (settable) and counters.
     pub fn doppelganger(&self) -> &mtg_app::engine::Doppelganger {
-        self.shared.doppelganger()
+        self.control.data.doppelganger()
     }
 
     /// Connections being served now.
     pub fn active(&self) -> usize {
-        self.shared.active()
+        self.control.data.active()
     }
 
     /// Waits until at most `n` connections are active, up to `timeout`.

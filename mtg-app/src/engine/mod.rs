@@ -1,16 +1,15 @@
-//! The proxy engine: listeners, per-connection handshake, domain fronting, DC dialing and
-//! relay, written once against the [`Runtime`](crate::runtime::Runtime) seam and run by
-//! either adapter.
+//! The proxy engine (the data plane): listeners and their accept loops, per-connection
+//! handshake, domain fronting, DC dialing, relay and shaping, the users' [`Directory`] and the
+//! [`Shared`] state sessions use, written once against the [`Runtime`](crate::runtime::Runtime)
+//! seam and run by either adapter. The control plane (API, reloads, usage persistence,
+//! exporters, background tasks) lives in [`crate::control`] and drives this module; nothing
+//! here depends on it.
 
-mod api;
 mod buffer_pool;
 mod doppel;
 mod fronting;
 mod hints;
-mod http_server;
 mod listener;
-pub mod management;
-mod metrics_http;
 pub(crate) mod relay;
 mod session;
 mod shaper;
@@ -37,7 +36,7 @@ use crate::users::throttle::Throttle;
 
 pub use crate::ip_filter::AllowAll;
 pub use doppel::{DoppelSettings, Doppelganger};
-pub use listener::{Ready, serve, serve_with_signals};
+pub(crate) use listener::{accept_loop, bind_listeners, spawn_tracked, until_stopped};
 pub use tuning::{Keepalive, TcpTuning};
 
 /// Where fronted connections go.
@@ -51,8 +50,8 @@ pub struct FrontingSettings {
     pub proxy_protocol: bool,
 }
 
-/// What the engine needs from the config. `Debug` shows no secret (the API token and the
-/// users' secrets hide themselves).
+/// What the engine needs from the config. `Debug` shows no secret (the users' secrets hide
+/// themselves).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Listen addresses.
@@ -86,20 +85,8 @@ pub struct Settings {
     pub accepted_tcp: TcpTuning,
     /// TCP options of DC dials.
     pub dc_tcp: TcpTuning,
-    /// `[throttle]`: the connection budget (0 = off) and how often caps are recomputed.
+    /// `[throttle] max-connections`: the connection budget (0 = off).
     pub throttle_limit: u64,
-    /// How often throttle caps are recomputed.
-    pub throttle_interval: Duration,
-    /// Where the stats API listens, if anywhere.
-    pub api_bind_to: Option<SocketAddr>,
-    /// The config file, re-read on SIGHUP and `POST /reload`.
-    pub config_path: Option<std::path::PathBuf>,
-    /// Write API changes of users back to the config file.
-    pub api_persist: bool,
-    /// Bearer token every API request must carry.
-    pub api_token: Option<crate::config::ApiToken>,
-    /// Where quota usage is persisted (every 30 s and at shutdown).
-    pub usage_state_file: Option<std::path::PathBuf>,
     /// `[defense.doppelganger]`: shaping of FakeTLS replies and learning.
     pub doppelganger: DoppelSettings,
 }
@@ -215,6 +202,16 @@ impl Directory {
         self.switches.get(user.0 as usize)
     }
 
+    /// Every user's secret, by id.
+    pub(crate) fn secrets(&self) -> &[Secret] {
+        &self.secrets
+    }
+
+    /// Every user's limits, by id (all off when none are configured).
+    pub fn all_limits(&self) -> &[SecretLimits] {
+        &self.limits
+    }
+
     /// The limits of a user id (all off when none are configured).
     pub fn limits(&self, user: UserId) -> Option<&SecretLimits> {
         self.limits.get(user.0 as usize)
@@ -269,10 +266,6 @@ impl Directory {
 pub struct Shared {
     settings: Settings,
     users: RwLock<Arc<Directory>>,
-    /// Held by every change of the users (management API and reloads) from reading the current
-    /// set to swapping in (and persisting) the next: one read-modify-write at a time. An async
-    /// lock (a one-slot channel), so waiting API calls never block a runtime thread.
-    manage: (async_channel::Sender<()>, async_channel::Receiver<()>),
     replay: Mutex<Box<dyn ReplayCache + Send>>,
     hints: hints::HintCache,
     ip_filter: Box<dyn IpFilter>,
@@ -306,7 +299,6 @@ impl Shared {
         Arc::new(Self {
             settings,
             users: RwLock::new(Arc::new(users)),
-            manage: async_channel::bounded(1),
             replay: Mutex::new(replay),
             hints: hints::HintCache::new(4096),
             ip_filter,
@@ -316,14 +308,6 @@ impl Shared {
             metrics,
             doppelganger: Doppelganger::default(),
         })
-    }
-
-    /// Serialises changes of the users: held from reading the current set to swapping in the
-    /// next (and writing the config file), by the management API and by [`Shared::reload`].
-    pub(crate) async fn manage_lock(&self) -> ManageGuard<'_> {
-        // The channel is never closed (both ends live in `self`): `send` only waits its turn.
-        let _ = self.manage.0.send(()).await;
-        ManageGuard(&self.manage.1)
     }
 
     /// Swaps in new users and limits (`Directory::rebuild` rules), closes the sessions of
@@ -347,106 +331,9 @@ impl Shared {
         summary
     }
 
-    /// Re-reads the config file and applies its users and limits; an invalid file changes
-    /// nothing. Other settings (listeners, timeouts, …) need a restart. Runs under the
-    /// management lock, so it never interleaves with an API change of the users.
-    pub async fn reload(&self) -> Result<ReloadSummary, String> {
-        let Some(path) = &self.settings.config_path else {
-            return Err("no config file to reload".to_owned());
-        };
-        let _serialised = self.manage_lock().await;
-        let result = crate::config::Config::load(path).map_err(|e| e.to_string()).map(|loaded| {
-            for warning in &loaded.warnings {
-                tracing::warn!("{warning}");
-            }
-            let users: Vec<(String, Secret)> =
-                loaded.config.users.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
-            self.reload_users(&users, &loaded.config.secret_limits)
-        });
-        match &result {
-            Ok(s) => tracing::info!(
-                added = ?s.added, removed = ?s.removed, rekeyed = ?s.rekeyed, relimited = ?s.relimited,
-                "config reloaded"
-            ),
-            Err(e) => tracing::error!(error = %e, "reload refused; the running config stays"),
-        }
-        result
-    }
-
-    /// Every user's quota usage, by name, for the state file.
-    pub fn usage(&self) -> BTreeMap<String, crate::users::usage_file::Usage> {
-        let users = self.users();
-        users
-            .names
-            .iter()
-            .zip(&users.stats)
-            .map(|(name, stats)| {
-                let (quota_used, period) = stats.quota_state();
-                (name.clone(), crate::users::usage_file::Usage { quota_used, period })
-            })
-            .collect()
-    }
-
-    /// Restores quota usage read from the state file (names no longer configured are dropped).
-    pub fn restore_usage(&self, usage: &BTreeMap<String, crate::users::usage_file::Usage>) {
-        let users = self.users();
-        for (name, stats) in users.names.iter().zip(&users.stats) {
-            if let Some(u) = usage.get(name) {
-                stats.restore_quota(u.quota_used, u.period);
-            }
-        }
-    }
-
-    /// Writes the usage state file, if one is configured.
-    pub fn save_usage(&self) {
-        if let Some(path) = &self.settings.usage_state_file
-            && let Err(e) = crate::users::usage_file::save(path, &self.usage())
-        {
-            tracing::warn!(file = %path.display(), error = %e, "cannot write the usage state file");
-        }
-    }
-
     /// The throttle, when `[throttle] max-connections` is set.
     pub fn throttle(&self) -> Option<&Throttle> {
         self.throttle.as_ref()
-    }
-
-    /// The `/stats` body now.
-    pub fn stats_json(&self) -> String {
-        let users = self.users();
-        let now = unix_ms();
-        let snapshots: Vec<(
-            &str,
-            crate::users::accounting::UserSnapshot,
-            crate::users::stats_json::LimitsJson,
-        )> = users
-            .names
-            .iter()
-            .zip(users.stats.iter().zip(&users.limits))
-            .map(|(name, (stats, limits))| {
-                let period = crate::users::limits::quota_period(limits.quota_reset, now);
-                let extra = crate::users::stats_json::LimitsJson {
-                    quota: limits.quota,
-                    quota_used: limits.quota.map(|_| stats.quota_used(period)),
-                    expires_at: limits
-                        .expires
-                        .map(|at| crate::users::stats_json::rfc3339_ms(at.saturating_mul(1000))),
-                    disabled: limits.disabled.then_some(true),
-                };
-                (name.as_str(), stats.snapshot(), extra)
-            })
-            .collect();
-        let throttle = self.throttle.as_ref().map(|t| crate::users::stats_json::ThrottleJson {
-            active: t.active(),
-            limit: t.limit(),
-            caps: t
-                .caps()
-                .iter()
-                .zip(&users.names)
-                .filter_map(|(cap, name)| cap.map(|c| (name.clone(), c)))
-                .collect(),
-        });
-        crate::users::stats_json::render(self.started_at_ms, now, &snapshots, throttle.as_ref())
     }
 
     /// The metrics store (and its exporters' settings).
@@ -470,18 +357,19 @@ impl Shared {
         self.users.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    /// When the proxy started (Unix milliseconds).
+    pub fn started_at_ms(&self) -> i64 {
+        self.started_at_ms
+    }
+
+    /// The block/allow lists connections are checked against.
+    pub fn ip_filter(&self) -> &dyn IpFilter {
+        self.ip_filter.as_ref()
+    }
+
     /// Connections being served now (handshakes, fronted and relayed sessions).
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
-    }
-}
-
-/// Holds the management lock of [`Shared`]; dropping it lets the next change in.
-pub(crate) struct ManageGuard<'a>(&'a async_channel::Receiver<()>);
-
-impl Drop for ManageGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.try_recv();
     }
 }
 

@@ -16,8 +16,9 @@ use mtg_proto::{Secret, SecretKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Shared, unix_ms};
+use super::Control;
 use crate::config::{Config, ConfigError, QuotaReset, SecretLimits};
+use crate::engine::unix_ms;
 
 /// An API failure: the HTTP status and a one-line message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,13 +183,13 @@ struct State {
 }
 
 impl State {
-    fn current(shared: &Shared) -> Self {
-        let directory = shared.users();
-        let users = directory.names.iter().cloned().zip(directory.secrets.iter().cloned()).collect();
+    fn current(control: &Control) -> Self {
+        let directory = control.data.users();
+        let users = directory.names().iter().cloned().zip(directory.secrets().iter().cloned()).collect();
         let limits = directory
-            .names
+            .names()
             .iter()
-            .zip(&directory.limits)
+            .zip(directory.all_limits())
             .filter(|(_, l)| !l.is_unlimited())
             .map(|(n, l)| (n.clone(), l.clone()))
             .collect();
@@ -205,12 +206,12 @@ impl State {
 }
 
 /// `GET /secrets`: every user by name.
-pub fn list(shared: &Shared) -> BTreeMap<String, UserView> {
-    let users = shared.users();
+pub fn list(control: &Control) -> BTreeMap<String, UserView> {
+    let users = control.data.users();
     users
-        .names
+        .names()
         .iter()
-        .zip(users.secrets.iter().zip(&users.limits))
+        .zip(users.secrets().iter().zip(users.all_limits()))
         .map(|(n, (s, l))| (n.clone(), UserView::new(s, l)))
         .collect()
 }
@@ -228,9 +229,9 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 }
 
 /// A secret from the API, allowed by the `[secured]` setting; `field` names it in errors.
-fn parse_secret(shared: &Shared, text: &str, field: &str) -> Result<Secret, ApiError> {
+fn parse_secret(control: &Control, text: &str, field: &str) -> Result<Secret, ApiError> {
     let secret = Secret::parse(text).map_err(|e| ApiError::bad(format!("field `{field}`: {e}")))?;
-    if secret.kind() == SecretKind::Secured && !shared.settings.handshake.secured {
+    if secret.kind() == SecretKind::Secured && !control.data.settings().handshake.secured {
         return Err(ApiError::bad(format!("field `{field}`: dd secrets need [secured] enabled = true")));
     }
     Ok(secret)
@@ -254,13 +255,13 @@ pub struct Added {
 /// `host` is refused with 409 (it would silently re-key the user with a random key). In both
 /// cases the user's limits become exactly the limit fields given (absent = no limit), as in
 /// mtg-multi.
-pub async fn add(shared: &Shared, body: &[u8]) -> Result<Added, ApiError> {
+pub async fn add(control: &Control, body: &[u8]) -> Result<Added, ApiError> {
     let request: AddUser = parse_json(body)?;
     if !valid_name(&request.name) {
         return Err(ApiError::bad(format!("field `name`: {NAME_RULE}")));
     }
     let new_secret = match (&request.secret, &request.host) {
-        (Some(text), None) => Some(parse_secret(shared, text, "secret")?),
+        (Some(text), None) => Some(parse_secret(control, text, "secret")?),
         (None, Some(host)) => Some(
             crate::secrets::generate(host, &mut rand::rng())
                 .map_err(|e| ApiError::bad(format!("field `host`: {e}")))?,
@@ -280,8 +281,8 @@ pub async fn add(shared: &Shared, body: &[u8]) -> Result<Added, ApiError> {
     .parse("")?;
     let name = request.name;
 
-    let _serialised = shared.manage_lock().await;
-    let mut state = State::current(shared);
+    let _serialised = control.manage_lock().await;
+    let mut state = State::current(control);
     let existing = state.users.iter().position(|(n, _)| *n == name);
     let created = existing.is_none();
     let secret = match (existing, new_secret) {
@@ -309,13 +310,13 @@ pub async fn add(shared: &Shared, body: &[u8]) -> Result<Added, ApiError> {
         }
     };
     state.set_limits(&name, limits.clone());
-    apply(shared, &state)?;
+    apply(control, &state)?;
     Ok(Added { view: UserView::new(&secret, &limits), name, created })
 }
 
 /// `PUT /secrets` with `{"secrets": {NAME: {secret, ...limits}}}`: replaces every user and all
 /// limits in one step. Everything is validated first; any error changes nothing.
-pub async fn replace(shared: &Shared, body: &[u8]) -> Result<BTreeMap<String, UserView>, ApiError> {
+pub async fn replace(control: &Control, body: &[u8]) -> Result<BTreeMap<String, UserView>, ApiError> {
     let request: ReplaceAll = parse_json(body)?;
     if request.secrets.is_empty() {
         return Err(ApiError::bad("field `secrets`: at least one user is needed"));
@@ -326,7 +327,7 @@ pub async fn replace(shared: &Shared, body: &[u8]) -> Result<BTreeMap<String, Us
             let shown: String = name.chars().take(64).collect();
             return Err(ApiError::bad(format!("field `secrets`: user name {shown:?}: {NAME_RULE}")));
         }
-        let secret = parse_secret(shared, &entry.secret, &format!("secrets.{name}.secret"))?;
+        let secret = parse_secret(control, &entry.secret, &format!("secrets.{name}.secret"))?;
         let limits = LimitFields {
             max_connections: entry.max_connections,
             quota: entry.quota,
@@ -339,16 +340,16 @@ pub async fn replace(shared: &Shared, body: &[u8]) -> Result<BTreeMap<String, Us
         state.users.push((name, secret));
     }
     // BTreeMap order: already sorted by name.
-    let _serialised = shared.manage_lock().await;
-    apply(shared, &state)?;
-    Ok(list(shared))
+    let _serialised = control.manage_lock().await;
+    apply(control, &state)?;
+    Ok(list(control))
 }
 
 /// `DELETE /secrets/{name}`: removes the user and everything of it (limits, and any per-user
 /// table in the file).
-pub async fn remove(shared: &Shared, name: &str) -> Result<(), ApiError> {
-    let _serialised = shared.manage_lock().await;
-    let mut state = State::current(shared);
+pub async fn remove(control: &Control, name: &str) -> Result<(), ApiError> {
+    let _serialised = control.manage_lock().await;
+    let mut state = State::current(control);
     let before = state.users.len();
     state.users.retain(|(n, _)| n != name);
     if state.users.len() == before {
@@ -358,33 +359,33 @@ pub async fn remove(shared: &Shared, name: &str) -> Result<(), ApiError> {
         return Err(ApiError::new(409, "cannot remove the last user"));
     }
     state.limits.remove(name);
-    apply(shared, &state)
+    apply(control, &state)
 }
 
 /// `POST /secrets/{name}/reset-quota`.
-pub async fn reset_quota(shared: &Shared, name: &str) -> Result<(), ApiError> {
-    let _serialised = shared.manage_lock().await;
-    let users = shared.users();
+pub async fn reset_quota(control: &Control, name: &str) -> Result<(), ApiError> {
+    let _serialised = control.manage_lock().await;
+    let users = control.data.users();
     let index = users
-        .names
+        .names()
         .iter()
         .position(|n| n == name)
         .ok_or_else(|| ApiError::new(404, format!("no user {name}")))?;
-    let period = crate::users::limits::quota_period(users.limits[index].quota_reset, unix_ms());
-    users.stats[index].restore_quota(0, period);
+    let period = crate::users::limits::quota_period(users.all_limits()[index].quota_reset, unix_ms());
+    users.all_stats()[index].restore_quota(0, period);
     Ok(())
 }
 
 /// Writes the new state to the file (with `api-persist`), then swaps it in. The caller holds
 /// the management lock. A write failure changes nothing.
-fn apply(shared: &Shared, state: &State) -> Result<(), ApiError> {
-    if shared.settings.api_persist
-        && let Some(path) = &shared.settings.config_path
+fn apply(control: &Control, state: &State) -> Result<(), ApiError> {
+    if control.settings.api_persist
+        && let Some(path) = &control.settings.config_path
     {
         persist(path, &state.users, &state.limits)
             .map_err(|e| ApiError::new(500, format!("cannot write {}: {e}", path.display())))?;
     }
-    let summary = shared.reload_users(&state.users, &state.limits);
+    let summary = control.data.reload_users(&state.users, &state.limits);
     tracing::info!(
         added = ?summary.added, removed = ?summary.removed, rekeyed = ?summary.rekeyed,
         relimited = ?summary.relimited, "users changed through the API"

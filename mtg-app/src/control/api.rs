@@ -4,24 +4,24 @@
 
 use std::sync::Arc;
 
-use super::Shared;
+use super::Control;
 use super::http_server::{Handler, Method, Request, Response, StatusCode};
 
 /// The API's [`Handler`].
 #[derive(Clone)]
-pub(crate) struct Api(pub(crate) Arc<Shared>);
+pub(crate) struct Api(pub(crate) Arc<Control>);
 
 impl Handler for Api {
     fn handle(&self, request: Request) -> impl Future<Output = Response> + Send {
-        let shared = Arc::clone(&self.0);
-        async move { respond(&shared, request).await }
+        let control = Arc::clone(&self.0);
+        async move { respond(&control, request).await }
     }
 }
 
 /// Whether the request carries the configured bearer token (compared in constant time,
 /// whatever its length: see [`ApiToken::matches`](crate::config::ApiToken::matches)).
-fn authorized(shared: &Shared, header: Option<&str>) -> bool {
-    let Some(token) = &shared.settings.api_token else { return true };
+fn authorized(control: &Control, header: Option<&str>) -> bool {
+    let Some(token) = &control.settings.api_token else { return true };
     let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
         return false;
     };
@@ -44,8 +44,8 @@ fn not_allowed(allow: &'static str) -> Response {
 }
 
 /// The answer to one API request (the body is looked at only by routes that take one).
-pub(crate) async fn respond(shared: &Shared, request: Request) -> Response {
-    if !authorized(shared, request.header("authorization")) {
+pub(crate) async fn respond(control: &Control, request: Request) -> Response {
+    if !authorized(control, request.header("authorization")) {
         let mut response = error(401, "missing or wrong bearer token");
         response.insert_header("www-authenticate", "Bearer");
         return response;
@@ -54,21 +54,21 @@ pub(crate) async fn respond(shared: &Shared, request: Request) -> Response {
     let path = request.path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (segments.as_slice(), &method) {
-        (["stats"], &Method::GET) => reply(StatusCode::OK, "application/json", shared.stats_json()),
+        (["stats"], &Method::GET) => reply(StatusCode::OK, "application/json", control.stats_json()),
         (["stats"], _) => not_allowed("GET"),
-        (["reload"], &Method::POST) => match shared.reload().await {
+        (["reload"], &Method::POST) => match control.reload().await {
             Ok(summary) => reply(StatusCode::OK, "application/json", json_line(&summary)),
             Err(e) => error(400, &e),
         },
         (["reload"], _) => not_allowed("POST"),
         (["secrets"], &Method::GET) => {
-            reply(StatusCode::OK, "application/json", json_line(&super::management::list(shared)))
+            reply(StatusCode::OK, "application/json", json_line(&super::management::list(control)))
         }
         (["secrets"], &Method::POST) => {
             let Ok(body) = request.body() else {
                 return error(413, "body larger than 64 KiB or unreadable");
             };
-            match super::management::add(shared, body).await {
+            match super::management::add(control, body).await {
                 Ok(added) => reply(
                     if added.created { StatusCode::CREATED } else { StatusCode::OK },
                     "application/json",
@@ -81,13 +81,13 @@ pub(crate) async fn respond(shared: &Shared, request: Request) -> Response {
             let Ok(body) = request.body() else {
                 return error(413, "body larger than 64 KiB or unreadable");
             };
-            match super::management::replace(shared, body).await {
+            match super::management::replace(control, body).await {
                 Ok(listing) => reply(StatusCode::OK, "application/json", json_line(&listing)),
                 Err(e) => error(e.status, &e.message),
             }
         }
         (["secrets"], _) => not_allowed("GET, POST, PUT"),
-        (["secrets", name], &Method::DELETE) => match super::management::remove(shared, name).await {
+        (["secrets", name], &Method::DELETE) => match super::management::remove(control, name).await {
             Ok(()) => {
                 reply(StatusCode::OK, "application/json", json_line(&serde_json::json!({ "removed": name })))
             }
@@ -95,7 +95,7 @@ pub(crate) async fn respond(shared: &Shared, request: Request) -> Response {
         },
         (["secrets", _], _) => not_allowed("DELETE"),
         (["secrets", name, "reset-quota"], &Method::POST) => {
-            match super::management::reset_quota(shared, name).await {
+            match super::management::reset_quota(control, name).await {
                 Ok(()) => reply(
                     StatusCode::OK,
                     "application/json",

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::metrics::prometheus::Format;
 
-use super::Shared;
 use super::http_server::{Handler, Request, Response, StatusCode};
+use crate::engine::Shared;
 
 /// The Prometheus endpoint's [`Handler`].
 #[derive(Clone)]

@@ -1,0 +1,42 @@
+//! Quota usage persistence: the `usage-state-file` is read at start and written every 30 s
+//! (by [`tasks`](super::tasks)) and at shutdown.
+
+use std::collections::BTreeMap;
+
+use super::Control;
+use crate::users::usage_file::Usage;
+
+impl Control {
+    /// Every user's quota usage, by name, for the state file.
+    pub fn usage(&self) -> BTreeMap<String, Usage> {
+        let users = self.data.users();
+        users
+            .names()
+            .iter()
+            .zip(users.all_stats())
+            .map(|(name, stats)| {
+                let (quota_used, period) = stats.quota_state();
+                (name.clone(), Usage { quota_used, period })
+            })
+            .collect()
+    }
+
+    /// Restores quota usage read from the state file (names no longer configured are dropped).
+    pub fn restore_usage(&self, usage: &BTreeMap<String, Usage>) {
+        let users = self.data.users();
+        for (name, stats) in users.names().iter().zip(users.all_stats()) {
+            if let Some(u) = usage.get(name) {
+                stats.restore_quota(u.quota_used, u.period);
+            }
+        }
+    }
+
+    /// Writes the usage state file, if one is configured.
+    pub fn save_usage(&self) {
+        if let Some(path) = &self.settings.usage_state_file
+            && let Err(e) = crate::users::usage_file::save(path, &self.usage())
+        {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write the usage state file");
+        }
+    }
+}
