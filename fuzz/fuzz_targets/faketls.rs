@@ -68,7 +68,7 @@ fn run(users: &UserTable, input: &[u8], sizes: &[u8], secured: bool) -> Outcome 
     for Range { end, .. } in chunks(input.len(), sizes) {
         loop {
             let mut ctx =
-                HandshakeContext { users, replay: &mut replay, rng: &mut rng, now: NOW, hint: None };
+                HandshakeContext { users, replay: &mut replay, rng: &mut rng, now: NOW, hint: None, full_search: true };
             let verdict = hs.handle_input(&input[..end], &mut ctx, &mut outcome.flight);
             match verdict {
                 Verdict::NeedMore => break,
@@ -100,7 +100,7 @@ fn run(users: &UserTable, input: &[u8], sizes: &[u8], secured: bool) -> Outcome 
                 Verdict::Front { .. } | Verdict::Reject(_) => {
                     outcome.verdicts.push(verdict);
                     let mut ctx =
-                        HandshakeContext { users, replay: &mut replay, rng: &mut rng, now: NOW, hint: None };
+                        HandshakeContext { users, replay: &mut replay, rng: &mut rng, now: NOW, hint: None, full_search: true };
                     let again = hs.handle_input(input, &mut ctx, &mut outcome.flight);
                     assert_eq!(again, Verdict::Reject(RejectReason::Finished));
                     return outcome;

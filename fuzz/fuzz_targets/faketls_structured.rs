@@ -60,6 +60,7 @@ fn verdict(users: &UserTable, input: &[u8]) -> (Verdict, Vec<u8>) {
         rng: &mut rng,
         now: Duration::from_secs(u64::from(NOW)),
         hint: None,
+        full_search: true,
     };
     let mut flight = Vec::new();
     let v = hs.handle_input(input, &mut ctx, &mut flight);

@@ -42,6 +42,7 @@ fn run(
         rng,
         now: Duration::from_secs(u64::from(NOW)),
         hint,
+        full_search: true,
     };
     hs.handle_input(hello, &mut ctx, out)
 }
@@ -97,6 +98,7 @@ fn relay(c: &mut Criterion) {
         rng: &mut r2,
         now: Duration::from_secs(u64::from(NOW)),
         hint: None,
+        full_search: true,
     };
     assert!(matches!(hs.handle_input(&wire, &mut ctx, &mut out), Verdict::ServerHello { .. }));
     let Verdict::Accepted { dc, .. } = hs.handle_input(&wire, &mut ctx, &mut out) else {

@@ -62,7 +62,7 @@ proptest! {
         let hello = &t.bytes[..t.hello_len];
         let hint = hint.map(|h| UserId(u32::from(h) % users_n as u32));
         let mut hs = mtg_proto::ServerHandshake::new(HandshakeConfig::default());
-        let mut ctx = mtg_proto::HandshakeContext { users: &table, replay: &mut NoReplayCheck, rng: &mut r, now: now(), hint };
+        let mut ctx = mtg_proto::HandshakeContext { users: &table, replay: &mut NoReplayCheck, rng: &mut r, now: now(), hint, full_search: true };
         let v = hs.handle_input(hello, &mut ctx, &mut Vec::new());
         prop_assert_eq!(v, Verdict::ServerHello { user: UserId(who as u32) });
 
@@ -75,6 +75,53 @@ proptest! {
             prop_assert!(
                 matches!(fed.verdicts[..], [Verdict::Front { reason: FrontReason::BadDigest, .. }]),
                 "bit {} gave {:?}", bit, fed.verdicts
+            );
+        }
+    }
+
+    #[test]
+    fn hint_only_matches_the_hinted_user_alone_and_full_search_is_unchanged(
+        users_n in 1usize..6, pick in any::<prop::sample::Index>(), seed in any::<u64>(), hint in any::<Option<u8>>(),
+        skew in prop_oneof![Just(0i64), Just(3600i64)],
+    ) {
+        let mut r = rng(seed);
+        let secrets: Vec<Secret> = (0..users_n)
+            .map(|i| {
+                let mut key = [0u8; 16];
+                r.fill_bytes(&mut key);
+                key[0] |= 1;
+                Secret::fake_tls(key, if i % 2 == 0 { "a.example" } else { "b.example" }).unwrap()
+            })
+            .collect();
+        let table = UserTable::new(&secrets);
+        let who = pick.index(users_n);
+        // A hello signed now, or one an hour off (a key signs it, the timestamp is refused).
+        let at = u32::try_from(i64::from(NOW) + skew).unwrap();
+        let t = transcript(&secrets[who], at, 2, b"", seed);
+        let hello = &t.bytes[..t.hello_len];
+        let hint = hint.map(|h| UserId(u32::from(h) % users_n as u32));
+        let verdict = |full_search: bool, r: &mut rand::rngs::SmallRng| {
+            let mut hs = mtg_proto::ServerHandshake::new(HandshakeConfig::default());
+            let mut ctx = mtg_proto::HandshakeContext {
+                users: &table, replay: &mut NoReplayCheck, rng: r, now: now(), hint, full_search,
+            };
+            hs.handle_input(hello, &mut ctx, &mut Vec::new())
+        };
+        let full = verdict(true, &mut r);
+        let hinted_only = verdict(false, &mut r);
+        // The full search: as before the flag existed.
+        if skew == 0 {
+            prop_assert_eq!(full, Verdict::ServerHello { user: UserId(who as u32) });
+        } else {
+            prop_assert!(matches!(full, Verdict::Front { reason: FrontReason::TimeSkew, .. }), "{:?}", full);
+        }
+        // Hint only: the hinted user matches when it signed the hello; nobody else ever does.
+        if skew == 0 && hint == Some(UserId(who as u32)) {
+            prop_assert_eq!(hinted_only, Verdict::ServerHello { user: UserId(who as u32) });
+        } else {
+            prop_assert!(
+                matches!(hinted_only, Verdict::Front { reason: FrontReason::SearchSkipped, .. }),
+                "{:?}", hinted_only
             );
         }
     }
@@ -352,6 +399,7 @@ fn hint_changes_nothing_but_the_order() {
             rng: &mut r,
             now: now(),
             hint,
+            full_search: true,
         };
         assert_eq!(
             hs.handle_input(hello, &mut ctx, &mut Vec::new()),

@@ -81,6 +81,7 @@ fn tdlib_sends_a_faketls_hello_that_mtg_proto_accepts() {
         rng: &mut rng,
         now: first.first_at.unwrap(),
         hint: None,
+        full_search: true,
     };
     let verdict = hs.handle_input(hello, &mut ctx, &mut out);
     assert!(

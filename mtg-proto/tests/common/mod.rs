@@ -56,7 +56,8 @@ pub fn feed(
             end = (end + step).min(input.len());
         }
         again = false;
-        let mut ctx = HandshakeContext { users, replay: &mut *replay, rng: &mut r, now, hint: None };
+        let mut ctx =
+            HandshakeContext { users, replay: &mut *replay, rng: &mut r, now, hint: None, full_search: true };
         let v = hs.handle_input(&input[..end], &mut ctx, &mut out);
         match v {
             Verdict::NeedMore => {}
