@@ -122,6 +122,7 @@ async fn prepare<R: Runtime>(
                 rng: &mut rng,
                 now: unix_now(),
                 hint,
+                full_search: shared.probe_limit.allows_full_search(peer.ip(), Instant::now()),
             };
             handshake.handle_input(&buf, &mut ctx, &mut flight)
         };
@@ -173,6 +174,7 @@ async fn prepare<R: Runtime>(
                 break (user, dc, consumed);
             }
             Verdict::Front { reason, host } => {
+                shared.probe_limit.on_front(peer.ip(), reason, shared.metrics());
                 if matches!(reason, FrontReason::Replay) {
                     shared.metrics().replay_attack();
                 }
