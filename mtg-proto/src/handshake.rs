@@ -113,7 +113,9 @@ impl fmt::Display for FrontReason {
             Self::BadHello(e) => write!(f, "bad hello: {e}"),
             Self::UnknownSni => f.write_str("SNI names no configured host"),
             Self::BadDigest => f.write_str("no secret signed the hello"),
-            Self::SearchSkipped => f.write_str("hinted secret did not sign the hello, full search skipped"),
+            Self::SearchSkipped => {
+                f.write_str("no full search allowed (probe limit) and no hinted secret signed the hello")
+            }
             Self::TimeSkew => f.write_str("hello timestamp outside the tolerated skew"),
             Self::Replay => f.write_str("replayed handshake"),
             Self::NoSecuredMatch => f.write_str("not TLS and no dd secret matches"),
