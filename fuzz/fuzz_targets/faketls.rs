@@ -87,7 +87,7 @@ fn run(users: &UserTable, input: &[u8], sizes: &[u8], secured: bool) -> Outcome 
         loop {
             match stage {
                 Stage::Hello(hs) => {
-                    let mut ctx = HandshakeContext { users, replay: &mut replay, now: NOW, hint: None };
+                    let mut ctx = HandshakeContext { users, replay: &mut replay, now: NOW, hint: None, full_search: true };
                     match hs.handle_input(fed, &mut ctx) {
                         HelloStep::NeedMore(hs) => {
                             stage = Stage::Hello(hs);

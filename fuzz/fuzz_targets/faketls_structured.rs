@@ -67,6 +67,7 @@ fn verdict(users: &UserTable, input: &[u8]) -> (Verdict, Vec<u8>) {
         replay: &mut NoReplayCheck,
         now: Duration::from_secs(u64::from(NOW)),
         hint: None,
+        full_search: true,
     };
     let mut flight = Vec::new();
     let v = match hs.handle_input(input, &mut ctx) {

@@ -43,6 +43,7 @@ fn run(
         replay: &mut NoReplayCheck,
         now: Duration::from_secs(u64::from(NOW)),
         hint,
+        full_search: true,
     };
     match hs.handle_input(hello, &mut ctx) {
         HelloStep::Authenticated(pending) => {
@@ -104,6 +105,7 @@ fn relay(c: &mut Criterion) {
         replay: &mut NoReplayCheck,
         now: Duration::from_secs(u64::from(NOW)),
         hint: None,
+        full_search: true,
     };
     let HelloStep::Authenticated(pending) = hs.handle_input(&wire, &mut ctx) else {
         panic!("not authenticated")

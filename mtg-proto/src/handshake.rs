@@ -70,6 +70,11 @@ pub struct HandshakeContext<'a> {
     pub now: Duration,
     /// A user to try first (for example the last user matched from this client address).
     pub hint: Option<UserId>,
+    /// Whether every user of the hello's hosts may be tried (one HMAC each). `false` tries the
+    /// hint alone and fronts any other hello with [`FrontReason::SearchSkipped`] (the app's
+    /// probe limit); [`FrontReason::BadDigest`] and [`FrontReason::TimeSkew`] always mean a
+    /// full search was made and failed.
+    pub full_search: bool,
 }
 
 impl fmt::Debug for HandshakeContext<'_> {
@@ -77,6 +82,7 @@ impl fmt::Debug for HandshakeContext<'_> {
         f.debug_struct("HandshakeContext")
             .field("now", &self.now)
             .field("hint", &self.hint)
+            .field("full_search", &self.full_search)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +97,8 @@ pub enum FrontReason {
     UnknownSni,
     /// No user's key signed the hello.
     BadDigest,
+    /// The hinted user (if any) did not sign the hello and no full search was allowed.
+    SearchSkipped,
     /// A key signed the hello, but its timestamp is outside the tolerance.
     TimeSkew,
     /// The hello (or `dd` frame) was seen before.
@@ -105,6 +113,9 @@ impl fmt::Display for FrontReason {
             Self::BadHello(e) => write!(f, "bad hello: {e}"),
             Self::UnknownSni => f.write_str("SNI names no configured host"),
             Self::BadDigest => f.write_str("no secret signed the hello"),
+            Self::SearchSkipped => {
+                f.write_str("no full search allowed (probe limit) and no hinted secret signed the hello")
+            }
             Self::TimeSkew => f.write_str("hello timestamp outside the tolerated skew"),
             Self::Replay => f.write_str("replayed handshake"),
             Self::NoSecuredMatch => f.write_str("not TLS and no dd secret matches"),
@@ -235,8 +246,10 @@ impl ServerHandshake {
             return Found::Front(FrontReason::UnknownSni, None);
         };
         let host = Some(HostId(first_host));
-        let user = match users.match_hello(&records, &hello, ctx.now, self.config.time_skew, ctx.hint) {
+        let tolerance = self.config.time_skew;
+        let user = match users.match_hello(&records, &hello, ctx.now, tolerance, ctx.hint, ctx.full_search) {
             MatchOutcome::Matched(user) => user,
+            MatchOutcome::Skipped => return Found::Front(FrontReason::SearchSkipped, host),
             MatchOutcome::TimeSkew => return Found::Front(FrontReason::TimeSkew, host),
             MatchOutcome::NoMatch => return Found::Front(FrontReason::BadDigest, host),
         };

@@ -68,7 +68,7 @@ proptest! {
         let hello = &t.bytes[..t.hello_len];
         let hint = hint.map(|h| UserId(u32::from(h) % users_n as u32));
         let hs = ServerHandshake::new(HandshakeConfig::default());
-        let mut ctx = HandshakeContext { users: &table, replay: &mut NoReplayCheck, now: now(), hint };
+        let mut ctx = HandshakeContext { users: &table, replay: &mut NoReplayCheck, now: now(), hint, full_search: true };
         let HelloStep::Authenticated(pending) = hs.handle_input(hello, &mut ctx) else {
             panic!("the encoder's hello is not authenticated");
         };
@@ -84,6 +84,52 @@ proptest! {
                 matches!(fed.events[..], [Event::Front { reason: FrontReason::BadDigest, .. }]),
                 "bit {} gave {:?}", bit, fed.events
             );
+        }
+    }
+
+    #[test]
+    fn hint_only_matches_the_hinted_user_alone_and_full_search_is_unchanged(
+        users_n in 1usize..6, pick in any::<prop::sample::Index>(), seed in any::<u64>(), hint in any::<Option<u8>>(),
+        skew in prop_oneof![Just(0i64), Just(3600i64)],
+    ) {
+        let mut r = rng(seed);
+        let secrets: Vec<Secret> = (0..users_n)
+            .map(|i| {
+                let mut key = [0u8; 16];
+                r.fill_bytes(&mut key);
+                key[0] |= 1;
+                Secret::fake_tls(key, if i % 2 == 0 { "a.example" } else { "b.example" }).unwrap()
+            })
+            .collect();
+        let table = UserTable::new(&secrets);
+        let who = pick.index(users_n);
+        // A hello signed now, or one an hour off (a key signs it, the timestamp is refused).
+        let at = u32::try_from(i64::from(NOW) + skew).unwrap();
+        let t = transcript(&secrets[who], at, 2, b"", seed);
+        let hello = &t.bytes[..t.hello_len];
+        let hint = hint.map(|h| UserId(u32::from(h) % users_n as u32));
+        let verdict = |full_search: bool| -> Result<UserId, FrontReason> {
+            let hs = ServerHandshake::new(HandshakeConfig::default());
+            let mut ctx = HandshakeContext { users: &table, replay: &mut NoReplayCheck, now: now(), hint, full_search };
+            match hs.handle_input(hello, &mut ctx) {
+                HelloStep::Authenticated(pending) => Ok(pending.user()),
+                HelloStep::Front { reason, .. } => Err(reason),
+                HelloStep::NeedMore(_) => panic!("a whole hello needs no more bytes"),
+            }
+        };
+        let full = verdict(true);
+        let hinted_only = verdict(false);
+        // The full search: as before the flag existed.
+        if skew == 0 {
+            prop_assert_eq!(full, Ok(UserId(who as u32)));
+        } else {
+            prop_assert_eq!(full, Err(FrontReason::TimeSkew));
+        }
+        // Hint only: the hinted user matches when it signed the hello; nobody else ever does.
+        if skew == 0 && hint == Some(UserId(who as u32)) {
+            prop_assert_eq!(hinted_only, Ok(UserId(who as u32)));
+        } else {
+            prop_assert_eq!(hinted_only, Err(FrontReason::SearchSkipped));
         }
     }
 
@@ -357,7 +403,13 @@ fn hint_changes_nothing_but_the_order() {
     let hello = &t.bytes[..t.hello_len];
     for hint in [None, Some(UserId(0)), Some(UserId(2)), Some(UserId(99))] {
         let hs = ServerHandshake::new(HandshakeConfig::default());
-        let mut ctx = HandshakeContext { users: &users, replay: &mut NoReplayCheck, now: now(), hint };
+        let mut ctx = HandshakeContext {
+            users: &users,
+            replay: &mut NoReplayCheck,
+            now: now(),
+            hint,
+            full_search: true,
+        };
         match hs.handle_input(hello, &mut ctx) {
             HelloStep::Authenticated(pending) => assert_eq!(pending.user(), UserId(2), "hint {hint:?}"),
             other => panic!("hint {hint:?}: {other:?}"),

@@ -78,6 +78,7 @@ fn tdlib_sends_a_faketls_hello_that_mtg_proto_accepts() {
         replay: &mut NoReplayCheck,
         now: first.first_at.unwrap(),
         hint: None,
+        full_search: true,
     };
     let step = hs.handle_input(hello, &mut ctx);
     assert!(matches!(step, HelloStep::Authenticated(_)), "mtg-proto step on TDLib's hello: {step:?}");

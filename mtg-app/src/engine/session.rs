@@ -211,7 +211,7 @@ async fn authenticate<R: Runtime>(
     let hint = shared.hints.get(conn.peer.ip());
     let mut handshake = ServerHandshake::new(config);
     loop {
-        handshake = match hello_step(shared, users, hint, handshake, &conn.buf) {
+        handshake = match hello_step(shared, users, conn.peer.ip(), hint, handshake, &conn.buf) {
             HelloStep::NeedMore(handshake) => handshake,
             HelloStep::Authenticated(pending) => return Ok(pending),
             HelloStep::Front { reason, host } => return Err(not_a_client(shared, conn.peer, reason, host)),
@@ -220,21 +220,26 @@ async fn authenticate<R: Runtime>(
     }
 }
 
-/// One call of the hello stage, with the shared replay cache and the wall clock.
+/// One call of the hello stage, with the shared replay cache, the wall clock and the probe
+/// limit of the client's network (a limited network gets its hint tried, no full search).
 fn hello_step(
     shared: &Shared,
     users: &Directory,
+    peer: std::net::IpAddr,
     hint: Option<UserId>,
     handshake: ServerHandshake,
     received: &[u8],
 ) -> HelloStep {
     let mut replay = LockedReplay(&shared.replay);
-    let mut ctx = HandshakeContext { users: users.table(), replay: &mut replay, now: unix_now(), hint };
+    let full_search = shared.probe_limit.allows_full_search(peer, Instant::now());
+    let mut ctx =
+        HandshakeContext { users: users.table(), replay: &mut replay, now: unix_now(), hint, full_search };
     handshake.handle_input(received, &mut ctx)
 }
 
 /// Counts and logs a connection the core found is not a client: it is fronted.
 fn not_a_client(shared: &Shared, peer: SocketAddr, reason: FrontReason, host: Option<HostId>) -> Exit {
+    shared.probe_limit.on_front(peer.ip(), reason, shared.metrics());
     if reason == FrontReason::Replay {
         shared.metrics().replay_attack();
     }

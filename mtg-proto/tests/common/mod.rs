@@ -105,7 +105,8 @@ pub fn feed_deciding(
         need_more = false;
         stage = match stage {
             Stage::Hello(hs) => {
-                let mut ctx = HandshakeContext { users, replay: &mut *replay, now, hint: None };
+                let mut ctx =
+                    HandshakeContext { users, replay: &mut *replay, now, hint: None, full_search: true };
                 match hs.handle_input(&input[..end], &mut ctx) {
                     HelloStep::NeedMore(hs) => {
                         need_more = true;
