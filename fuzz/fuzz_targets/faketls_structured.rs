@@ -3,13 +3,13 @@
 //!
 //! Input: `[op, builder seed, args...]`. Properties, besides never panicking:
 //! * flip one bit: inside the 28 digest bytes of the client random it is always
-//!   `Front(BadDigest)`; anywhere but the 4 timestamp bytes it is never `ServerHello`;
+//!   `Front(BadDigest)`; anywhere but the 4 timestamp bytes it is never `Authenticated`;
 //! * truncate: a proper prefix of a valid hello is always `NeedMore` (never fronted early);
-//! * insert bytes: `ServerHello` only if the original hello is still intact at the start;
+//! * insert bytes: `Authenticated` only if the original hello is still intact at the start;
 //! * set a length field (record, handshake, session id, suites, compression, extensions, each
-//!   extension, SNI list, SNI name) to another value: never `ServerHello`;
+//!   extension, SNI list, SNI name) to another value: never `Authenticated`;
 //! * fragment into records of fuzz-chosen sizes with `client::fragment_hello`: still
-//!   `ServerHello`, and the server flight verifies on the client side.
+//!   `Authenticated`, and the server flight that accepting writes verifies on the client side.
 #![no_main]
 
 use std::ops::Range;
@@ -18,8 +18,8 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use mtg_proto::client::{FakeTlsHello, fragment_hello};
 use mtg_proto::{
-    FrontReason, HandshakeConfig, HandshakeContext, NoReplayCheck, Secret, ServerHandshake, UserId,
-    UserTable, Verdict,
+    FrontReason, HandshakeConfig, HandshakeContext, HelloStep, NoReplayCheck, Secret, ServerHandshake,
+    UserId, UserTable,
 };
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -50,19 +50,35 @@ impl<'a> Args<'a> {
     }
 }
 
-/// One handshake call with all of `input`: the verdict and the server flight.
+/// What one hello-stage call answered.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    NeedMore,
+    Front(FrontReason),
+    Authenticated(UserId),
+}
+
+/// One handshake call with all of `input`: the answer and the server flight (written when an
+/// authenticated client is accepted).
 fn verdict(users: &UserTable, input: &[u8]) -> (Verdict, Vec<u8>) {
-    let mut hs = ServerHandshake::new(HandshakeConfig::default());
-    let mut rng = SmallRng::seed_from_u64(3);
+    let hs = ServerHandshake::new(HandshakeConfig::default());
     let mut ctx = HandshakeContext {
         users,
         replay: &mut NoReplayCheck,
-        rng: &mut rng,
         now: Duration::from_secs(u64::from(NOW)),
         hint: None,
+        full_search: true,
     };
     let mut flight = Vec::new();
-    let v = hs.handle_input(input, &mut ctx, &mut flight);
+    let v = match hs.handle_input(input, &mut ctx) {
+        HelloStep::NeedMore(_) => Verdict::NeedMore,
+        HelloStep::Front { reason, .. } => Verdict::Front(reason),
+        HelloStep::Authenticated(pending) => {
+            let user = pending.user();
+            let _frame = pending.accept(&mut SmallRng::seed_from_u64(3), &mut flight);
+            Verdict::Authenticated(user)
+        }
+    };
     (v, flight)
 }
 
@@ -106,13 +122,10 @@ fuzz_target!(|data: &[u8]| {
             hello[byte] ^= 1 << (bit % 8);
             let (v, _) = verdict(&users, &hello);
             if DIGEST.contains(&byte) {
-                assert!(
-                    matches!(v, Verdict::Front { reason: FrontReason::BadDigest, .. }),
-                    "digest bit {bit} flipped: {v:?}"
-                );
+                assert!(v == Verdict::Front(FrontReason::BadDigest), "digest bit {bit} flipped: {v:?}");
             }
             if !TIMESTAMP.contains(&byte) {
-                assert!(!matches!(v, Verdict::ServerHello { .. }), "bit {bit} flipped and accepted");
+                assert!(!matches!(v, Verdict::Authenticated(_)), "bit {bit} flipped and accepted");
             }
         }
         1 => {
@@ -127,7 +140,7 @@ fuzz_target!(|data: &[u8]| {
             let mut mutated = hello.clone();
             mutated.splice(at..at, bytes.iter().copied());
             let (v, _) = verdict(&users, &mutated);
-            if matches!(v, Verdict::ServerHello { .. }) {
+            if matches!(v, Verdict::Authenticated(_)) {
                 assert!(mutated.starts_with(&hello), "{bytes:02x?} inserted at {at} and accepted");
             }
         }
@@ -144,7 +157,7 @@ fuzz_target!(|data: &[u8]| {
             let (v, _) = verdict(&users, &hello);
             if hello[at..at + width] != old[..] {
                 assert!(
-                    !matches!(v, Verdict::ServerHello { .. }),
+                    !matches!(v, Verdict::Authenticated(_)),
                     "length field at {at} set to {value:02x?} and accepted"
                 );
             }
@@ -154,7 +167,7 @@ fuzz_target!(|data: &[u8]| {
             let sizes: Vec<usize> = args.rest().iter().take(10).map(|&b| usize::from(b) + 1).collect();
             let fragmented = fragment_hello(&hello, &sizes);
             let (v, flight) = verdict(&users, &fragmented);
-            assert_eq!(v, Verdict::ServerHello { user: UserId(0) }, "fragmented at {sizes:?}");
+            assert_eq!(v, Verdict::Authenticated(UserId(0)), "fragmented at {sizes:?}");
             assert_eq!(client.verify_flight(&flight), Ok(Some(flight.len())), "flight does not verify");
         }
     }

@@ -12,8 +12,8 @@ use hmac::{Hmac, Mac};
 use rand_core::RngCore;
 use sha2::Sha256;
 
-use crate::handshake::Mode;
 use crate::obfs2::{self, FRAME_LEN, LegCipher, TAG_PADDED_INTERMEDIATE};
+use crate::relay::Mode;
 use crate::secret::{Secret, SecretKind};
 use crate::tls::client_hello::{HelloRecords, RANDOM_LEN};
 use crate::tls::record::{self, Deframer, HEADER_LEN, MAX_RECORD_PAYLOAD, RecordError};

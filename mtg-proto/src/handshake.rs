@@ -1,33 +1,44 @@
-//! The server side of a client handshake as a verdict machine.
+//! The server side of a client handshake as a chain of owned steps.
 //!
 //! The caller keeps every byte it has read from the client in one buffer and hands the whole
-//! buffer to [`ServerHandshake::handle_input`] after each read. The handshake only looks at
-//! what is new, and answers with a [`Verdict`]:
+//! buffer to `handle_input` after each read (the buffer only grows). Each stage is a value that
+//! a call consumes; the answer owns the next stage, so calling a stage in the wrong order does
+//! not compile:
 //!
 //! ```text
-//!  bytes ──► Hello ──(valid ee hello)──► ServerHello{user} ──► Frame ──(64 bytes)──► Accepted
-//!              │  └──(dd frame, secured on)───────────────────────────────────────► Accepted
-//!              └──(anything else)──► Front{reason}          Frame ──(bad record/tag)──► Reject
+//!  ServerHandshake ──handle_input──► NeedMore(ServerHandshake)    read more, call again
+//!                                    Front { reason, host }         replay the buffer to the site
+//!                                    Authenticated(Pending)         ee hello or dd frame verified
+//!
+//!  Pending ──refuse()─────────► FrontTarget { host }     front exactly like a wrong secret
+//!          ──accept(rng, out)─► AwaitingFrame            write `out` (the ee server flight; empty for dd)
+//!
+//!  AwaitingFrame ──handle_input──► NeedMore(AwaitingFrame)   read more, call again
+//!                                  Reject(reason)            close
+//!                                  Ready(Established)        `consumed()` bytes were handshake
+//!
+//!  Established ──into_session(dc, rng)──► (Session, frame for the DC)
 //! ```
 //!
-//! * `NeedMore`: read more and call again.
-//! * `ServerHello`: the server flight was appended to `out`: write it (or, if the app refuses
-//!   this user, drop it and front the connection instead), then call again with the same
-//!   bytes before reading more: the buffer may already hold the client's next records.
-//! * `Accepted`: the client is authenticated; `consumed` bytes of the buffer belong to the
-//!   handshake and the rest is relay input. Call [`ServerHandshake::into_session`].
-//! * `Front`: replay every byte read so far to the fronting site and splice.
-//! * `Reject`: close the connection.
+//! Both wrappers authenticate once: an `ee` client by its ClientHello (the obfuscated2 frame
+//! then still has to arrive inside TLS records), a `dd` client by its obfuscated2 frame (so its
+//! [`AwaitingFrame`] is ready at the first call). Between `Authenticated` and `accept` the app
+//! applies its own rules (limits, throttle); `refuse` hands back where to front the client and
+//! nothing was sent to it.
 
 use core::fmt;
 use core::time::Duration;
 
+use hmac::Hmac;
 use rand_core::RngCore;
+use sha2::Sha256;
+use zeroize::Zeroize;
 
 use crate::obfs2::{self, FRAME_LEN, FrameHeader, LegCipher, TAG_PADDED_INTERMEDIATE};
-use crate::relay::{ClientToDc, DcToClient, Session};
+use crate::relay::{ClientToDc, DcToClient, Mode, Session};
 use crate::replay::ReplayCache;
-use crate::tls::client_hello::{HelloError, HelloRecords};
+use crate::secret::KEY_LEN;
+use crate::tls::client_hello::{ClientHello, HelloError, HelloRecords};
 use crate::tls::record::{Deframer, RecordError, TYPE_HANDSHAKE};
 use crate::tls::server_hello::{self, AppDataLen};
 use crate::users::{HostId, MatchOutcome, UserId, UserTable};
@@ -49,18 +60,21 @@ impl Default for HandshakeConfig {
     }
 }
 
-/// What the handshake needs from the outside world for one call.
+/// What the hello stage needs from the outside world for one call.
 pub struct HandshakeContext<'a> {
     /// The users to match against (the same table for every call of one handshake).
     pub users: &'a UserTable,
     /// The anti-replay cache.
     pub replay: &'a mut dyn ReplayCache,
-    /// Randomness for the server flight.
-    pub rng: &'a mut dyn RngCore,
     /// Wall-clock time since the Unix epoch.
     pub now: Duration,
     /// A user to try first (for example the last user matched from this client address).
     pub hint: Option<UserId>,
+    /// Whether every user of the hello's hosts may be tried (one HMAC each). `false` tries the
+    /// hint alone and fronts any other hello with [`FrontReason::SearchSkipped`] (the app's
+    /// probe limit); [`FrontReason::BadDigest`] and [`FrontReason::TimeSkew`] always mean a
+    /// full search was made and failed.
+    pub full_search: bool,
 }
 
 impl fmt::Debug for HandshakeContext<'_> {
@@ -68,17 +82,9 @@ impl fmt::Debug for HandshakeContext<'_> {
         f.debug_struct("HandshakeContext")
             .field("now", &self.now)
             .field("hint", &self.hint)
+            .field("full_search", &self.full_search)
             .finish_non_exhaustive()
     }
-}
-
-/// Which wrapper the client used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// `ee`: FakeTLS records around obfuscated2.
-    FakeTls,
-    /// `dd`: obfuscated2 straight on the socket.
-    Secured,
 }
 
 /// Why a connection is handed to the fronting site.
@@ -91,6 +97,8 @@ pub enum FrontReason {
     UnknownSni,
     /// No user's key signed the hello.
     BadDigest,
+    /// The hinted user (if any) did not sign the hello and no full search was allowed.
+    SearchSkipped,
     /// A key signed the hello, but its timestamp is outside the tolerance.
     TimeSkew,
     /// The hello (or `dd` frame) was seen before.
@@ -105,6 +113,9 @@ impl fmt::Display for FrontReason {
             Self::BadHello(e) => write!(f, "bad hello: {e}"),
             Self::UnknownSni => f.write_str("SNI names no configured host"),
             Self::BadDigest => f.write_str("no secret signed the hello"),
+            Self::SearchSkipped => {
+                f.write_str("no full search allowed (probe limit) and no hinted secret signed the hello")
+            }
             Self::TimeSkew => f.write_str("hello timestamp outside the tolerated skew"),
             Self::Replay => f.write_str("replayed handshake"),
             Self::NoSecuredMatch => f.write_str("not TLS and no dd secret matches"),
@@ -112,7 +123,7 @@ impl fmt::Display for FrontReason {
     }
 }
 
-/// Why an authenticated-so-far connection is closed.
+/// Why an accepted `ee` client is closed while its obfuscated2 frame is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RejectReason {
@@ -120,8 +131,6 @@ pub enum RejectReason {
     BadRecord(RecordError),
     /// The obfuscated2 tag is not padded intermediate (`dd dd dd dd`).
     BadTransportTag,
-    /// `handle_input` was called after the handshake had ended (caller misuse).
-    Finished,
 }
 
 impl fmt::Display for RejectReason {
@@ -129,260 +138,412 @@ impl fmt::Display for RejectReason {
         match self {
             Self::BadRecord(e) => write!(f, "bad record: {e}"),
             Self::BadTransportTag => f.write_str("obfuscated2 tag is not padded intermediate"),
-            Self::Finished => f.write_str("handshake already finished"),
         }
     }
 }
 
-/// The answer to one [`ServerHandshake::handle_input`] call.
+/// Where to front a refused client: what a wrong secret with the same bytes would get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Read more bytes and call again.
-    NeedMore,
-    /// A valid FakeTLS hello from `user`: the server flight is in `out`.
-    ServerHello {
-        /// The matched user.
-        user: UserId,
-    },
-    /// The client is authenticated.
-    Accepted {
-        /// The user.
-        user: UserId,
-        /// The DC the client asked for.
-        dc: FrameHeader,
-        /// FakeTLS or secured.
-        mode: Mode,
-        /// Bytes of the input that were the handshake; the rest is relay input.
-        consumed: usize,
-    },
-    /// Hand the connection to the fronting site with every byte read so far.
+pub struct FrontTarget {
+    /// The configured host the SNI named (`ee`), or `None` (`dd`): the fronting target by default.
+    pub host: Option<HostId>,
+}
+
+/// The answer of [`ServerHandshake::handle_input`].
+#[derive(Debug)]
+#[must_use = "a step owns the rest of the handshake"]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a handshake lives on the stack for one connection's first second; boxing would allocate per valid client"
+)]
+pub enum HelloStep {
+    /// Read more bytes and call again on the handshake handed back.
+    NeedMore(ServerHandshake),
+    /// Not a client: hand the connection to the fronting site with every byte read so far.
     Front {
         /// Why.
         reason: FrontReason,
         /// The configured host the SNI named, if any (the fronting target by default).
         host: Option<HostId>,
     },
-    /// Close the connection.
-    Reject(RejectReason),
+    /// A user's key verified the `ee` hello or the `dd` frame: the app accepts or refuses it.
+    Authenticated(Pending),
 }
 
-#[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a handshake lives on the stack for one connection's first second; boxing would allocate per valid client"
-)]
-enum State {
-    Hello,
-    Frame { user: UserId, deframer: Deframer, scanned: usize, frame: [u8; FRAME_LEN], have: usize },
-    Done { user: UserId, mode: Mode, client: LegCipher, deframer: Option<Deframer> },
-    Failed,
-}
-
-/// One client's handshake. Cheap to create; holds no buffer of its own.
+/// One client's handshake before it is authenticated. Cheap to create; holds no buffer.
 #[derive(Debug)]
 pub struct ServerHandshake {
     config: HandshakeConfig,
-    state: State,
+}
+
+/// What the hello stage found in the bytes so far (internal form of [`HelloStep`]).
+#[expect(clippy::large_enum_variant, reason = "moved once into a `HelloStep`, which is as large")]
+enum Found {
+    NeedMore,
+    Front(FrontReason, Option<HostId>),
+    Authenticated(Pending),
 }
 
 impl ServerHandshake {
     /// A handshake waiting for the first byte.
     pub fn new(config: HandshakeConfig) -> Self {
-        Self { config, state: State::Hello }
+        Self { config }
     }
 
-    /// Feeds all bytes read so far (`received` only ever grows) and returns the verdict. The
-    /// server flight, when there is one, is appended to `out`.
-    pub fn handle_input(
-        &mut self,
-        received: &[u8],
-        ctx: &mut HandshakeContext<'_>,
-        out: &mut Vec<u8>,
-    ) -> Verdict {
-        let verdict = match self.state {
-            State::Hello => self.on_hello(received, ctx, out),
-            State::Frame { .. } => self.on_frame(received, ctx),
-            State::Done { .. } | State::Failed => Verdict::Reject(RejectReason::Finished),
-        };
-        if matches!(verdict, Verdict::Front { .. } | Verdict::Reject(_)) {
-            self.state = State::Failed;
+    /// Feeds all bytes read so far (`received` only ever grows). Allocates nothing and writes
+    /// nothing: a probe costs a parse and, at most, one HMAC per user of the SNI's hosts.
+    pub fn handle_input(self, received: &[u8], ctx: &mut HandshakeContext<'_>) -> HelloStep {
+        match self.find(received, ctx) {
+            Found::NeedMore => HelloStep::NeedMore(self),
+            Found::Front(reason, host) => HelloStep::Front { reason, host },
+            Found::Authenticated(pending) => HelloStep::Authenticated(pending),
         }
-        verdict
     }
 
-    fn on_hello(&mut self, received: &[u8], ctx: &mut HandshakeContext<'_>, out: &mut Vec<u8>) -> Verdict {
+    fn find(&self, received: &[u8], ctx: &mut HandshakeContext<'_>) -> Found {
         if received.is_empty() {
-            return Verdict::NeedMore;
+            return Found::NeedMore;
         }
-        if self.config.secured && !ctx.users.secured_users().is_empty() {
-            // A dd frame is random: it may even begin with 0x16. TLS is taken only for a
-            // `16 03 01` start; a would-be hello that fails is tried as a frame before fronting.
-            const TLS_START: [u8; 3] = [TYPE_HANDSHAKE, 0x03, 0x01];
-            let n = received.len().min(TLS_START.len());
-            if received[..n] != TLS_START[..n] {
-                return self.on_secured(received, ctx);
-            }
-            if n < TLS_START.len() {
-                return Verdict::NeedMore;
-            }
-            let verdict = self.on_tls_hello(received, ctx, out);
-            if let Verdict::Front { reason: FrontReason::BadHello(_), .. } = verdict {
-                // Decide only on a whole frame, so the verdict does not depend on how the bytes
-                // arrive (found by the `faketls` fuzz target).
-                if received.len() < FRAME_LEN {
-                    return Verdict::NeedMore;
-                }
-                if let secured @ Verdict::Accepted { .. } = self.on_secured(received, ctx) {
-                    return secured;
-                }
-            }
-            return verdict;
+        if !self.config.secured || ctx.users.secured_users().is_empty() {
+            return self.tls_hello(received, ctx);
         }
-        self.on_tls_hello(received, ctx, out)
+        // A dd frame is random: it may even begin with 0x16. TLS is taken only for a
+        // `16 03 01` start; a would-be hello that fails is tried as a frame before fronting.
+        const TLS_START: [u8; 3] = [TYPE_HANDSHAKE, 0x03, 0x01];
+        let n = received.len().min(TLS_START.len());
+        if received[..n] != TLS_START[..n] {
+            return secured_frame(received, ctx);
+        }
+        if n < TLS_START.len() {
+            return Found::NeedMore;
+        }
+        let tls = self.tls_hello(received, ctx);
+        if let Found::Front(FrontReason::BadHello(_), _) = tls {
+            // Decide only on a whole frame, so the answer does not depend on how the bytes
+            // arrive (found by the `faketls` fuzz target).
+            if received.len() < FRAME_LEN {
+                return Found::NeedMore;
+            }
+            if let secured @ Found::Authenticated(_) = secured_frame(received, ctx) {
+                return secured;
+            }
+        }
+        tls
     }
 
-    fn on_tls_hello(
-        &mut self,
-        received: &[u8],
-        ctx: &mut HandshakeContext<'_>,
-        out: &mut Vec<u8>,
-    ) -> Verdict {
+    fn tls_hello(&self, received: &[u8], ctx: &mut HandshakeContext<'_>) -> Found {
         let records = match HelloRecords::scan(received) {
             Ok(Some(records)) => records,
-            Ok(None) => return Verdict::NeedMore,
-            Err(e) => {
-                return Verdict::Front { reason: FrontReason::BadHello(e), host: None };
-            }
+            Ok(None) => return Found::NeedMore,
+            Err(e) => return Found::Front(FrontReason::BadHello(e), None),
         };
         let users = ctx.users;
         let hello = match records.parse(|name| users.host_id(name).map(|h| h.0)) {
             Ok(hello) => hello,
-            Err(e) => {
-                return Verdict::Front { reason: FrontReason::BadHello(e), host: None };
-            }
+            Err(e) => return Found::Front(FrontReason::BadHello(e), None),
         };
         let Some(&first_host) = hello.hosts().first() else {
-            return Verdict::Front { reason: FrontReason::UnknownSni, host: None };
+            return Found::Front(FrontReason::UnknownSni, None);
         };
         let host = Some(HostId(first_host));
-        let user = match users.match_hello(&records, &hello, ctx.now, self.config.time_skew, ctx.hint) {
+        let tolerance = self.config.time_skew;
+        let user = match users.match_hello(&records, &hello, ctx.now, tolerance, ctx.hint, ctx.full_search) {
             MatchOutcome::Matched(user) => user,
-            MatchOutcome::TimeSkew => {
-                return Verdict::Front { reason: FrontReason::TimeSkew, host };
-            }
-            MatchOutcome::NoMatch => {
-                return Verdict::Front { reason: FrontReason::BadDigest, host };
-            }
+            MatchOutcome::Skipped => return Found::Front(FrontReason::SearchSkipped, host),
+            MatchOutcome::TimeSkew => return Found::Front(FrontReason::TimeSkew, host),
+            MatchOutcome::NoMatch => return Found::Front(FrontReason::BadDigest, host),
         };
         if ctx.replay.check_and_insert(hello.session_id()) {
-            return Verdict::Front { reason: FrontReason::Replay, host };
+            return Found::Front(FrontReason::Replay, host);
         }
-        let Some(mac) = users.mac(user) else {
-            return Verdict::Front { reason: FrontReason::BadDigest, host };
+        let (Some(mac), Some(key)) = (users.mac(user), users.key(user)) else {
+            return Found::Front(FrontReason::BadDigest, host);
         };
-        server_hello::write_flight(
-            out,
-            mac,
-            &hello.random,
-            hello.session_id(),
-            hello.cipher_suite,
-            self.config.app_data_len,
-            ctx.rng,
-        );
-        self.state = State::Frame {
+        Found::Authenticated(Pending {
             user,
-            deframer: Deframer::new(),
-            scanned: records.consumed(),
-            frame: [0; FRAME_LEN],
-            have: 0,
+            wrapper: PendingWrapper::FakeTls(FakeTlsPending {
+                mac: mac.clone(),
+                key: ClientKey(*key),
+                scanned: records.consumed(),
+                app_data_len: self.config.app_data_len,
+                hello,
+            }),
+        })
+    }
+}
+
+/// A `dd` client: the first 64 bytes are its obfuscated2 frame, keyed with its secret.
+fn secured_frame(received: &[u8], ctx: &mut HandshakeContext<'_>) -> Found {
+    // A real client never starts a frame with these; refuse probes without waiting.
+    let mut head = [0u8; FRAME_LEN];
+    let n = received.len().min(FRAME_LEN);
+    head[..n].copy_from_slice(&received[..n]);
+    if (n >= 1 && head[0] == 0xef)
+        || (n >= 4
+            && obfs2::FORBIDDEN_PREFIXES.contains(&u32::from_le_bytes([head[0], head[1], head[2], head[3]])))
+        || (n >= 8 && head[4..8] == [0, 0, 0, 0])
+    {
+        return Found::Front(FrontReason::NoSecuredMatch, None);
+    }
+    if n < FRAME_LEN {
+        return Found::NeedMore;
+    }
+    for &user in ctx.users.secured_users() {
+        let Some(key) = ctx.users.key(user) else {
+            continue;
         };
-        Verdict::ServerHello { user }
+        let (header, client) = obfs2::respond(&head, Some(key));
+        if header.tag != TAG_PADDED_INTERMEDIATE {
+            continue;
+        }
+        if ctx.replay.check_and_insert(&head[8..56]) {
+            return Found::Front(FrontReason::Replay, None);
+        }
+        return Found::Authenticated(Pending {
+            user,
+            wrapper: PendingWrapper::Secured { client, dc: header },
+        });
+    }
+    Found::Front(FrontReason::NoSecuredMatch, None)
+}
+
+/// A user's key, kept only until the `ee` frame is read; zeroized on drop.
+struct ClientKey([u8; KEY_LEN]);
+
+impl Drop for ClientKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// What an authenticated `ee` client needs to get its server flight and have its frame read.
+struct FakeTlsPending {
+    mac: Hmac<Sha256>,
+    key: ClientKey,
+    /// Bytes of the buffer that were the hello.
+    scanned: usize,
+    app_data_len: AppDataLen,
+    hello: ClientHello,
+}
+
+enum PendingWrapper {
+    FakeTls(FakeTlsPending),
+    Secured { client: LegCipher, dc: FrameHeader },
+}
+
+/// An authenticated client waiting for the app's decision: [`Pending::accept`] or
+/// [`Pending::refuse`]. Nothing has been sent to the client yet.
+pub struct Pending {
+    user: UserId,
+    wrapper: PendingWrapper,
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending")
+            .field("user", &self.user)
+            .field("mode", &self.mode())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// The authenticated user.
+    pub fn user(&self) -> UserId {
+        self.user
     }
 
-    fn on_secured(&mut self, received: &[u8], ctx: &mut HandshakeContext<'_>) -> Verdict {
-        // A real client never starts a frame with these; refuse probes without waiting.
-        let mut head = [0u8; FRAME_LEN];
-        let n = received.len().min(FRAME_LEN);
-        head[..n].copy_from_slice(&received[..n]);
-        if (n >= 1 && head[0] == 0xef)
-            || (n >= 4
-                && obfs2::FORBIDDEN_PREFIXES
-                    .contains(&u32::from_le_bytes([head[0], head[1], head[2], head[3]])))
-            || (n >= 8 && head[4..8] == [0, 0, 0, 0])
-        {
-            return Verdict::Front { reason: FrontReason::NoSecuredMatch, host: None };
+    /// The wrapper the client used.
+    pub fn mode(&self) -> Mode {
+        match self.wrapper {
+            PendingWrapper::FakeTls(_) => Mode::FakeTls,
+            PendingWrapper::Secured { .. } => Mode::Secured,
         }
-        if n < FRAME_LEN {
-            return Verdict::NeedMore;
-        }
-        for &user in ctx.users.secured_users() {
-            let Some(key) = ctx.users.key(user) else {
-                continue;
-            };
-            let (header, client) = obfs2::respond(&head, Some(key));
-            if header.tag != TAG_PADDED_INTERMEDIATE {
-                continue;
-            }
-            if ctx.replay.check_and_insert(&head[8..56]) {
-                return Verdict::Front { reason: FrontReason::Replay, host: None };
-            }
-            self.state = State::Done { user, mode: Mode::Secured, client, deframer: None };
-            return Verdict::Accepted { user, dc: header, mode: Mode::Secured, consumed: FRAME_LEN };
-        }
-        Verdict::Front { reason: FrontReason::NoSecuredMatch, host: None }
     }
 
-    fn on_frame(&mut self, received: &[u8], ctx: &mut HandshakeContext<'_>) -> Verdict {
-        let State::Frame { user, deframer, scanned, frame, have } = &mut self.state else {
-            return Verdict::Reject(RejectReason::Finished);
+    /// Admits the client. For `ee`, appends the signed server flight to `out` (write it before
+    /// anything else); for `dd`, `out` is left as it is. The handshake goes on with the
+    /// obfuscated2 frame: feed the same buffer to [`AwaitingFrame::handle_input`] before
+    /// reading more.
+    #[must_use = "the handshake goes on with the frame"]
+    pub fn accept(self, rng: &mut (impl RngCore + ?Sized), out: &mut Vec<u8>) -> AwaitingFrame {
+        let state = match self.wrapper {
+            PendingWrapper::FakeTls(tls) => {
+                let FakeTlsPending { mac, key, scanned, app_data_len, hello } = tls;
+                server_hello::write_flight(
+                    out,
+                    &mac,
+                    &hello.random,
+                    hello.session_id(),
+                    hello.cipher_suite,
+                    app_data_len,
+                    rng,
+                );
+                FrameState::Tls { key, deframer: Deframer::new(), scanned, frame: [0; FRAME_LEN], have: 0 }
+            }
+            PendingWrapper::Secured { client, dc } => FrameState::Secured { client, dc },
         };
-        while *have < FRAME_LEN && *scanned < received.len() {
-            let step = match deframer.step(&received[*scanned..], FRAME_LEN - *have) {
+        AwaitingFrame { user: self.user, state }
+    }
+
+    /// Refuses the client: nothing is sent; the app fronts it with every byte read so far, to
+    /// the target a wrong secret would have got.
+    #[must_use = "the refused client is fronted to this target"]
+    pub fn refuse(self) -> FrontTarget {
+        match self.wrapper {
+            PendingWrapper::FakeTls(tls) => {
+                FrontTarget { host: tls.hello.hosts().first().map(|&h| HostId(h)) }
+            }
+            PendingWrapper::Secured { .. } => FrontTarget { host: None },
+        }
+    }
+}
+
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives on the stack for one connection's first second; boxing would allocate per valid client"
+)]
+enum FrameState {
+    /// `ee`: the frame arrives in ApplicationData records after the hello.
+    Tls { key: ClientKey, deframer: Deframer, scanned: usize, frame: [u8; FRAME_LEN], have: usize },
+    /// `dd`: the frame was the authentication.
+    Secured { client: LegCipher, dc: FrameHeader },
+}
+
+/// An accepted client whose obfuscated2 frame is read next.
+pub struct AwaitingFrame {
+    user: UserId,
+    state: FrameState,
+}
+
+impl fmt::Debug for AwaitingFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self.state {
+            FrameState::Tls { .. } => Mode::FakeTls,
+            FrameState::Secured { .. } => Mode::Secured,
+        };
+        f.debug_struct("AwaitingFrame").field("user", &self.user).field("mode", &mode).finish_non_exhaustive()
+    }
+}
+
+/// The answer of [`AwaitingFrame::handle_input`].
+#[derive(Debug)]
+#[must_use = "a step owns the rest of the handshake"]
+pub enum FrameStep {
+    /// Read more bytes and call again on the stage handed back.
+    NeedMore(AwaitingFrame),
+    /// Close the connection.
+    Reject(RejectReason),
+    /// The client is authenticated and its frame read: open the session.
+    Ready(Established),
+}
+
+impl AwaitingFrame {
+    /// The accepted user.
+    pub fn user(&self) -> UserId {
+        self.user
+    }
+
+    /// Feeds all bytes read so far (the same buffer the hello stage saw, grown). A `dd`
+    /// client is ready at once.
+    pub fn handle_input(self, received: &[u8]) -> FrameStep {
+        let user = self.user;
+        let (key, mut deframer, mut scanned, mut frame, mut have) = match self.state {
+            FrameState::Secured { client, dc } => {
+                return FrameStep::Ready(Established {
+                    user,
+                    mode: Mode::Secured,
+                    dc,
+                    consumed: FRAME_LEN,
+                    client,
+                    deframer: None,
+                });
+            }
+            FrameState::Tls { key, deframer, scanned, frame, have } => (key, deframer, scanned, frame, have),
+        };
+        while have < FRAME_LEN && scanned < received.len() {
+            let step = match deframer.step(&received[scanned..], FRAME_LEN - have) {
                 Ok(step) => step,
-                Err(e) => return Verdict::Reject(RejectReason::BadRecord(e)),
+                Err(e) => return FrameStep::Reject(RejectReason::BadRecord(e)),
             };
             if let Some(range) = step.payload {
-                let src = &received[*scanned + range.start..*scanned + range.end];
-                frame[*have..*have + src.len()].copy_from_slice(src);
-                *have += src.len();
+                let src = &received[scanned + range.start..scanned + range.end];
+                frame[have..have + src.len()].copy_from_slice(src);
+                have += src.len();
             }
-            *scanned += step.consumed;
+            scanned += step.consumed;
         }
-        if *have < FRAME_LEN {
-            return Verdict::NeedMore;
+        if have < FRAME_LEN {
+            let state = FrameState::Tls { key, deframer, scanned, frame, have };
+            return FrameStep::NeedMore(Self { user, state });
         }
-        let user = *user;
-        let Some(key) = ctx.users.key(user) else {
-            return Verdict::Reject(RejectReason::Finished);
-        };
-        let (header, client) = obfs2::respond(frame, Some(key));
+        let (header, client) = obfs2::respond(&frame, Some(&key.0));
         if header.tag != TAG_PADDED_INTERMEDIATE {
-            return Verdict::Reject(RejectReason::BadTransportTag);
+            return FrameStep::Reject(RejectReason::BadTransportTag);
         }
-        let consumed = *scanned;
-        let deframer = Some(core::mem::take(deframer));
-        self.state = State::Done { user, mode: Mode::FakeTls, client, deframer };
-        Verdict::Accepted { user, dc: header, mode: Mode::FakeTls, consumed }
+        FrameStep::Ready(Established {
+            user,
+            mode: Mode::FakeTls,
+            dc: header,
+            consumed: scanned,
+            client,
+            deframer: Some(deframer),
+        })
+    }
+}
+
+/// A client with its obfuscated2 frame read: the end of the handshake.
+pub struct Established {
+    user: UserId,
+    mode: Mode,
+    dc: FrameHeader,
+    consumed: usize,
+    client: LegCipher,
+    deframer: Option<Deframer>,
+}
+
+impl fmt::Debug for Established {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Established")
+            .field("user", &self.user)
+            .field("mode", &self.mode)
+            .field("dc", &self.dc)
+            .field("consumed", &self.consumed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Established {
+    /// The authenticated user.
+    pub fn user(&self) -> UserId {
+        self.user
     }
 
-    /// After `Accepted`: opens the DC leg for `dc` (normally the client's DC, or the fallback
-    /// the app chose) and returns the relay session and the 64-byte frame to send to the DC
-    /// first. `None` if the handshake has not been accepted.
-    pub fn into_session(
-        self,
-        dc: i16,
-        rng: &mut (impl RngCore + ?Sized),
-    ) -> Option<(Session, [u8; FRAME_LEN])> {
-        let State::Done { user, mode, client, deframer } = self.state else {
-            return None;
-        };
+    /// FakeTLS or secured.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The DC the client asked for (and its transport tag).
+    pub fn dc(&self) -> FrameHeader {
+        self.dc
+    }
+
+    /// Bytes of the buffer that were the handshake; the rest is relay input.
+    pub fn consumed(&self) -> usize {
+        self.consumed
+    }
+
+    /// Opens the DC leg for `dc` (normally the client's DC, or the fallback the app chose) and
+    /// returns the relay session and the 64-byte frame to send to the DC first.
+    pub fn into_session(self, dc: i16, rng: &mut (impl RngCore + ?Sized)) -> (Session, [u8; FRAME_LEN]) {
         let (frame, dc_leg) = obfs2::initiate(rng, TAG_PADDED_INTERMEDIATE, dc, None);
         let session = Session {
-            user,
-            mode,
-            client_to_dc: ClientToDc::new(deframer, client.recv, dc_leg.send),
-            dc_to_client: DcToClient::new(mode == Mode::FakeTls, dc_leg.recv, client.send),
+            user: self.user,
+            mode: self.mode,
+            client_to_dc: ClientToDc::new(self.deframer, self.client.recv, dc_leg.send),
+            dc_to_client: DcToClient::new(self.mode == Mode::FakeTls, dc_leg.recv, self.client.send),
         };
-        Some((session, frame))
+        (session, frame)
     }
 }

@@ -7,24 +7,32 @@
 //! ## The drive loop
 //!
 //! ```text
-//!   client socket                 mtg-proto                         DC socket
-//!   ─────────────                 ─────────                         ─────────
-//!   read ──► buf ──► ServerHandshake::handle_input(buf, ctx, out) ─► Verdict
-//!                      NeedMore     → read more, call again with the whole buf
-//!                      ServerHello  → write `out` to the client (app may refuse: front)
-//!                      Front        → dial fronting site, write buf, splice
-//!                      Reject       → close
-//!                      Accepted     → into_session(dc) ─► (Session, dc_frame)
-//!                                                         dial DC, write dc_frame
-//!   buf[consumed..] and every later read:
-//!        ──► ClientToDc::process(chunk) ─────────────────────────────► write
+//!   client socket                 mtg-proto                               DC socket
+//!   ─────────────                 ─────────                               ─────────
+//!   read ──► buf ──► ServerHandshake::handle_input(buf, ctx) ─► HelloStep
+//!                      NeedMore(hs)       → read more, call hs again with the whole buf
+//!                      Front{host}        → dial fronting site, write buf, splice
+//!                      Authenticated(p)   → the app decides on p.user():
+//!                        p.refuse()            → FrontTarget{host}: front exactly as above
+//!                        p.accept(rng, out)    → write `out` (ee flight), then with the same buf:
+//!   AwaitingFrame::handle_input(buf) ─► FrameStep
+//!                      NeedMore(f)        → read more, call f again with the whole buf
+//!                      Reject(reason)     → close
+//!                      Ready(e)           → e.into_session(dc) ─► (Session, dc_frame)
+//!                                                               dial DC, write dc_frame
+//!   buf[e.consumed()..] and every later read:
+//!        ──► ClientToDc::process(chunk) ───────────────────────────────────► write
 //!   write ◄── DcToClient::process(buf, n) ◄── read into buf[HEADROOM..]
 //! ```
 //!
 //! Contract:
+//! * Every stage is consumed by the call that advances it and handed back inside `NeedMore`,
+//!   so a stage cannot be driven out of order: there is no "wrong state" error.
 //! * `handle_input` always receives *all* bytes read so far from the client (the buffer only
-//!   grows); the core remembers how far it looked. On `Front`, the caller replays exactly that
-//!   buffer. The core never holds a copy of it, so a probe costs no allocation here.
+//!   grows); the core remembers how far it looked. On `Front` or a refusal, the caller replays
+//!   exactly that buffer. The core never holds a copy of it, so a probe costs no allocation here.
+//! * `ee` and `dd` clients are both authenticated exactly once (`Authenticated`): an `ee`
+//!   client by its hello, a `dd` client by its frame (its `AwaitingFrame` is ready at once).
 //! * The two relay halves are independent (`Send`, no shared state): run them as two tasks or
 //!   in one select loop. Each transforms in place and allocates nothing.
 //! * Time is a [`core::time::Duration`] since the Unix epoch; randomness is an `RngCore`.
@@ -35,8 +43,8 @@
 //! * [`users`]: the user table, SNI index and digest search.
 //! * [`tls`]: ClientHello parsing, the server flight, record framing.
 //! * [`obfs2`]: the obfuscated2 frame and keys of both legs.
-//! * [`handshake`]: the server handshake verdict machine.
-//! * [`relay`]: the two relay halves.
+//! * [`handshake`]: the server handshake as owned steps (hello, admission, frame).
+//! * [`relay`]: the two relay halves and the wrapper [`Mode`] that frames them.
 //! * [`replay`]: the anti-replay trait and the stable Bloom filter.
 //! * [`proxy_protocol`]: PROXY v1/v2 headers in, v2 out.
 //! * [`doppel`]: doppelganger traffic shaping (record sizes, delays, learning samples).
@@ -62,10 +70,11 @@ pub mod tls;
 pub mod users;
 
 pub use handshake::{
-    FrontReason, HandshakeConfig, HandshakeContext, Mode, RejectReason, ServerHandshake, Verdict,
+    AwaitingFrame, Established, FrameStep, FrontReason, FrontTarget, HandshakeConfig, HandshakeContext,
+    HelloStep, Pending, RejectReason, ServerHandshake,
 };
 pub use obfs2::FrameHeader;
-pub use relay::{ClientToDc, DcToClient, RelayError, Session};
+pub use relay::{ClientToDc, DcToClient, Mode, RelayError, Session};
 pub use replay::{NoReplayCheck, ReplayCache, StableBloomFilter};
 pub use secret::{Secret, SecretError, SecretKind};
 pub use users::{HostId, UserId, UserTable};

@@ -6,9 +6,17 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::cipher::Keystream;
-use crate::handshake::Mode;
 use crate::tls::record::{self, Deframer, HEADER_LEN, MAX_RECORD_PAYLOAD, RecordError};
 use crate::users::UserId;
+
+/// Which wrapper a client uses around obfuscated2, and so how the relay frames its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `ee`: FakeTLS records around obfuscated2.
+    FakeTls,
+    /// `dd`: obfuscated2 straight on the socket.
+    Secured,
+}
 
 /// A caller error in the relay API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -93,6 +93,8 @@ pub(crate) enum MatchOutcome {
     TimeSkew,
     /// No candidate's key signed the hello.
     NoMatch,
+    /// The hinted user (if any) did not match and the full search was not allowed.
+    Skipped,
 }
 
 impl UserTable {
@@ -176,7 +178,7 @@ impl UserTable {
     }
 
     /// Tries the users of the hello's SNI hosts: the hinted user first (if it is one of them),
-    /// then the rest in id order. One HMAC per user tried.
+    /// then, when `full_search`, the rest in id order. One HMAC per user tried.
     pub(crate) fn match_hello(
         &self,
         records: &HelloRecords<'_>,
@@ -184,6 +186,7 @@ impl UserTable {
         now: Duration,
         tolerance: Duration,
         hint: Option<UserId>,
+        full_search: bool,
     ) -> MatchOutcome {
         let mut outcome = MatchOutcome::NoMatch;
         let hint = hint.filter(|&h| self.user_host(h).is_some_and(|host| hello.hosts().contains(&host.0)));
@@ -191,8 +194,11 @@ impl UserTable {
             match self.check(user, records, hello, now, tolerance) {
                 MatchOutcome::Matched(u) => return MatchOutcome::Matched(u),
                 MatchOutcome::TimeSkew => outcome = MatchOutcome::TimeSkew,
-                MatchOutcome::NoMatch => {}
+                MatchOutcome::NoMatch | MatchOutcome::Skipped => {}
             }
+        }
+        if !full_search {
+            return MatchOutcome::Skipped;
         }
         for &host in hello.hosts() {
             let Some(entry) = self.hosts.get(host as usize) else {
@@ -205,7 +211,7 @@ impl UserTable {
                 match self.check(user, records, hello, now, tolerance) {
                     MatchOutcome::Matched(u) => return MatchOutcome::Matched(u),
                     MatchOutcome::TimeSkew => outcome = MatchOutcome::TimeSkew,
-                    MatchOutcome::NoMatch => {}
+                    MatchOutcome::NoMatch | MatchOutcome::Skipped => {}
                 }
             }
         }

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use mtg_proto::client::ClientSession;
 use mtg_proto::obfs2::{self, is_forbidden_frame};
+use mtg_proto::tls::server_hello::AppDataLen;
 use mtg_proto::{
-    FrontReason, HandshakeConfig, Mode, NoReplayCheck, Secret, StableBloomFilter, UserId, UserTable, Verdict,
+    FrontReason, FrontTarget, HandshakeConfig, HandshakeContext, HelloStep, Mode, NoReplayCheck, Secret,
+    ServerHandshake, StableBloomFilter, UserId, UserTable,
 };
 use proptest::prelude::*;
 use rand::RngCore;
@@ -18,6 +20,10 @@ const NOW: u32 = 1_700_000_000;
 
 fn now() -> Duration {
     Duration::from_secs(u64::from(NOW))
+}
+
+fn ee_authenticated(user: u32) -> Event {
+    Event::Authenticated { user: UserId(user), mode: Mode::FakeTls }
 }
 
 fn host_strategy() -> impl Strategy<Value = String> {
@@ -61,10 +67,12 @@ proptest! {
         let t = transcript(&secrets[who], NOW, 2, b"", seed);
         let hello = &t.bytes[..t.hello_len];
         let hint = hint.map(|h| UserId(u32::from(h) % users_n as u32));
-        let mut hs = mtg_proto::ServerHandshake::new(HandshakeConfig::default());
-        let mut ctx = mtg_proto::HandshakeContext { users: &table, replay: &mut NoReplayCheck, rng: &mut r, now: now(), hint };
-        let v = hs.handle_input(hello, &mut ctx, &mut Vec::new());
-        prop_assert_eq!(v, Verdict::ServerHello { user: UserId(who as u32) });
+        let hs = ServerHandshake::new(HandshakeConfig::default());
+        let mut ctx = HandshakeContext { users: &table, replay: &mut NoReplayCheck, now: now(), hint, full_search: true };
+        let HelloStep::Authenticated(pending) = hs.handle_input(hello, &mut ctx) else {
+            panic!("the encoder's hello is not authenticated");
+        };
+        prop_assert_eq!((pending.user(), pending.mode()), (UserId(who as u32), Mode::FakeTls));
 
         // Every single-bit flip of the 28 digest bytes of the client random is refused.
         let random_at = 5 + 6;
@@ -73,9 +81,55 @@ proptest! {
             bad[random_at + bit / 8] ^= 1 << (bit % 8);
             let fed = feed(&table, &mut NoReplayCheck, HandshakeConfig::default(), now(), &bad, &[bad.len()], seed);
             prop_assert!(
-                matches!(fed.verdicts[..], [Verdict::Front { reason: FrontReason::BadDigest, .. }]),
-                "bit {} gave {:?}", bit, fed.verdicts
+                matches!(fed.events[..], [Event::Front { reason: FrontReason::BadDigest, .. }]),
+                "bit {} gave {:?}", bit, fed.events
             );
+        }
+    }
+
+    #[test]
+    fn hint_only_matches_the_hinted_user_alone_and_full_search_is_unchanged(
+        users_n in 1usize..6, pick in any::<prop::sample::Index>(), seed in any::<u64>(), hint in any::<Option<u8>>(),
+        skew in prop_oneof![Just(0i64), Just(3600i64)],
+    ) {
+        let mut r = rng(seed);
+        let secrets: Vec<Secret> = (0..users_n)
+            .map(|i| {
+                let mut key = [0u8; 16];
+                r.fill_bytes(&mut key);
+                key[0] |= 1;
+                Secret::fake_tls(key, if i % 2 == 0 { "a.example" } else { "b.example" }).unwrap()
+            })
+            .collect();
+        let table = UserTable::new(&secrets);
+        let who = pick.index(users_n);
+        // A hello signed now, or one an hour off (a key signs it, the timestamp is refused).
+        let at = u32::try_from(i64::from(NOW) + skew).unwrap();
+        let t = transcript(&secrets[who], at, 2, b"", seed);
+        let hello = &t.bytes[..t.hello_len];
+        let hint = hint.map(|h| UserId(u32::from(h) % users_n as u32));
+        let verdict = |full_search: bool| -> Result<UserId, FrontReason> {
+            let hs = ServerHandshake::new(HandshakeConfig::default());
+            let mut ctx = HandshakeContext { users: &table, replay: &mut NoReplayCheck, now: now(), hint, full_search };
+            match hs.handle_input(hello, &mut ctx) {
+                HelloStep::Authenticated(pending) => Ok(pending.user()),
+                HelloStep::Front { reason, .. } => Err(reason),
+                HelloStep::NeedMore(_) => panic!("a whole hello needs no more bytes"),
+            }
+        };
+        let full = verdict(true);
+        let hinted_only = verdict(false);
+        // The full search: as before the flag existed.
+        if skew == 0 {
+            prop_assert_eq!(full, Ok(UserId(who as u32)));
+        } else {
+            prop_assert_eq!(full, Err(FrontReason::TimeSkew));
+        }
+        // Hint only: the hinted user matches when it signed the hello; nobody else ever does.
+        if skew == 0 && hint == Some(UserId(who as u32)) {
+            prop_assert_eq!(hinted_only, Ok(UserId(who as u32)));
+        } else {
+            prop_assert_eq!(hinted_only, Err(FrontReason::SearchSkipped));
         }
     }
 
@@ -94,11 +148,12 @@ proptest! {
         }
         let whole = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &input, &[input.len()], seed);
         let split = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &input, &chunks, seed);
-        prop_assert_eq!(&whole.verdicts, &split.verdicts);
+        prop_assert_eq!(&whole.events, &split.events);
         prop_assert_eq!(whole.flight, split.flight);
         if !garbage {
-            let last = *whole.verdicts.last().unwrap();
-            let Verdict::Accepted { dc, mode, .. } = last else { panic!("{last:?}") };
+            let [Event::Authenticated { .. }, Event::Ready { dc, mode, .. }] = whole.events[..] else {
+                panic!("{:?}", whole.events)
+            };
             prop_assert_eq!(dc.dc, -4);
             prop_assert_eq!(dc.target_dc(), 4);
             prop_assert_eq!(mode, Mode::FakeTls);
@@ -126,8 +181,8 @@ proptest! {
 
         let config = HandshakeConfig { secured: true, ..HandshakeConfig::default() };
         let fed = feed(&users, &mut NoReplayCheck, config, now(), &wire, &[wire.len()], seed);
-        let Some(&Verdict::Accepted { consumed, dc, .. }) = fed.verdicts.last() else { panic!("{:?}", fed.verdicts) };
-        let (mut session, frame) = fed.handshake.into_session(dc.dc, &mut r).unwrap();
+        let Some(&Event::Ready { consumed, dc, .. }) = fed.events.last() else { panic!("{:?}", fed.events) };
+        let (mut session, frame) = fed.established.unwrap().into_session(dc.dc, &mut r);
         let (header, mut dc_leg) = dc_accept(&frame);
         prop_assert_eq!(header.tag, [0xdd; 4]);
         prop_assert_eq!(header.dc, 2);
@@ -177,11 +232,11 @@ proptest! {
         let mut cache = StableBloomFilter::new(64 * 1024, 0.001, &mut rng(seed));
         let t = transcript(&s, NOW, 2, b"x", seed);
         let first = feed(&users, &mut cache, HandshakeConfig::default(), now(), &t.bytes, &[t.bytes.len()], 1);
-        prop_assert!(matches!(first.verdicts.last(), Some(Verdict::Accepted { .. })), "{:?}", first.verdicts);
+        prop_assert!(matches!(first.events.last(), Some(Event::Ready { .. })), "{:?}", first.events);
         let again = feed(&users, &mut cache, HandshakeConfig::default(), now(), &t.bytes, &[t.bytes.len()], 1);
         prop_assert!(
-            matches!(again.verdicts[..], [Verdict::Front { reason: FrontReason::Replay, .. }]),
-            "{:?}", again.verdicts
+            matches!(again.events[..], [Event::Front { reason: FrontReason::Replay, .. }]),
+            "{:?}", again.events
         );
     }
 
@@ -243,12 +298,12 @@ fn timestamp_at_the_edge_of_the_tolerance() {
         let now = Duration::from_secs((i64::from(NOW) + offset) as u64);
         let fed = feed(&users, &mut NoReplayCheck, config, now, hello, &[hello.len()], 1);
         if ok {
-            assert_eq!(fed.verdicts, vec![Verdict::ServerHello { user: UserId(0) }], "offset {offset}");
+            assert_eq!(fed.events, vec![ee_authenticated(0)], "offset {offset}");
         } else {
             assert!(
-                matches!(fed.verdicts[..], [Verdict::Front { reason: FrontReason::TimeSkew, .. }]),
+                matches!(fed.events[..], [Event::Front { reason: FrontReason::TimeSkew, .. }]),
                 "offset {offset}: {:?}",
-                fed.verdicts
+                fed.events
             );
         }
     }
@@ -262,19 +317,19 @@ fn fragmented_hello_is_accepted_and_twelve_records_are_not() {
     let hello = &t.bytes[..t.hello_len];
     let split = mtg_proto::client::fragment_hello(hello, &[1, 3, 50, 100]);
     let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &split, &[7], 1);
-    assert_eq!(fed.verdicts, vec![Verdict::ServerHello { user: UserId(0) }]);
+    assert_eq!(fed.events, vec![ee_authenticated(0)]);
 
     let eleven = mtg_proto::client::fragment_hello(hello, &[1; 10]);
     let fed =
         feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &eleven, &[eleven.len()], 1);
-    assert_eq!(fed.verdicts, vec![Verdict::ServerHello { user: UserId(0) }]);
+    assert_eq!(fed.events, vec![ee_authenticated(0)]);
 
     let twelve = mtg_proto::client::fragment_hello(hello, &[1; 11]);
     let fed =
         feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &twelve, &[twelve.len()], 1);
     assert!(matches!(
-        fed.verdicts[..],
-        [Verdict::Front {
+        fed.events[..],
+        [Event::Front {
             reason: FrontReason::BadHello(mtg_proto::tls::client_hello::HelloError::TooManyRecords),
             ..
         }]
@@ -292,7 +347,7 @@ fn a_key_only_matches_its_own_hostname() {
         .unwrap();
     let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &wire, &[wire.len()], 1);
     let bob_host = users.host_id(b"bob.example");
-    assert_eq!(fed.verdicts, vec![Verdict::Front { reason: FrontReason::BadDigest, host: bob_host }]);
+    assert_eq!(fed.events, vec![Event::Front { reason: FrontReason::BadDigest, host: bob_host }]);
 }
 
 #[test]
@@ -303,12 +358,12 @@ fn unknown_sni_http_and_garbage_are_fronted_at_once() {
     mtg_proto::client::FakeTlsHello::build_with(&s, "other.example", NOW, 517, &mut rng(1), &mut wire)
         .unwrap();
     let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &wire, &[wire.len()], 1);
-    assert_eq!(fed.verdicts, vec![Verdict::Front { reason: FrontReason::UnknownSni, host: None }]);
+    assert_eq!(fed.events, vec![Event::Front { reason: FrontReason::UnknownSni, host: None }]);
 
     for probe in [&b"GET / HTTP/1.1\r\n"[..], &[0x16, 0x03, 0x03][..], &[0x16, 0x03, 0x01, 0, 5, 0x02][..]] {
         let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), probe, &[1], 1);
         assert!(
-            matches!(fed.verdicts[..], [Verdict::Front { reason: FrontReason::BadHello(_), .. }]),
+            matches!(fed.events[..], [Event::Front { reason: FrontReason::BadHello(_), .. }]),
             "{probe:?}"
         );
     }
@@ -325,14 +380,17 @@ fn secured_dd_clients_connect_only_when_enabled() {
     let on = HandshakeConfig { secured: true, ..HandshakeConfig::default() };
     let fed = feed(&users, &mut NoReplayCheck, on, now(), &wire, &[10], 1);
     assert!(matches!(
-        fed.verdicts[..],
-        [Verdict::Accepted { user: UserId(1), mode: Mode::Secured, consumed: 64, .. }]
+        fed.events[..],
+        [
+            Event::Authenticated { user: UserId(1), mode: Mode::Secured },
+            Event::Ready { user: UserId(1), mode: Mode::Secured, consumed: 64, .. }
+        ]
     ));
     let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &wire, &[wire.len()], 1);
-    assert!(matches!(fed.verdicts[..], [Verdict::Front { reason: FrontReason::BadHello(_), .. }]));
+    assert!(matches!(fed.events[..], [Event::Front { reason: FrontReason::BadHello(_), .. }]));
     // An HTTP probe is refused by its first four bytes even in secured mode.
     let fed = feed(&users, &mut NoReplayCheck, on, now(), b"GET /", &[5], 1);
-    assert!(matches!(fed.verdicts[..], [Verdict::Front { reason: FrontReason::NoSecuredMatch, .. }]));
+    assert!(matches!(fed.events[..], [Event::Front { reason: FrontReason::NoSecuredMatch, .. }]));
 }
 
 #[test]
@@ -344,19 +402,18 @@ fn hint_changes_nothing_but_the_order() {
     let t = transcript(&c, NOW, 2, b"", 4);
     let hello = &t.bytes[..t.hello_len];
     for hint in [None, Some(UserId(0)), Some(UserId(2)), Some(UserId(99))] {
-        let mut hs = mtg_proto::ServerHandshake::new(HandshakeConfig::default());
-        let mut r = rng(1);
-        let mut ctx = mtg_proto::HandshakeContext {
+        let hs = ServerHandshake::new(HandshakeConfig::default());
+        let mut ctx = HandshakeContext {
             users: &users,
             replay: &mut NoReplayCheck,
-            rng: &mut r,
             now: now(),
             hint,
+            full_search: true,
         };
-        assert_eq!(
-            hs.handle_input(hello, &mut ctx, &mut Vec::new()),
-            Verdict::ServerHello { user: UserId(2) }
-        );
+        match hs.handle_input(hello, &mut ctx) {
+            HelloStep::Authenticated(pending) => assert_eq!(pending.user(), UserId(2), "hint {hint:?}"),
+            other => panic!("hint {hint:?}: {other:?}"),
+        }
     }
 }
 
@@ -373,11 +430,8 @@ fn bad_transport_tag_after_the_hello_is_rejected() {
     wire.extend_from_slice(&frame);
     let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &wire, &[wire.len()], 1);
     assert_eq!(
-        fed.verdicts,
-        vec![
-            Verdict::ServerHello { user: UserId(0) },
-            Verdict::Reject(mtg_proto::RejectReason::BadTransportTag)
-        ]
+        fed.events,
+        vec![ee_authenticated(0), Event::Reject(mtg_proto::RejectReason::BadTransportTag)]
     );
 }
 
@@ -395,10 +449,176 @@ fn dd_frame_starting_with_the_tls_record_byte_is_accepted() {
         for chunks in [&[64usize][..], &[1, 2, 3, 58]] {
             let fed = feed(&users, &mut NoReplayCheck, on, now(), &wire, chunks, 1);
             assert!(
-                matches!(fed.verdicts[..], [Verdict::Accepted { mode: Mode::Secured, .. }]),
+                matches!(
+                    fed.events[..],
+                    [
+                        Event::Authenticated { mode: Mode::Secured, .. },
+                        Event::Ready { mode: Mode::Secured, consumed: 64, .. }
+                    ]
+                ),
                 "{head:02x?} {chunks:?}: {:?}",
-                fed.verdicts
+                fed.events
             );
+        }
+    }
+}
+
+/// The users of the admission properties: two `ee` users on different hosts and a `dd` user.
+fn admission_users() -> (Vec<Secret>, UserTable) {
+    let secrets = vec![secret(11, "a.example"), Secret::secured([12; 16]).unwrap(), secret(13, "b.example")];
+    let table = UserTable::new(&secrets);
+    (secrets, table)
+}
+
+/// What a client sends first with `s`: the hello (`ee`), the frame, then `payload`. Returns the
+/// bytes, how many of them are handshake, and the client's view of its hello (`ee`).
+fn client_wire(
+    s: &Secret,
+    dc: i16,
+    payload: &[u8],
+    seed: u64,
+) -> (Vec<u8>, usize, Option<mtg_proto::client::FakeTlsHello>) {
+    let mut r = rng(seed);
+    let mut wire = Vec::new();
+    let hello = match s.kind() {
+        mtg_proto::SecretKind::FakeTls => {
+            Some(mtg_proto::client::FakeTlsHello::build(s, NOW, &mut r, &mut wire).unwrap())
+        }
+        mtg_proto::SecretKind::Secured => None,
+    };
+    let mut client = ClientSession::start(s, dc, &mut r, &mut wire);
+    let handshake_len = wire.len();
+    client.seal(payload, &mut wire);
+    (wire, handshake_len, hello)
+}
+
+/// Everything observable about one run: its events, the flight, and the plaintext the DC gets
+/// from the bytes after the handshake.
+#[derive(Debug, Clone, PartialEq)]
+struct Outcome {
+    events: Vec<Event>,
+    flight: Vec<u8>,
+    relayed: Option<Result<Vec<u8>, mtg_proto::RelayError>>,
+}
+
+fn outcome(fed: Fed, input: &[u8]) -> Outcome {
+    let relayed = fed.established.map(|established| {
+        let mut rest = input[established.consumed()..].to_vec();
+        let (mut session, frame) = established.into_session(2, &mut rng(0));
+        let (_, mut dc_leg) = dc_accept(&frame);
+        session.client_to_dc.process(&mut rest).map(|range| {
+            let mut at_dc = rest[range].to_vec();
+            dc_leg.decrypt(&mut at_dc);
+            at_dc
+        })
+    });
+    Outcome { events: fed.events, flight: fed.flight, relayed }
+}
+
+const SECURED_ON: HandshakeConfig = HandshakeConfig {
+    time_skew: Duration::from_secs(3),
+    secured: true,
+    app_data_len: AppDataLen { min: 2500, max: 4699 },
+};
+
+proptest! {
+    #[test]
+    fn accept_and_refuse_differ_only_after_the_decision(
+        seed in any::<u64>(), who in 0usize..3, dc in any::<i16>(),
+        payload in prop::collection::vec(any::<u8>(), 0..300),
+        chunks in prop::collection::vec(1usize..200, 1..6),
+    ) {
+        let (secrets, users) = admission_users();
+        let (wire, handshake_len, hello) = client_wire(&secrets[who], dc, &payload, seed);
+        let accepted = feed_deciding(&users, &mut NoReplayCheck, SECURED_ON, now(), &wire, &chunks, seed, Decision::Accept);
+        let refused = feed_deciding(&users, &mut NoReplayCheck, SECURED_ON, now(), &wire, &chunks, seed, Decision::Refuse);
+        let mode = if who == 1 { Mode::Secured } else { Mode::FakeTls };
+        let authenticated = Event::Authenticated { user: UserId(who as u32), mode };
+
+        // Refused: nothing was written for the client, and it is fronted where a wrong secret
+        // with the same first bytes is.
+        let host = match who {
+            0 => users.host_id(b"a.example"),
+            2 => users.host_id(b"b.example"),
+            _ => None,
+        };
+        prop_assert_eq!(&refused.events, &vec![authenticated, Event::Refused(FrontTarget { host })]);
+        prop_assert!(refused.flight.is_empty());
+        let stranger = match mode {
+            Mode::FakeTls => secret(0x77, if who == 0 { "a.example" } else { "b.example" }),
+            Mode::Secured => Secret::secured([0x77; 16]).unwrap(),
+        };
+        let (wrong, _, _) = client_wire(&stranger, dc, &payload, seed);
+        let wrong = feed(&users, &mut NoReplayCheck, SECURED_ON, now(), &wrong, &chunks, seed);
+        let [Event::Front { host: wrong_host, .. }] = wrong.events[..] else { panic!("{:?}", wrong.events) };
+        prop_assert_eq!(wrong_host, host);
+
+        // Accepted: the same authentication, then the frame with the client's DC.
+        let [first, Event::Ready { user, mode: ready_mode, dc: header, consumed }] = accepted.events[..] else {
+            panic!("{:?}", accepted.events)
+        };
+        prop_assert_eq!(first, authenticated);
+        prop_assert_eq!((user, ready_mode, header.dc, consumed), (UserId(who as u32), mode, dc, handshake_len));
+        match hello {
+            Some(hello) => prop_assert_eq!(hello.verify_flight(&accepted.flight), Ok(Some(accepted.flight.len()))),
+            None => prop_assert!(accepted.flight.is_empty()),
+        }
+    }
+
+    #[test]
+    fn ee_and_dd_are_authenticated_exactly_once(
+        seed in any::<u64>(), who in 0usize..3, secured in any::<bool>(),
+        payload in prop::collection::vec(any::<u8>(), 0..2000),
+        chunks in prop::collection::vec(1usize..700, 1..10),
+    ) {
+        let (secrets, users) = admission_users();
+        let (wire, _, _) = client_wire(&secrets[who], 2, &payload, seed);
+        let config = HandshakeConfig { secured, ..SECURED_ON };
+        let fed = feed(&users, &mut NoReplayCheck, config, now(), &wire, &chunks, seed);
+        if who == 1 && !secured {
+            // dd without `[secured]`: a random frame is not a hello.
+            prop_assert!(matches!(fed.events[..], [Event::Front { .. }]), "{:?}", fed.events);
+            return Ok(());
+        }
+        let authenticated = fed.events.iter().filter(|e| matches!(e, Event::Authenticated { .. })).count();
+        prop_assert_eq!(authenticated, 1, "{:?}", &fed.events);
+        let [Event::Authenticated { user, mode }, Event::Ready { user: ready_user, mode: ready_mode, .. }] =
+            fed.events[..]
+        else {
+            panic!("{:?}", fed.events)
+        };
+        prop_assert_eq!(user, UserId(who as u32));
+        prop_assert_eq!((ready_user, ready_mode), (user, mode));
+        prop_assert_eq!(mode, if who == 1 { Mode::Secured } else { Mode::FakeTls });
+    }
+}
+
+proptest! {
+    // Each case feeds one input split at every position: a few cases cover a lot.
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_split_position_gives_the_same_outcome(
+        seed in any::<u64>(), who in 0usize..3, corrupt in any::<Option<prop::sample::Index>>(),
+        payload in prop::collection::vec(any::<u8>(), 0..100),
+    ) {
+        let (secrets, users) = admission_users();
+        let (mut wire, _, _) = client_wire(&secrets[who], -3, &payload, seed);
+        if let Some(at) = corrupt {
+            let i = at.index(wire.len());
+            wire[i] ^= 0x20;
+        }
+        let whole = outcome(feed(&users, &mut NoReplayCheck, SECURED_ON, now(), &wire, &[wire.len()], seed), &wire);
+        if corrupt.is_none() {
+            prop_assert!(
+                matches!(whole.events[..], [Event::Authenticated { .. }, Event::Ready { .. }]),
+                "{:?}", whole.events
+            );
+            prop_assert_eq!(whole.relayed.clone(), Some(Ok(payload.clone())));
+        }
+        for split in 1..wire.len() {
+            let fed = feed(&users, &mut NoReplayCheck, SECURED_ON, now(), &wire, &[split, wire.len()], seed);
+            prop_assert_eq!(&outcome(fed, &wire), &whole, "split at {}", split);
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use mtg_proto::tls::client_hello::HelloRecords;
-use mtg_proto::{FrontReason, HandshakeConfig, NoReplayCheck, Secret, UserTable, Verdict};
+use mtg_proto::{FrontReason, HandshakeConfig, Mode, NoReplayCheck, Secret, UserTable};
 use serde_json::Value;
 
 use common::*;
@@ -49,7 +49,11 @@ fn good_captures_validate_and_yield_their_fields() {
         // Validated against the capture's own time, with mtg's 3 s default tolerance.
         let now = Duration::from_secs(c["time"].as_u64().unwrap());
         let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now, &full, &[full.len()], 1);
-        assert_eq!(fed.verdicts, vec![Verdict::ServerHello { user: mtg_proto::UserId(0) }], "{name}");
+        assert_eq!(
+            fed.events,
+            vec![Event::Authenticated { user: mtg_proto::UserId(0), mode: Mode::FakeTls }],
+            "{name}"
+        );
         // The flight echoes the session id and the chosen cipher suite.
         let sid = b64(&c["sessionId"]);
         assert_eq!(&fed.flight[..3], &[0x16, 3, 3]);
@@ -69,9 +73,9 @@ fn good_captures_are_fronted_a_minute_later() {
         let now = Duration::from_secs(c["time"].as_u64().unwrap() + 60);
         let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now, &full, &[full.len()], 1);
         assert!(
-            matches!(fed.verdicts[..], [Verdict::Front { reason: FrontReason::TimeSkew, .. }]),
+            matches!(fed.events[..], [Event::Front { reason: FrontReason::TimeSkew, .. }]),
             "{name}: {:?}",
-            fed.verdicts
+            fed.events
         );
     }
 }
@@ -97,9 +101,9 @@ fn bad_capture_fails_the_digest() {
         let now = Duration::from_secs(c["time"].as_u64().unwrap());
         let fed = feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now, &full, &[full.len()], 1);
         assert!(
-            matches!(fed.verdicts[..], [Verdict::Front { reason: FrontReason::BadDigest, host: Some(_) }]),
+            matches!(fed.events[..], [Event::Front { reason: FrontReason::BadDigest, host: Some(_) }]),
             "{name}: {:?}",
-            fed.verdicts
+            fed.events
         );
     }
 }

@@ -20,6 +20,7 @@ fn options() -> Options {
         handshake_secs: 0.5,
         handshake_max: 10,
         probes: 20,
+        probe_users: 3,
         pings: 20,
         concurrency: 4,
         settle: Duration::from_millis(50),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mtg_proto::obfs2::{self, TAG_PADDED_INTERMEDIATE};
 use mtg_proto::{
-    HandshakeConfig, HandshakeContext, NoReplayCheck, Secret, ServerHandshake, UserTable, Verdict,
+    HandshakeConfig, HandshakeContext, HelloStep, NoReplayCheck, Secret, ServerHandshake, UserTable,
 };
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::recorder::{self, Recorder};
@@ -72,21 +72,16 @@ fn tdlib_sends_a_faketls_hello_that_mtg_proto_accepts() {
     assert_eq!(recorder::hello_sni(hello).unwrap(), [HOST]);
 
     let users = UserTable::new([&ee()]);
-    let mut hs = ServerHandshake::new(HandshakeConfig::default());
-    let mut out = Vec::new();
-    let mut rng = rand::rng();
+    let hs = ServerHandshake::new(HandshakeConfig::default());
     let mut ctx = HandshakeContext {
         users: &users,
         replay: &mut NoReplayCheck,
-        rng: &mut rng,
         now: first.first_at.unwrap(),
         hint: None,
+        full_search: true,
     };
-    let verdict = hs.handle_input(hello, &mut ctx, &mut out);
-    assert!(
-        matches!(verdict, Verdict::ServerHello { .. }),
-        "mtg-proto verdict on TDLib's hello: {verdict:?}"
-    );
+    let step = hs.handle_input(hello, &mut ctx);
+    assert!(matches!(step, HelloStep::Authenticated(_)), "mtg-proto step on TDLib's hello: {step:?}");
 }
 
 #[test]

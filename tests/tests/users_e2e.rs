@@ -1,5 +1,6 @@
 //! Users end to end (both runtimes): `/stats` numbers after known traffic, and the fair-share
-//! throttle refusing a capped user's next session while others still connect.
+//! throttle refusing a capped user's next session while others still connect; refused and
+//! capped `dd` users fronted and closed like `ee` ones.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -317,4 +318,59 @@ fn throttle_recomputes_on_its_own_every_check_interval() {
         assert!(std::time::Instant::now() < deadline, "throttle did not deactivate");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Sends a `dd` client's first bytes (its frame) on a fresh connection and returns the frame
+/// and everything the proxy answers until it closes.
+fn dd_answer(addr: SocketAddr, secret: &Secret) -> (Vec<u8>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut frame = Vec::new();
+    let _session = mtg_proto::client::ClientSession::start(secret, 2, &mut rand::rng(), &mut frame);
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(&frame).unwrap();
+    let mut answer = Vec::new();
+    // A reset after the fronting site's alert is fine: what arrived before it is kept.
+    let _ = stream.read_to_end(&mut answer);
+    (frame, answer)
+}
+
+#[test]
+fn dd_users_refused_are_fronted_and_over_their_cap_are_closed_unanswered() {
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let off = Secret::secured([7; 16]).unwrap();
+    let capped = Secret::secured([8; 16]).unwrap();
+    let proxy = ProxyUnderTest::start(&format!(
+        "bind-to = \"127.0.0.1:1\"\napi-bind-to = \"127.0.0.1:1\"\n[secrets]\noff = \"{}\"\ncapped = \"{}\"\n\
+         [domain-fronting]\nhost = \"127.0.0.1\"\nport = {}\n[network.dc-overrides]\n2 = [\"{}\"]\n\
+         [secured]\nenabled = true\n[secret-limits.off]\ndisabled = true\n\
+         [secret-limits.capped]\nmax-connections = 1\n",
+        off.to_hex(),
+        capped.to_hex(),
+        front.addr().port(),
+        dc.addr()
+    ));
+    let addr = proxy.addr();
+    let first = {
+        let capped = capped.clone();
+        block_on(async move {
+            let mut first = ProxyClient::connect_dd(addr, &capped, 2).await.unwrap();
+            first.send(b"ok").await.unwrap();
+            assert_eq!(first.recv_exact(2).await.unwrap(), b"ok");
+            first
+        })
+    };
+    // Over its cap: closed without a byte, and not fronted.
+    let (_, answer) = dd_answer(addr, &capped);
+    assert!(answer.is_empty(), "over the cap: {answer:02x?}");
+    assert_eq!(front.connections(), 0, "a capped dd client is closed, not fronted");
+    // Disabled: fronted like a wrong secret, its frame replayed byte for byte.
+    let (frame, _) = dd_answer(addr, &off);
+    assert!(
+        front.wait_until(Duration::from_secs(5), |c| c.len() == 1 && c[0].first_bytes == frame),
+        "the refused dd client's frame reaches the fronting site: {:?}",
+        front.snapshot().iter().map(|c| c.first_bytes.len()).collect::<Vec<_>>()
+    );
+    drop(first);
 }

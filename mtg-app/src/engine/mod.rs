@@ -10,6 +10,7 @@ mod doppel;
 mod fronting;
 mod hints;
 mod listener;
+mod probe_limit;
 pub(crate) mod relay;
 mod session;
 mod shaper;
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use mtg_proto::{HandshakeConfig, ReplayCache, Secret, UserId, UserTable};
+use mtg_proto::{HandshakeConfig, HostId, ReplayCache, Secret, UserId, UserTable};
 
 use std::collections::BTreeMap;
 
@@ -100,6 +101,8 @@ pub struct Directory {
     stats: Vec<Arc<UserStats>>,
     limits: Vec<SecretLimits>,
     switches: Vec<SessionSwitch>,
+    /// The host [`Directory::default_host`] names, chosen once per build.
+    default_host: Option<HostId>,
 }
 
 /// Closes every live session of one user (name and secret) when the user is removed,
@@ -143,13 +146,22 @@ impl Directory {
     /// Builds the directory from (name, secret) pairs and per-name limits; ids follow the
     /// given order.
     pub fn new(users: &[(String, Secret)], limits: &BTreeMap<String, SecretLimits>) -> Self {
+        let table = UserTable::new(users.iter().map(|(_, s)| s));
+        // mtg-multi's default target: the host of the alphabetically first FakeTLS user.
+        let default_host = users
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (name, _))| Some((name, table.user_host(UserId(i as u32))?)))
+            .min_by(|a, b| a.0.cmp(b.0))
+            .map(|(_, host)| host);
         Self {
             names: users.iter().map(|(n, _)| n.clone()).collect(),
             secrets: users.iter().map(|(_, s)| s.clone()).collect(),
-            table: UserTable::new(users.iter().map(|(_, s)| s)),
+            table,
             stats: users.iter().map(|_| Arc::new(UserStats::default())).collect(),
             limits: users.iter().map(|(n, _)| limits.get(n).cloned().unwrap_or_default()).collect(),
             switches: users.iter().map(|_| SessionSwitch::new()).collect(),
+            default_host,
         }
     }
 
@@ -253,12 +265,9 @@ impl Directory {
     }
 
     /// The fronting hostname of the alphabetically first FakeTLS user (mtg-multi's default
-    /// target when the SNI matched nothing).
+    /// target when the SNI matched nothing), chosen when the directory was built.
     pub fn default_host(&self) -> Option<&str> {
-        let mut ids: Vec<usize> = (0..self.names.len()).collect();
-        ids.sort_by(|&a, &b| self.names[a].cmp(&self.names[b]));
-        ids.into_iter()
-            .find_map(|i| self.table.user_host(UserId(i as u32)).and_then(|h| self.table.host_name(h)))
+        self.default_host.and_then(|h| self.table.host_name(h))
     }
 }
 
@@ -268,6 +277,8 @@ pub struct Shared {
     users: RwLock<Arc<Directory>>,
     replay: Mutex<Box<dyn ReplayCache + Send>>,
     hints: hints::HintCache,
+    probe_limit: probe_limit::ProbeLimiter,
+    front_addrs: fronting::AddrCache,
     ip_filter: Box<dyn IpFilter>,
     active: AtomicUsize,
     throttle: Option<Throttle>,
@@ -301,6 +312,8 @@ impl Shared {
             users: RwLock::new(Arc::new(users)),
             replay: Mutex::new(replay),
             hints: hints::HintCache::new(4096),
+            probe_limit: probe_limit::ProbeLimiter::new(),
+            front_addrs: fronting::AddrCache::default(),
             ip_filter,
             active: AtomicUsize::new(0),
             throttle: (settings_limit > 0).then(|| Throttle::new(settings_limit)),

@@ -6,9 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
+use mtg_proto::doppel::Statistics;
 use mtg_proto::proxy_protocol::{self, Parsed, ProxiedAddrs};
+use mtg_proto::tls::server_hello::AppDataLen;
 use mtg_proto::{
-    ClientToDc, FrontReason, HandshakeContext, HostId, Mode, ReplayCache, ServerHandshake, UserId, Verdict,
+    AwaitingFrame, ClientToDc, DcToClient, Established, FrameHeader, FrameStep, FrontReason, HandshakeConfig,
+    HandshakeContext, HelloStep, HostId, Mode, Pending, ReplayCache, ServerHandshake, UserId,
 };
 use tracing::{debug, info};
 
@@ -19,7 +22,7 @@ use crate::users::limits;
 
 use super::relay::{Pump, Relay};
 use super::shaper::Shaped;
-use super::{Directory, Shared, fronting, upstream, with_timeout};
+use super::{Directory, Settings, Shared, fronting, upstream, with_timeout};
 
 /// Read granularity during the handshake.
 const HANDSHAKE_READ: usize = 4096;
@@ -42,184 +45,326 @@ enum ReadOutcome {
     TimedOut,
 }
 
-/// Reads more bytes into `buf` before `deadline`.
-async fn read_more<R: Runtime>(client: &mut R::Stream, buf: &mut Vec<u8>, deadline: Instant) -> ReadOutcome {
-    let have = buf.len();
-    buf.resize(have + HANDSHAKE_READ, 0);
-    let left = deadline.saturating_duration_since(Instant::now());
-    let outcome = match with_timeout::<R, _>(left, client.read(&mut buf[have..])).await {
-        Some(Ok(0)) | Some(Err(_)) => (0, ReadOutcome::Closed),
-        Some(Ok(n)) => (n, ReadOutcome::Data),
-        None => (0, ReadOutcome::TimedOut),
-    };
-    buf.truncate(have + outcome.0);
-    outcome.1
-}
-
 fn unix_now() -> std::time::Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
+/// A client connection during its handshake: the socket, every byte read from it so far (the
+/// core's input, and what fronting replays) and the handshake's deadline.
+struct Handshaking<R: Runtime> {
+    client: R::Stream,
+    peer: SocketAddr,
+    buf: Vec<u8>,
+    started: Instant,
+    deadline: Instant,
+}
+
+/// How a connection whose handshake did not end in a session is finished.
+enum Exit {
+    /// Close it.
+    Close,
+    /// Hand it to the fronting site for this host (or the default) with every byte read.
+    Front(Option<HostId>),
+}
+
+impl<R: Runtime> Handshaking<R> {
+    fn new(client: R::Stream, peer: SocketAddr, timeout: std::time::Duration) -> Self {
+        let started = Instant::now();
+        Self { client, peer, buf: Vec::with_capacity(HANDSHAKE_READ), started, deadline: started + timeout }
+    }
+
+    /// Reads more bytes into the buffer before the deadline.
+    async fn read_more(&mut self) -> ReadOutcome {
+        let have = self.buf.len();
+        self.buf.resize(have + HANDSHAKE_READ, 0);
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let outcome = match with_timeout::<R, _>(left, self.client.read(&mut self.buf[have..])).await {
+            Some(Ok(0)) | Some(Err(_)) => (0, ReadOutcome::Closed),
+            Some(Ok(n)) => (n, ReadOutcome::Data),
+            None => (0, ReadOutcome::TimedOut),
+        };
+        self.buf.truncate(have + outcome.0);
+        outcome.1
+    }
+
+    /// Reads more of a client that is not authenticated yet: one that stops short, or sends
+    /// more than a hello, is fronted (one that sent nothing is closed).
+    async fn read_more_hello(&mut self) -> Result<(), Exit> {
+        if self.buf.len() >= HANDSHAKE_MAX {
+            return Err(Exit::Front(None));
+        }
+        match self.read_more().await {
+            ReadOutcome::Data => Ok(()),
+            ReadOutcome::Closed if self.buf.is_empty() => Err(Exit::Close),
+            ReadOutcome::Closed | ReadOutcome::TimedOut => {
+                debug!(peer = %self.peer, read = self.buf.len(), "handshake incomplete, fronting");
+                Err(Exit::Front(None))
+            }
+        }
+    }
+
+    /// Reads more of an accepted client's handshake: one that stops short is closed.
+    async fn read_more_frame(&mut self) -> Result<(), Exit> {
+        if self.buf.len() >= HANDSHAKE_MAX {
+            return Err(Exit::Front(None));
+        }
+        match self.read_more().await {
+            ReadOutcome::Data => Ok(()),
+            ReadOutcome::Closed => Err(Exit::Close),
+            ReadOutcome::TimedOut => {
+                debug!(peer = %self.peer, "handshake timeout after the hello");
+                Err(Exit::Close)
+            }
+        }
+    }
+
+    /// Writes `bytes` to the client before the deadline; `false` if that failed.
+    async fn write(&mut self, bytes: &[u8]) -> bool {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        matches!(with_timeout::<R, _>(left, self.client.write_all(bytes)).await, Some(Ok(())))
+    }
+
+    /// Finishes a connection that will not relay.
+    async fn end(self, shared: &Shared, exit: Exit) {
+        if let Exit::Front(host) = exit {
+            front::<R>(shared, self.client, self.peer, host, &self.buf, self.started).await;
+        }
+    }
+}
+
 /// Runs the handshake and dials the DC; `None` when the connection was closed or fronted.
-async fn prepare<R: Runtime>(
-    shared: Arc<Shared>,
-    mut client: R::Stream,
-    mut peer: SocketAddr,
-) -> Option<Ready<R>> {
+async fn prepare<R: Runtime>(shared: Arc<Shared>, client: R::Stream, peer: SocketAddr) -> Option<Ready<R>> {
     let settings = &shared.settings;
     if let Err(e) = settings.accepted_tcp.apply(R::socket(&client)) {
         debug!(%peer, error = %e, "cannot set client socket options");
     }
-    let started = Instant::now();
-    let deadline = started + settings.handshake_timeout;
-    let mut buf: Vec<u8> = Vec::with_capacity(HANDSHAKE_READ);
-
+    let mut conn = Handshaking::<R>::new(client, peer, settings.handshake_timeout);
     if settings.proxy_protocol_listener {
-        loop {
-            match proxy_protocol::parse(&buf) {
-                Ok(Parsed::Absent) => break,
-                Ok(Parsed::Header { addrs, len }) => {
-                    if let ProxiedAddrs::Tcp { source, .. } = addrs {
-                        peer = source;
-                    }
-                    buf.drain(..len);
-                    break;
-                }
-                Ok(Parsed::Incomplete) => {}
-                Err(e) => {
-                    debug!(%peer, error = %e, "bad PROXY header, closing");
-                    return None;
-                }
-            }
-            if !matches!(read_more::<R>(&mut client, &mut buf, deadline).await, ReadOutcome::Data) {
-                return None;
-            }
-        }
+        read_proxy_header(&mut conn).await?;
     }
-    if let Err(list) = shared.ip_filter.check(peer.ip()) {
+    if let Err(list) = shared.ip_filter.check(conn.peer.ip()) {
         shared.metrics().ip_blocklisted(list.label());
-        debug!(%peer, %list, "client address refused by the {list}, closing");
+        debug!(peer = %conn.peer, %list, "client address refused by the {list}, closing");
         return None;
     }
-    let client_live = shared.metrics().client_connection(peer.ip());
-
+    let client_live = shared.metrics().client_connection(conn.peer.ip());
     let users = shared.users();
     let doppel = shared.doppelganger().statistics();
-    let mut handshake_config = settings.handshake;
-    handshake_config.app_data_len = doppel.app_data_len();
-    let mut handshake = ServerHandshake::new(handshake_config);
-    let mut flight = Vec::new();
-    let hint = shared.hints.get(peer.ip());
-    let mut authenticated = None;
-    let mut admitted = None;
-    let accepted = loop {
-        let verdict = {
-            let mut rng = rand::rng();
-            let mut replay = LockedReplay(&shared.replay);
-            let mut ctx = HandshakeContext {
-                users: users.table(),
-                replay: &mut replay,
-                rng: &mut rng,
-                now: unix_now(),
-                hint,
-            };
-            handshake.handle_input(&buf, &mut ctx, &mut flight)
-        };
-        match verdict {
-            Verdict::NeedMore => {}
-            Verdict::ServerHello { user } => {
-                match admit(&shared, &users, user) {
-                    Admission::Refused(refusal) => {
-                        // Indistinguishable from a wrong secret: the flight is dropped unsent.
-                        debug!(%peer, user = %users.name(user), %refusal, "fronting a refused user");
-                        let host = users.table().user_host(user);
-                        front::<R>(&shared, client, peer, host, &buf, started).await;
-                        return None;
-                    }
-                    Admission::Admitted(slot) => admitted = Some(slot),
-                    Admission::OverCap => admitted = None,
-                }
-                authenticated = Some(user);
-                let left = deadline.saturating_duration_since(Instant::now());
-                match with_timeout::<R, _>(left, client.write_all(&flight)).await {
-                    Some(Ok(())) => {}
-                    _ => return None,
-                }
-                if admitted.is_none() {
-                    // As mtg-multi: the client saw a TLS handshake, then the close.
-                    info!(user = %users.name(user), "throttled: user at its connection cap, closing");
-                    return None;
-                }
-                flight = Vec::new();
-                // The buffer may already hold the client's next records: decide again first.
-                continue;
-            }
-            Verdict::Accepted { user, dc, consumed, mode } => {
-                // A `dd` client has no ServerHello step: its admission happens here.
-                if mode == Mode::Secured {
-                    match admit(&shared, &users, user) {
-                        Admission::Refused(refusal) => {
-                            debug!(%peer, user = %users.name(user), %refusal, "fronting a refused user");
-                            front::<R>(&shared, client, peer, None, &buf, started).await;
-                            return None;
-                        }
-                        Admission::Admitted(slot) => admitted = Some(slot),
-                        Admission::OverCap => {
-                            info!(user = %users.name(user), "throttled: user at its connection cap, closing");
-                            return None;
-                        }
-                    }
-                }
-                break (user, dc, consumed);
-            }
-            Verdict::Front { reason, host } => {
-                if matches!(reason, FrontReason::Replay) {
-                    shared.metrics().replay_attack();
-                }
-                debug!(%peer, %reason, "not a client");
-                front::<R>(&shared, client, peer, host, &buf, started).await;
-                return None;
-            }
-            Verdict::Reject(reason) => {
-                debug!(%peer, user = authenticated.map(|u| users.name(u)), %reason, "handshake rejected");
-                return None;
-            }
+    match handshake(&shared, &users, doppel.app_data_len(), &mut conn).await {
+        Ok(accepted) => open_session(&shared, conn, users, accepted, &doppel, client_live).await,
+        Err(exit) => {
+            conn.end(&shared, exit).await;
+            None
         }
-        if buf.len() >= HANDSHAKE_MAX {
-            front::<R>(&shared, client, peer, None, &buf, started).await;
+    }
+}
+
+/// Reads the optional PROXY protocol header and takes the client's address from it; `None`
+/// when the connection is to be closed.
+async fn read_proxy_header<R: Runtime>(conn: &mut Handshaking<R>) -> Option<()> {
+    let (addrs, len) = loop {
+        let parsed = proxy_protocol::parse(&conn.buf)
+            .inspect_err(|e| debug!(peer = %conn.peer, error = %e, "bad PROXY header, closing"));
+        match parsed.ok()? {
+            Parsed::Absent => return Some(()),
+            Parsed::Header { addrs, len } => break (addrs, len),
+            Parsed::Incomplete => {}
+        }
+        if !matches!(conn.read_more().await, ReadOutcome::Data) {
             return None;
         }
-        match read_more::<R>(&mut client, &mut buf, deadline).await {
-            ReadOutcome::Data => {}
-            ReadOutcome::Closed if authenticated.is_some() || buf.is_empty() => return None,
-            ReadOutcome::TimedOut if authenticated.is_some() => {
-                debug!(%peer, "handshake timeout after the hello");
-                return None;
-            }
-            ReadOutcome::Closed | ReadOutcome::TimedOut => {
-                debug!(%peer, read = buf.len(), "handshake incomplete, fronting");
-                front::<R>(&shared, client, peer, None, &buf, started).await;
-                return None;
-            }
-        }
     };
+    if let ProxiedAddrs::Tcp { source, .. } = addrs {
+        conn.peer = source;
+    }
+    conn.buf.drain(..len);
+    Some(())
+}
 
-    let (user, dc, consumed) = accepted;
+/// An authenticated, admitted client with its handshake finished.
+struct Accepted {
+    slot: Slot,
+    established: Established,
+}
+
+/// The whole client handshake: authenticated, admitted, frame read.
+async fn handshake<R: Runtime>(
+    shared: &Shared,
+    users: &Directory,
+    app_data_len: AppDataLen,
+    conn: &mut Handshaking<R>,
+) -> Result<Accepted, Exit> {
+    let pending = authenticate(shared, users, app_data_len, conn).await?;
+    let (slot, frame) = admit_and_accept(shared, users, pending, conn).await?;
+    let established = read_frame(users, frame, conn).await?;
+    Ok(Accepted { slot, established })
+}
+
+/// Feeds the core until a user's key verifies the client (an `ee` hello or a `dd` frame).
+async fn authenticate<R: Runtime>(
+    shared: &Shared,
+    users: &Directory,
+    app_data_len: AppDataLen,
+    conn: &mut Handshaking<R>,
+) -> Result<Pending, Exit> {
+    let config = HandshakeConfig { app_data_len, ..shared.settings.handshake };
+    let hint = shared.hints.get(conn.peer.ip());
+    let mut handshake = ServerHandshake::new(config);
+    loop {
+        handshake = match hello_step(shared, users, conn.peer.ip(), hint, handshake, &conn.buf) {
+            HelloStep::NeedMore(handshake) => handshake,
+            HelloStep::Authenticated(pending) => return Ok(pending),
+            HelloStep::Front { reason, host } => return Err(not_a_client(shared, conn.peer, reason, host)),
+        };
+        conn.read_more_hello().await?;
+    }
+}
+
+/// One call of the hello stage, with the shared replay cache, the wall clock and the probe
+/// limit of the client's network (a limited network gets its hint tried, no full search).
+fn hello_step(
+    shared: &Shared,
+    users: &Directory,
+    peer: std::net::IpAddr,
+    hint: Option<UserId>,
+    handshake: ServerHandshake,
+    received: &[u8],
+) -> HelloStep {
+    let mut replay = LockedReplay(&shared.replay);
+    let full_search = shared.probe_limit.allows_full_search(peer, Instant::now());
+    let mut ctx =
+        HandshakeContext { users: users.table(), replay: &mut replay, now: unix_now(), hint, full_search };
+    handshake.handle_input(received, &mut ctx)
+}
+
+/// Counts and logs a connection the core found is not a client: it is fronted.
+fn not_a_client(shared: &Shared, peer: SocketAddr, reason: FrontReason, host: Option<HostId>) -> Exit {
+    shared.probe_limit.on_front(peer.ip(), reason, shared.metrics());
+    if reason == FrontReason::Replay {
+        shared.metrics().replay_attack();
+    }
+    debug!(%peer, %reason, "not a client");
+    Exit::Front(host)
+}
+
+/// Applies the user's limits and the throttle to an authenticated client. Refused: fronted
+/// like a wrong secret, nothing sent. Admitted: the server flight (`ee`) is sent and the
+/// session holds a slot. Over its cap: the flight is sent too, then the close (as mtg-multi).
+async fn admit_and_accept<R: Runtime>(
+    shared: &Shared,
+    users: &Directory,
+    pending: Pending,
+    conn: &mut Handshaking<R>,
+) -> Result<(Slot, AwaitingFrame), Exit> {
+    let user = pending.user();
+    let slot = match admit(shared, users, user) {
+        Admission::Refused(refusal) => {
+            debug!(peer = %conn.peer, user = %users.name(user), %refusal, "fronting a refused user");
+            return Err(Exit::Front(pending.refuse().host));
+        }
+        Admission::Admitted(slot) => Some(slot),
+        Admission::OverCap => None,
+    };
+    let mut flight = Vec::new();
+    let frame = pending.accept(&mut rand::rng(), &mut flight);
+    if !flight.is_empty() && !conn.write(&flight).await {
+        return Err(Exit::Close);
+    }
+    let Some(slot) = slot else {
+        info!(user = %users.name(user), "throttled: user at its connection cap, closing");
+        return Err(Exit::Close);
+    };
+    Ok((slot, frame))
+}
+
+/// Reads an accepted client's obfuscated2 frame (`ee`: in TLS records after the hello, maybe
+/// already in the buffer; `dd`: it was the authentication).
+async fn read_frame<R: Runtime>(
+    users: &Directory,
+    mut frame: AwaitingFrame,
+    conn: &mut Handshaking<R>,
+) -> Result<Established, Exit> {
+    let user = frame.user();
+    let step = loop {
+        frame = match frame.handle_input(&conn.buf) {
+            FrameStep::NeedMore(frame) => frame,
+            FrameStep::Ready(established) => break Ok(established),
+            FrameStep::Reject(reason) => break Err(reason),
+        };
+        conn.read_more_frame().await?;
+    };
+    step.map_err(|reason| {
+        debug!(peer = %conn.peer, user = users.name(user), %reason, "handshake rejected");
+        Exit::Close
+    })
+}
+
+/// Picks and dials the DC of an accepted client and wires the relay; `None` closes.
+async fn open_session<R: Runtime>(
+    shared: &Shared,
+    conn: Handshaking<R>,
+    users: Arc<Directory>,
+    accepted: Accepted,
+    doppel: &Statistics,
+    client_live: GaugeGuard,
+) -> Option<Ready<R>> {
+    let settings = &shared.settings;
+    let Accepted { slot: Slot { admitted, live: user_live, traffic: user_traffic }, established } = accepted;
+    let user = established.user();
     let name = users.name(user).to_owned();
-    let Slot { admitted, live: user_live, traffic: user_traffic } = admitted?;
     let watch = users.switch(user).map(super::SessionSwitch::watch)?;
     drop(users);
-    let requested = dc.target_dc();
-    let mut target = i16::try_from(requested).ok().filter(|&d| settings.dcs.knows(d));
-    if target.is_none() && settings.allow_fallback_on_unknown_dc {
-        debug!(user = %name, dc = requested, "unknown DC, falling back to DC 2");
-        target = Some(2);
+    let target = pick_dc(settings, &name, established.dc())?;
+    let consumed = established.consumed();
+    let (session, frame) = established.into_session(target, &mut rand::rng());
+    let (dc_stream, dc_addr, route) = dial_dc::<R>(settings, &name, target).await?;
+    let (dc_live, dc_traffic) = shared.metrics().telegram_connection(dc_addr.ip(), target);
+    shared.hints.put(conn.peer.ip(), user);
+
+    let mut client_to_dc = session.client_to_dc;
+    let first = first_to_dc(&mut client_to_dc, &frame, &conn.buf[consumed..], &name)?;
+    drop(conn.buf);
+    let up = Pump::new(client_to_dc, &first);
+    // Nothing of the handshake outlives it: the session holds only the relay.
+    drop(first);
+    let down = Pump::new(shaped::<R>(settings, doppel, session.mode, session.dc_to_client), &[]);
+    let relay = Relay::new(conn.client, dc_stream, up, down, settings.idle_timeout)
+        .counting(admitted)
+        .metered(user_traffic)
+        .metered(dc_traffic)
+        .revocable(watch);
+    Some(Ready {
+        relay,
+        name,
+        target,
+        dc_addr,
+        via: route.to_string(),
+        started: conn.started,
+        _live: [client_live, user_live, dc_live],
+    })
+}
+
+/// The DC to dial for the one the client asked for; `None` (close) when it is unknown and no
+/// fallback is allowed.
+fn pick_dc(settings: &Settings, name: &str, asked: FrameHeader) -> Option<i16> {
+    let requested = asked.target_dc();
+    if let Some(known) = i16::try_from(requested).ok().filter(|&d| settings.dcs.knows(d)) {
+        return Some(known);
     }
-    let Some(target) = target else {
-        info!(user = %name, dc = requested, "no addresses for DC, closing");
-        return None;
-    };
-    let (session, frame) = handshake.into_session(target, &mut rand::rng())?;
+    if settings.allow_fallback_on_unknown_dc {
+        debug!(user = %name, dc = requested, "unknown DC, falling back to DC 2");
+        return Some(2);
+    }
+    info!(user = %name, dc = requested, "no addresses for DC, closing");
+    None
+}
+
+/// Dials DC `target` (directly or through the SOCKS5 servers) and tunes a direct socket.
+async fn dial_dc<'s, R: Runtime>(
+    settings: &'s Settings,
+    name: &str,
+    target: i16,
+) -> Option<(R::Stream, SocketAddr, upstream::Route<'s>)> {
     let addrs = settings.dcs.addresses(target);
     let dialed =
         upstream::dial_dc::<R>(addrs, &settings.proxies, &settings.resolver, settings.dial_timeout).await;
@@ -236,13 +381,15 @@ async fn prepare<R: Runtime>(
     {
         debug!(error = %e, "cannot set DC socket options");
     }
-    let (dc_live, dc_traffic) = shared.metrics().telegram_connection(dc_addr.ip(), target);
-    shared.hints.put(peer.ip(), user);
+    Some((dc_stream, dc_addr, route))
+}
 
-    let mut client_to_dc = session.client_to_dc;
-    let mut first = Vec::with_capacity(frame.len() + buf.len().saturating_sub(consumed));
-    first.extend_from_slice(&frame);
-    let mut leftover = buf[consumed..].to_vec();
+/// What the relay sends the DC first: the DC frame, then whatever the client sent after its
+/// handshake, re-keyed; `None` (close) when those bytes are a bad record.
+fn first_to_dc(client_to_dc: &mut ClientToDc, frame: &[u8], rest: &[u8], name: &str) -> Option<Vec<u8>> {
+    let mut first = Vec::with_capacity(frame.len() + rest.len());
+    first.extend_from_slice(frame);
+    let mut leftover = rest.to_vec();
     match client_to_dc.process(&mut leftover) {
         Ok(range) => first.extend_from_slice(&leftover[range]),
         Err(e) => {
@@ -250,31 +397,16 @@ async fn prepare<R: Runtime>(
             return None;
         }
     }
-    drop(buf);
-    let up = Pump::new(client_to_dc, &first);
-    // Nothing of the handshake outlives it: the session holds only the relay.
-    drop((first, leftover));
+    Some(first)
+}
+
+/// The DC→client half: shaped like the fronting site (as configured) for FakeTLS clients.
+fn shaped<R: Runtime>(settings: &Settings, doppel: &Statistics, mode: Mode, half: DcToClient) -> Shaped<R> {
     let shaping = &settings.doppelganger;
-    let dc_to_client = match session.mode {
-        Mode::FakeTls => {
-            Shaped::<R>::new(session.dc_to_client, shaping.drs, shaping.pacing.then_some(doppel.delays))
-        }
-        Mode::Secured => Shaped::off(session.dc_to_client),
-    };
-    let relay = Relay::new(client, dc_stream, up, Pump::new(dc_to_client, &[]), settings.idle_timeout)
-        .counting(admitted)
-        .metered(user_traffic)
-        .metered(dc_traffic)
-        .revocable(watch);
-    Some(Ready {
-        relay,
-        name,
-        target,
-        dc_addr,
-        via: route.to_string(),
-        started,
-        _live: [client_live, user_live, dc_live],
-    })
+    match mode {
+        Mode::FakeTls => Shaped::<R>::new(half, shaping.drs, shaping.pacing.then_some(doppel.delays)),
+        Mode::Secured => Shaped::off(half),
+    }
 }
 
 /// A client session ready to relay: all a relaying session's task holds.

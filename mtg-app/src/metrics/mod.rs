@@ -38,6 +38,7 @@ pub(crate) enum Name {
     ConcurrencyLimited,
     IpBlocklisted,
     ReplayAttacks,
+    ProbeSearches,
     UserConnections,
     UserTraffic,
     UserThrottled,
@@ -56,7 +57,7 @@ pub(crate) enum Kind {
 }
 
 impl Name {
-    const ALL: [Self; 14] = [
+    const ALL: [Self; 15] = [
         Self::ClientConnections,
         Self::TelegramConnections,
         Self::DomainFrontingConnections,
@@ -67,6 +68,7 @@ impl Name {
         Self::ConcurrencyLimited,
         Self::IpBlocklisted,
         Self::ReplayAttacks,
+        Self::ProbeSearches,
         Self::UserConnections,
         Self::UserTraffic,
         Self::UserThrottled,
@@ -86,6 +88,7 @@ impl Name {
             Self::ConcurrencyLimited => "concurrency_limited",
             Self::IpBlocklisted => "ip_blocklisted",
             Self::ReplayAttacks => "replay_attacks",
+            Self::ProbeSearches => "probe_searches",
             Self::UserConnections => "user_connections",
             Self::UserTraffic => "user_traffic",
             Self::UserThrottled => "user_throttled",
@@ -121,6 +124,9 @@ impl Name {
             Self::ConcurrencyLimited => "Connections closed because the concurrency limit was reached",
             Self::IpBlocklisted => "Connections refused by an IP list",
             Self::ReplayAttacks => "Replayed handshakes detected",
+            Self::ProbeSearches => {
+                "Hellos no user signed: full digest searches made (failed) or skipped by the probe limit"
+            }
             Self::UserConnections => "Live sessions of a user",
             Self::UserTraffic => "MTProto payload bytes of a user's sessions",
             Self::UserThrottled => "Sessions of a user closed at its connection cap",
@@ -344,6 +350,12 @@ impl Metrics {
     /// A replayed handshake was detected.
     pub fn replay_attack(&self) {
         self.store.replay_attacks.inc();
+    }
+
+    /// A hello no user signed: its full digest search was made and failed (`failed`), or was
+    /// skipped by the probe limit (`skipped`).
+    pub fn probe_search(&self, outcome: &str) {
+        self.store.counter(Name::ProbeSearches, vec![("outcome", outcome.into())]).inc();
     }
 
     /// A connection from `ip` is handed to the website: counts `domain_fronting`, holds

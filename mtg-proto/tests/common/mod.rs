@@ -6,8 +6,8 @@ use std::time::Duration;
 use mtg_proto::client::{ClientSession, FakeTlsHello};
 use mtg_proto::obfs2::{self, LegCipher};
 use mtg_proto::{
-    HandshakeConfig, HandshakeContext, ReplayCache, Secret, ServerHandshake, Session, UserId, UserTable,
-    Verdict,
+    Established, FrameHeader, FrameStep, FrontReason, FrontTarget, HandshakeConfig, HandshakeContext,
+    HelloStep, HostId, Mode, RejectReason, ReplayCache, Secret, ServerHandshake, Session, UserId, UserTable,
 };
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -25,12 +25,42 @@ pub fn secret(key_byte: u8, host: &str) -> Secret {
     Secret::fake_tls(key, host).unwrap()
 }
 
+/// Every answer of a handshake run that was not `NeedMore`, and the app's refusal, as a
+/// comparable value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// `HelloStep::Authenticated`.
+    Authenticated { user: UserId, mode: Mode },
+    /// `HelloStep::Front`.
+    Front { reason: FrontReason, host: Option<HostId> },
+    /// `Pending::refuse`.
+    Refused(FrontTarget),
+    /// `FrameStep::Reject`.
+    Reject(RejectReason),
+    /// `FrameStep::Ready`.
+    Ready { user: UserId, mode: Mode, dc: FrameHeader, consumed: usize },
+}
+
+/// What the simulated app answers to `Authenticated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    Refuse,
+}
+
 /// Feeds `input` to a fresh handshake in the given chunk sizes (cycled) and returns every
-/// verdict that was not `NeedMore`, the server flight bytes, and the handshake.
+/// event, the server flight bytes, and the established handshake if it got that far.
 pub struct Fed {
-    pub verdicts: Vec<Verdict>,
+    pub events: Vec<Event>,
     pub flight: Vec<u8>,
-    pub handshake: ServerHandshake,
+    pub established: Option<Established>,
+}
+
+/// A handshake stage between two calls.
+#[expect(clippy::large_enum_variant, reason = "one per simulated handshake, on the stack as in the proxy")]
+enum Stage {
+    Hello(ServerHandshake),
+    Frame(mtg_proto::AwaitingFrame),
 }
 
 pub fn feed(
@@ -42,36 +72,83 @@ pub fn feed(
     chunks: &[usize],
     seed: u64,
 ) -> Fed {
-    let mut hs = ServerHandshake::new(config);
+    feed_deciding(users, replay, config, now, input, chunks, seed, Decision::Accept)
+}
+
+/// [`feed`] with the app's answer to `Authenticated`.
+#[expect(clippy::too_many_arguments, reason = "a test driver: every knob of one run")]
+pub fn feed_deciding(
+    users: &UserTable,
+    replay: &mut dyn ReplayCache,
+    config: HandshakeConfig,
+    now: Duration,
+    input: &[u8],
+    chunks: &[usize],
+    seed: u64,
+    decision: Decision,
+) -> Fed {
     let mut r = rng(seed);
-    let mut out = Vec::new();
-    let mut verdicts = Vec::new();
+    let mut fed = Fed { events: Vec::new(), flight: Vec::new(), established: None };
+    let mut stage = Stage::Hello(ServerHandshake::new(config));
     let mut end = 0;
     let mut i = 0;
-    let mut again = false;
-    while end < input.len() || again {
-        if !again {
+    let mut need_more = true;
+    loop {
+        if need_more {
+            if end == input.len() {
+                return fed;
+            }
             let step = chunks.get(i % chunks.len().max(1)).copied().unwrap_or(input.len()).max(1);
             i += 1;
             end = (end + step).min(input.len());
         }
-        again = false;
-        let mut ctx = HandshakeContext { users, replay: &mut *replay, rng: &mut r, now, hint: None };
-        let v = hs.handle_input(&input[..end], &mut ctx, &mut out);
-        match v {
-            Verdict::NeedMore => {}
-            Verdict::ServerHello { .. } => {
-                // The contract: after writing the flight, call again before reading more.
-                verdicts.push(v);
-                again = true;
+        need_more = false;
+        stage = match stage {
+            Stage::Hello(hs) => {
+                let mut ctx =
+                    HandshakeContext { users, replay: &mut *replay, now, hint: None, full_search: true };
+                match hs.handle_input(&input[..end], &mut ctx) {
+                    HelloStep::NeedMore(hs) => {
+                        need_more = true;
+                        Stage::Hello(hs)
+                    }
+                    HelloStep::Front { reason, host } => {
+                        fed.events.push(Event::Front { reason, host });
+                        return fed;
+                    }
+                    HelloStep::Authenticated(pending) => {
+                        fed.events.push(Event::Authenticated { user: pending.user(), mode: pending.mode() });
+                        if decision == Decision::Refuse {
+                            fed.events.push(Event::Refused(pending.refuse()));
+                            return fed;
+                        }
+                        // The contract: after writing the flight, go on with the same bytes.
+                        Stage::Frame(pending.accept(&mut r, &mut fed.flight))
+                    }
+                }
             }
-            _ => {
-                verdicts.push(v);
-                break;
-            }
-        }
+            Stage::Frame(frame) => match frame.handle_input(&input[..end]) {
+                FrameStep::NeedMore(frame) => {
+                    need_more = true;
+                    Stage::Frame(frame)
+                }
+                FrameStep::Reject(reason) => {
+                    fed.events.push(Event::Reject(reason));
+                    return fed;
+                }
+                FrameStep::Ready(established) => {
+                    fed.events.push(Event::Ready {
+                        user: established.user(),
+                        mode: established.mode(),
+                        dc: established.dc(),
+                        consumed: established.consumed(),
+                    });
+                    fed.established = Some(established);
+                    return fed;
+                }
+            },
+        };
     }
-    Fed { verdicts, flight: out, handshake: hs }
 }
 
 /// A client transcript: hello, then (after the flight) CCS + frame record + first payload.
@@ -93,7 +170,7 @@ pub fn transcript(secret: &Secret, unix: u32, dc: i16, payload: &[u8], seed: u64
 }
 
 /// The fake DC's end of the proxy→DC leg.
-pub fn dc_accept(frame: &[u8; 64]) -> (obfs2::FrameHeader, LegCipher) {
+pub fn dc_accept(frame: &[u8; 64]) -> (FrameHeader, LegCipher) {
     obfs2::respond(frame, None)
 }
 
@@ -105,9 +182,11 @@ pub fn accept(
     input: &[u8],
 ) -> (UserId, Session, [u8; 64], usize) {
     let fed = feed(users, replay, HandshakeConfig::default(), now, input, &[input.len()], 7);
-    let Some(&Verdict::Accepted { user, dc, consumed, .. }) = fed.verdicts.last() else {
-        panic!("not accepted: {:?}", fed.verdicts);
+    let (Some(&Event::Ready { user, dc, consumed, .. }), Some(established)) =
+        (fed.events.last(), fed.established)
+    else {
+        panic!("not accepted: {:?}", fed.events);
     };
-    let (session, frame) = fed.handshake.into_session(dc.dc, &mut rng(8)).unwrap();
+    let (session, frame) = established.into_session(dc.dc, &mut rng(8));
     (user, session, frame, consumed)
 }

@@ -48,6 +48,8 @@ pub struct Options {
     pub handshake_max: usize,
     /// Bad hellos of the probe flood.
     pub probes: usize,
+    /// Users of the proxy in the probe flood (the probes name their host).
+    pub probe_users: usize,
     /// Round trips of the latency mode.
     pub pings: usize,
     /// Connections opened at once (idle, handshake, probe).
@@ -408,6 +410,7 @@ async fn handshake(options: &Options) -> io::Result<Vec<Figure>> {
 // ---- probe flood ----
 
 /// (probes answered with the site's exact reply, RSS after minus before KiB, CPU µs per probe).
+/// Every probe is the same bad-digest hello naming the users' host, from 127.0.0.1.
 async fn probe_once(rig: &Rig, options: &Options) -> io::Result<(usize, f64, f64)> {
     let stranger = Secret::fake_tls(rand::random(), HOST).expect("a valid ee secret");
     let hello = Arc::new(client::hello(&stranger).1);
@@ -448,7 +451,7 @@ async fn probe_once(rig: &Rig, options: &Options) -> io::Result<(usize, f64, f64
 async fn probe(options: &Options) -> io::Result<Vec<Figure>> {
     let reply = Behavior::Reply { expect: mtg_proto::client::DEFAULT_HELLO_LEN, reply: SITE_REPLY };
     let ours = {
-        let (proxy, _, site) = Rig::proxy(options, Behavior::Sink, reply, 1).await?;
+        let (proxy, _, site) = Rig::proxy(options, Behavior::Sink, reply, options.probe_users).await?;
         // The rig's far end is the DC; probes go to the site.
         let rig = Rig { subject: proxy.subject, far: site, secret: proxy.secret };
         drop(proxy.far);

@@ -69,6 +69,10 @@ struct RunArgs {
     /// Bad hellos in the probe flood.
     #[arg(long, default_value_t = 20000)]
     probes: usize,
+    /// Users of the proxy in the probe flood (each probe names their host, so a probe that
+    /// gets a full search costs one HMAC per user).
+    #[arg(long, default_value_t = 1)]
+    probe_users: usize,
     /// Round trips in the latency mode.
     #[arg(long, default_value_t = 5000)]
     pings: usize,
@@ -109,6 +113,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         handshake_secs: args.handshake_secs,
         handshake_max: args.handshake_max,
         probes: args.probes,
+        probe_users: args.probe_users,
         pings: args.pings,
         concurrency: args.concurrency,
         settle: Duration::from_millis(args.settle_ms),
