@@ -19,6 +19,32 @@ use rustls::pki_types::ServerName;
 /// Most response bytes one probe reads before it stops.
 const BODY_LIMIT: usize = 8 << 20;
 
+/// What doppelganger learning does (`[defense.doppelganger]`): the control plane's part of it;
+/// the shaping switches (`drs`, `pacing`) are read by sessions from the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnSettings {
+    /// HTTPS pages to learn the statistics from (empty: no learning, the built-in ones stay).
+    pub urls: Vec<String>,
+    /// GETs of every URL per raid.
+    pub repeats_per_raid: u32,
+    /// Time between raids.
+    pub raid_each: Duration,
+    /// Timeout of one GET (`[network.timeout] http`).
+    pub http_timeout: Duration,
+}
+
+impl LearnSettings {
+    /// The learning `config` asks for.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            urls: config.doppelganger.urls.clone(),
+            repeats_per_raid: config.doppelganger.repeats_per_raid,
+            raid_each: config.doppelganger.raid_each,
+            http_timeout: config.network.timeout.http,
+        }
+    }
+}
+
 /// What one GET showed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Probe {
@@ -41,22 +67,9 @@ pub struct RaidReport {
     pub cert_sizes: usize,
 }
 
-/// The TLS client of real probes: the web's root certificates (webpki-roots), normal
-/// verification.
+/// The TLS client of real probes: the web's root certificates, normal verification, HTTP/1.1.
 pub fn web_tls_config() -> Arc<rustls::ClientConfig> {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-    match config {
-        Ok(mut config) => {
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Arc::new(config)
-        }
-        // The ring provider supports the default versions; this cannot happen.
-        Err(e) => unreachable!("ring supports TLS 1.2 and 1.3: {e}"),
-    }
+    crate::tls_client::client_config(crate::tls_client::web_roots(), Some(b"http/1.1"))
 }
 
 /// `count` GETs of every URL in turn, adding what they show to `samples`. Failures are

@@ -23,4 +23,5 @@ pub mod runtime;
 pub mod secrets;
 pub mod simple_run;
 pub mod sni_dns;
+pub mod tls_client;
 pub mod users;

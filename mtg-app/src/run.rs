@@ -3,22 +3,16 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use mtg_proto::tls::server_hello::AppDataLen;
-use mtg_proto::{HandshakeConfig, NoReplayCheck, ReplayCache, Secret, StableBloomFilter};
+use mtg_proto::{NoReplayCheck, ReplayCache, Secret, StableBloomFilter};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::control::{Control, ControlSettings, serve, serve_with_signals};
-use crate::dc_table::DcTable;
-use crate::engine::{Directory, DoppelSettings, FrontingSettings, Keepalive, Settings, Shared, TcpTuning};
+use crate::control::{Control, serve, serve_with_signals};
+use crate::engine::{Directory, Settings, Shared};
 use crate::ip_lists::IpLists;
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, Selected};
-
-/// How long live sessions may finish after SIGINT/SIGTERM.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Exit code for a config or usage error.
 pub const EXIT_CONFIG: u8 = 2;
@@ -35,49 +29,6 @@ pub fn init_logging(debug: bool) {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// The engine (data plane) settings a config asks for; the control plane's are
-/// [`ControlSettings::from_config`].
-pub fn settings_from(config: &Config) -> Settings {
-    Settings {
-        bind_to: config.bind_to.clone(),
-        concurrency: config.concurrency as usize,
-        handshake: HandshakeConfig {
-            time_skew: config.tolerate_time_skewness,
-            secured: config.secured,
-            app_data_len: AppDataLen::default(),
-        },
-        handshake_timeout: config.network.timeout.handshake,
-        idle_timeout: config.network.timeout.idle,
-        dial_timeout: config.network.timeout.tcp,
-        proxies: config.network.proxies.clone(),
-        resolver: crate::resolver::Resolver::new(config.network.dns.as_ref()),
-        dcs: DcTable::new(config.prefer_ip, &config.network.dc_overrides),
-        allow_fallback_on_unknown_dc: config.allow_fallback_on_unknown_dc,
-        fronting: FrontingSettings {
-            host: config.domain_fronting.host.clone(),
-            port: config.domain_fronting.port,
-            proxy_protocol: config.domain_fronting.proxy_protocol,
-        },
-        proxy_protocol_listener: config.proxy_protocol_listener,
-        shutdown_grace: SHUTDOWN_GRACE,
-        accepted_tcp: TcpTuning::accepted(),
-        dc_tcp: TcpTuning::outbound((!config.network.keep_alive.disabled).then_some(Keepalive {
-            idle: config.network.keep_alive.idle,
-            interval: config.network.keep_alive.interval,
-            count: config.network.keep_alive.count,
-        })),
-        throttle_limit: u64::from(config.throttle.max_connections),
-        doppelganger: DoppelSettings {
-            drs: config.doppelganger.drs,
-            pacing: config.doppelganger.pacing,
-            urls: config.doppelganger.urls.clone(),
-            repeats_per_raid: config.doppelganger.repeats_per_raid,
-            raid_each: config.doppelganger.raid_each,
-            http_timeout: config.network.timeout.http,
-        },
-    }
 }
 
 /// The engine's shared state for a config: users in name order, the anti-replay cache, the
@@ -129,9 +80,8 @@ pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitC
     let hosts: std::collections::BTreeSet<&str> =
         config.users.values().map(Secret::host).filter(|h| !h.is_empty()).collect();
     let user_count = config.users.len();
-    let mut control_settings = ControlSettings::from_config(&config);
-    control_settings.config_path = path.map(Path::to_owned);
-    let shared = Control::new(build_shared(&config, settings_from(&config)), control_settings);
+    let shared =
+        Control::new(build_shared(&config, Settings::from_config(&config)), path.map(Path::to_owned));
     if let Err(e) = restore_usage(&config, &shared) {
         error!("{e}");
         eprintln!("mtg-multi: {e}");

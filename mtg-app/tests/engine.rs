@@ -7,12 +7,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mtg_app::config::Config;
 use mtg_app::control::{Control, serve};
-use mtg_app::dc_table::{DcTable, PreferIp};
-use mtg_app::engine::{AllowAll, Directory, FrontingSettings, Settings, Shared, TcpTuning};
+use mtg_app::engine::{AllowAll, Directory, Settings, Shared};
 use mtg_app::runtime::{Runtime, Selected};
 use mtg_proto::client::{ClientSession, FakeTlsHello};
-use mtg_proto::{HandshakeConfig, NoReplayCheck, Secret};
+use mtg_proto::{NoReplayCheck, Secret};
 
 /// An obfuscated2 echo DC on a thread: decrypts what the proxy sends and sends it back.
 fn echo_dc() -> SocketAddr {
@@ -76,29 +76,19 @@ fn fronting_site() -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
 fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) -> SocketAddr {
     let mut overrides = std::collections::BTreeMap::new();
     overrides.insert(2, vec![dc]);
-    let settings = Settings {
-        bind_to: vec!["127.0.0.1:0".parse().unwrap()],
-        concurrency: 100,
-        handshake: HandshakeConfig::default(),
-        handshake_timeout: Duration::from_secs(2),
-        idle_timeout: Duration::from_secs(30),
-        dial_timeout: Duration::from_secs(2),
-        proxies: Vec::new(),
-        resolver: mtg_app::resolver::Resolver::default(),
-        dcs: DcTable::new(PreferIp::PreferIpv4, &overrides),
-        allow_fallback_on_unknown_dc: false,
-        fronting: FrontingSettings {
-            host: Some(front.ip().to_string()),
-            port: front.port(),
-            proxy_protocol: false,
-        },
-        proxy_protocol_listener: false,
-        shutdown_grace: Duration::from_secs(1),
-        accepted_tcp: TcpTuning::accepted(),
-        dc_tcp: TcpTuning::outbound(None),
-        throttle_limit: 0,
-        doppelganger: Default::default(),
-    };
+    // The config needs a user to load; the engine serves `users` (its directory), not these.
+    let text = "secret = \"ee367a189aee18fa31c190054efd4a8e9573746f726167652e676f6f676c65617069732e636f6d\"\n\
+        bind-to = \"127.0.0.1:443\"\nconcurrency = 100\n";
+    let mut config = Config::from_toml_str(text).unwrap().config;
+    config.bind_to = vec!["127.0.0.1:0".parse().unwrap()];
+    config.network.timeout.handshake = Duration::from_secs(2);
+    config.network.timeout.tcp = Duration::from_secs(2);
+    config.network.timeout.idle = Duration::from_secs(30);
+    config.network.dc_overrides = overrides;
+    config.domain_fronting.host = Some(front.ip().to_string());
+    config.domain_fronting.port = front.port();
+    let mut settings = Settings::from_config(&config);
+    settings.shutdown_grace = Duration::from_secs(1);
     let shared = Shared::new(
         settings,
         Directory::new(users, &Default::default()),
@@ -106,7 +96,7 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
         Box::new(AllowAll),
         mtg_app::metrics::Metrics::new("mtg"),
     );
-    let control = Control::new(shared, Default::default());
+    let control = Control::new(shared, None);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         Selected::run(|rt| {

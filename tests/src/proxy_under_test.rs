@@ -9,8 +9,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mtg_app::config::Config;
-use mtg_app::control::{Control, ControlSettings, serve};
-use mtg_app::run::{build_shared, restore_usage, settings_from};
+use mtg_app::control::{Control, serve};
+use mtg_app::engine::Settings;
+use mtg_app::run::{build_shared, restore_usage};
 use mtg_app::runtime::{Runtime, Selected};
 
 /// Which runtime the proxy under test runs on.
@@ -53,15 +54,13 @@ impl ProxyUnderTest {
         if loaded.config.prometheus.bind_to.is_some() {
             loaded.config.prometheus.bind_to = Some("127.0.0.1:0".parse().expect("literal address"));
         }
-        let mut settings = settings_from(&loaded.config);
-        settings.bind_to = vec!["127.0.0.1:0".parse().expect("literal address")];
-        settings.shutdown_grace = Duration::from_millis(200);
-        let mut control_settings = ControlSettings::from_config(&loaded.config);
-        control_settings.config_path = path;
-        if control_settings.api_bind_to.is_some() {
-            control_settings.api_bind_to = Some("127.0.0.1:0".parse().expect("literal address"));
+        loaded.config.bind_to = vec!["127.0.0.1:0".parse().expect("literal address")];
+        if loaded.config.api_bind_to.is_some() {
+            loaded.config.api_bind_to = Some("127.0.0.1:0".parse().expect("literal address"));
         }
-        let control = Control::new(build_shared(&loaded.config, settings), control_settings);
+        let mut settings = Settings::from_config(&loaded.config);
+        settings.shutdown_grace = Duration::from_millis(200);
+        let control = Control::new(build_shared(&loaded.config, settings), path);
         restore_usage(&loaded.config, &control).unwrap_or_else(|e| panic!("{e}"));
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let (ready_tx, ready_rx) = mpsc::channel();

@@ -168,8 +168,8 @@ fn calibrated_statistics_size_the_handshake_certificate_record() {
 
 #[test]
 fn learning_from_a_local_https_site_calibrates_new_sessions() {
+    use mtg_app::doppel_learn::LearnSettings;
     use mtg_app::doppel_learn::probe;
-    use mtg_app::engine::DoppelSettings;
 
     // The site's certificate names 127.0.0.1, so the URL needs no name resolution.
     let site = FrontingSite::start("127.0.0.1");
@@ -187,7 +187,12 @@ fn learning_from_a_local_https_site_calibrates_new_sessions() {
     let dc = FakeDc::start(DcMode::Echo);
     let front = FrontingSite::start(HOST);
     let proxy = ProxyUnderTest::start(&config(dc.addr(), &front, ""));
-    let settings = DoppelSettings { urls: vec![url], repeats_per_raid: 100, ..DoppelSettings::default() };
+    let settings = LearnSettings {
+        urls: vec![url],
+        repeats_per_raid: 100,
+        raid_each: Duration::from_secs(3600),
+        http_timeout: Duration::from_secs(10),
+    };
     let report = proxy.doppelganger().learn(&settings, &tls);
     assert_eq!((report.gets, report.failed, report.cert_sizes), (100, 0, 100), "{report:?}");
     let learned = proxy.doppelganger().statistics();

@@ -76,8 +76,8 @@ mod tests {
             bind-to = \"127.0.0.1:3128\"\napi-bind-to = \"0.0.0.0:9090\"\napi-token = \"zx-Tok3n-9f81c2\"\n";
         let loaded = crate::config::Config::from_toml_str(text).expect("a valid config");
         assert_eq!(loaded.config.api_token, Some(ApiToken::from("zx-Tok3n-9f81c2")));
-        let settings = crate::control::ControlSettings::from_config(&loaded.config);
-        assert!(settings.api_token.as_ref().is_some_and(|t| t.matches(b"zx-Tok3n-9f81c2")));
+        let settings = crate::engine::Settings::from_config(&loaded.config);
+        assert!(settings.config.api_token.as_ref().is_some_and(|t| t.matches(b"zx-Tok3n-9f81c2")));
         for shown in [
             format!("{loaded:?}"),
             format!("{:#?}", loaded.config),

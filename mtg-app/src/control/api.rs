@@ -21,7 +21,7 @@ impl Handler for Api {
 /// Whether the request carries the configured bearer token (compared in constant time,
 /// whatever its length: see [`ApiToken::matches`](crate::config::ApiToken::matches)).
 fn authorized(control: &Control, header: Option<&str>) -> bool {
-    let Some(token) = &control.settings.api_token else { return true };
+    let Some(token) = &control.config().api_token else { return true };
     let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
         return false;
     };

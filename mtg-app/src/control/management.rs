@@ -379,8 +379,8 @@ pub async fn reset_quota(control: &Control, name: &str) -> Result<(), ApiError> 
 /// Writes the new state to the file (with `api-persist`), then swaps it in. The caller holds
 /// the management lock. A write failure changes nothing.
 fn apply(control: &Control, state: &State) -> Result<(), ApiError> {
-    if control.settings.api_persist
-        && let Some(path) = &control.settings.config_path
+    if control.config().api_persist
+        && let Some(path) = &control.config_path
     {
         persist(path, &state.users, &state.limits)
             .map_err(|e| ApiError::new(500, format!("cannot write {}: {e}", path.display())))?;

@@ -20,7 +20,7 @@ impl Control {
     /// nothing. Other settings (listeners, timeouts, …) need a restart. Runs under the
     /// management lock, so it never interleaves with an API change of the users.
     pub async fn reload(&self) -> Result<ReloadSummary, String> {
-        let Some(path) = &self.settings.config_path else {
+        let Some(path) = &self.config_path else {
             return Err("no config file to reload".to_owned());
         };
         let _serialised = self.manage_lock().await;

@@ -126,7 +126,7 @@ fn start_http<R: Runtime>(
     stopped: &async_channel::Receiver<()>,
 ) -> io::Result<(Option<SocketAddr>, Option<SocketAddr>)> {
     let mut api = None;
-    if let Some(addr) = control.settings.api_bind_to {
+    if let Some(addr) = control.config().api_bind_to {
         match runtime.bind(addr) {
             Ok(listener) => {
                 api = Some(R::listener_addr(&listener)?);
@@ -169,7 +169,7 @@ fn spawn_tasks<R: Runtime>(
         );
     }
     if shared.throttle().is_some() {
-        let interval = control.settings.throttle_interval;
+        let interval = control.config().throttle.check_interval;
         spawn_tracked(
             runtime,
             loop_alive,
@@ -179,10 +179,10 @@ fn spawn_tasks<R: Runtime>(
     if let Some(hangups) = hangups {
         spawn_tracked(runtime, loop_alive, tasks::hangup_loop(control.clone(), hangups, stopped.clone()));
     }
-    if !shared.settings().doppelganger.urls.is_empty() {
+    if !shared.settings().config.doppelganger.urls.is_empty() {
         spawn_tracked(runtime, loop_alive, tasks::learn_loop::<R>(shared.clone(), stopped.clone()));
     }
-    if control.settings.usage_state_file.is_some() {
+    if control.config().usage_state_file.is_some() {
         spawn_tracked(runtime, loop_alive, tasks::usage_loop::<R>(control.clone(), stopped.clone()));
     }
 }

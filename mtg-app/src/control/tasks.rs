@@ -109,7 +109,7 @@ pub(super) async fn hangup_loop(
     stopped: async_channel::Receiver<()>,
 ) {
     while let Some(Ok(())) = until_stopped(hangups.recv(), &stopped).await {
-        if control.settings.config_path.is_none() {
+        if control.config_path.is_none() {
             warn!("SIGHUP: no config file to reload (simple-run)");
             continue;
         }
@@ -121,11 +121,10 @@ pub(super) async fn hangup_loop(
 /// Doppelganger learning: a raid at once, then every `raid-each`, each on a blocking thread.
 pub(super) async fn learn_loop<R: Runtime>(shared: Arc<Shared>, stopped: async_channel::Receiver<()>) {
     let tls = crate::doppel_learn::web_tls_config();
+    let learning = Arc::new(crate::doppel_learn::LearnSettings::from_config(&shared.settings().config));
     loop {
-        let (for_raid, tls_for_raid) = (shared.clone(), tls.clone());
-        let raid = blocking::unblock(move || {
-            for_raid.doppelganger().learn(&for_raid.settings().doppelganger, &tls_for_raid)
-        });
+        let (for_raid, tls_for_raid, learning_now) = (shared.clone(), tls.clone(), learning.clone());
+        let raid = blocking::unblock(move || for_raid.doppelganger().learn(&learning_now, &tls_for_raid));
         let Some(report) = until_stopped(raid, &stopped).await else {
             return;
         };
@@ -140,7 +139,7 @@ pub(super) async fn learn_loop<R: Runtime>(shared: Arc<Shared>, stopped: async_c
             cert = ?stats.cert,
             "doppelganger raid done"
         );
-        if until_stopped(R::sleep(shared.settings().doppelganger.raid_each), &stopped).await.is_none() {
+        if until_stopped(R::sleep(learning.raid_each), &stopped).await.is_none() {
             return;
         }
     }

@@ -33,7 +33,7 @@ impl Control {
 
     /// Writes the usage state file, if one is configured.
     pub fn save_usage(&self) {
-        if let Some(path) = &self.settings.usage_state_file
+        if let Some(path) = &self.config().usage_state_file
             && let Err(e) = crate::users::usage_file::save(path, &self.usage())
         {
             tracing::warn!(file = %path.display(), error = %e, "cannot write the usage state file");

@@ -1,44 +1,14 @@
-//! The doppelganger's engine side: what `[defense.doppelganger]` turns on, and the statistics
-//! every new session shapes with (built in, or swapped in by learning).
+//! The doppelganger's engine side: the statistics every new session shapes with (built in, or
+//! swapped in by learning) and the shaping counters. Whether sessions shape at all is
+//! `[defense.doppelganger] drs` / `pacing`, read from the config; what learning does is
+//! [`LearnSettings`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use mtg_proto::doppel::{Samples, Statistics};
 
-use crate::doppel_learn::{self, RaidReport};
-
-/// `[defense.doppelganger]` as the engine uses it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DoppelSettings {
-    /// Dynamic record sizing of the DC→client records.
-    pub drs: bool,
-    /// Weibull pacing of the DC→client records.
-    pub pacing: bool,
-    /// HTTPS pages to learn the statistics from (empty: the built-in ones stay).
-    pub urls: Vec<String>,
-    /// GETs of every URL per raid.
-    pub repeats_per_raid: u32,
-    /// Time between raids.
-    pub raid_each: Duration,
-    /// Timeout of one GET.
-    pub http_timeout: Duration,
-}
-
-impl Default for DoppelSettings {
-    /// Off: full records, no pacing, built-in statistics.
-    fn default() -> Self {
-        Self {
-            drs: false,
-            pacing: false,
-            urls: Vec::new(),
-            repeats_per_raid: 10,
-            raid_each: Duration::from_secs(6 * 3600),
-            http_timeout: Duration::from_secs(10),
-        }
-    }
-}
+use crate::doppel_learn::{self, LearnSettings, RaidReport};
 
 /// The statistics in use and the shaping counters, shared by all sessions.
 #[derive(Debug, Default)]
@@ -63,7 +33,7 @@ impl Doppelganger {
 
     /// One raid over `settings.urls` (blocking: seconds to minutes), then the statistics are
     /// refitted from everything measured so far and swapped in.
-    pub fn learn(&self, settings: &DoppelSettings, tls: &Arc<rustls::ClientConfig>) -> RaidReport {
+    pub fn learn(&self, settings: &LearnSettings, tls: &Arc<rustls::ClientConfig>) -> RaidReport {
         let mut samples = self.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let report = doppel_learn::raid(
             &settings.urls,

@@ -59,7 +59,7 @@ impl AddrCache {
 /// resolver (within the dial timeout) and cached.
 async fn dial_site<R: Runtime>(shared: &Shared, host: &str) -> io::Result<(R::Stream, SocketAddr)> {
     let settings = &shared.settings;
-    let (port, timeout) = (settings.fronting.port, settings.dial_timeout);
+    let (port, timeout) = (settings.config.domain_fronting.port, settings.config.network.timeout.tcp);
     let addrs = match shared.front_addrs.get(host, port, Instant::now()) {
         Some(addrs) => addrs,
         None => {
@@ -92,8 +92,8 @@ pub(crate) async fn front<R: Runtime>(
 ) -> Result<(End, u64, u64), io::Error> {
     let settings = &shared.settings;
     let (_fronting_live, traffic) = shared.metrics().fronting(peer.ip());
-    let target = settings
-        .fronting
+    let fronting = &settings.config.domain_fronting;
+    let target = fronting
         .host
         .as_deref()
         .or_else(|| host.and_then(|h| users.table().host_name(h)))
@@ -102,7 +102,7 @@ pub(crate) async fn front<R: Runtime>(
         .to_owned();
     let (site, site_addr) = dial_site::<R>(shared, &target).await?;
     let mut initial = Vec::with_capacity(read_so_far.len() + 52);
-    if settings.fronting.proxy_protocol {
+    if fronting.proxy_protocol {
         mtg_proto::proxy_protocol::write_v2(&mut initial, peer, site_addr);
     }
     initial.extend_from_slice(read_so_far);
@@ -112,7 +112,7 @@ pub(crate) async fn front<R: Runtime>(
         site,
         Pump::new(Plain::default(), &initial),
         Pump::new(Plain::default(), &[]),
-        settings.idle_timeout,
+        settings.config.network.timeout.idle,
     )
     .metered(traffic.clone());
     // The replayed bytes reach the site too; the PROXY header is ours, not the client's.

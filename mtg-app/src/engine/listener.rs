@@ -22,7 +22,7 @@ pub(crate) fn bind_listeners<R: Runtime>(
 ) -> io::Result<(Vec<R::Listener>, Vec<SocketAddr>)> {
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
-    for &addr in &shared.settings.bind_to {
+    for &addr in &shared.settings.config.bind_to {
         let listener = runtime
             .bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
@@ -93,7 +93,7 @@ pub(crate) async fn accept_loop<R: Runtime>(
         };
         let shared = shared.clone();
         runtime.spawn(async move {
-            let Some(_active) = ActiveGuard::try_new(&shared.active, shared.settings.concurrency) else {
+            let Some(_active) = ActiveGuard::try_new(&shared.active, shared.settings.concurrency()) else {
                 shared.metrics().concurrency_limited();
                 debug!(%peer, "concurrency limit reached, closing");
                 return;

@@ -13,22 +13,21 @@ mod listener;
 mod probe_limit;
 pub(crate) mod relay;
 mod session;
+mod settings;
 mod shaper;
 mod socks5;
 mod tuning;
 pub(crate) mod upstream;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use mtg_proto::{HandshakeConfig, HostId, ReplayCache, Secret, UserId, UserTable};
+use mtg_proto::{HostId, ReplayCache, Secret, UserId, UserTable};
 
 use std::collections::BTreeMap;
 
 use crate::config::SecretLimits;
-use crate::dc_table::DcTable;
 pub use crate::ip_filter::IpFilter;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -36,61 +35,10 @@ use crate::users::accounting::UserStats;
 use crate::users::throttle::Throttle;
 
 pub use crate::ip_filter::AllowAll;
-pub use doppel::{DoppelSettings, Doppelganger};
+pub use doppel::Doppelganger;
 pub(crate) use listener::{accept_loop, bind_listeners, spawn_tracked, until_stopped};
+pub use settings::Settings;
 pub use tuning::{Keepalive, TcpTuning};
-
-/// Where fronted connections go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrontingSettings {
-    /// `[domain-fronting] host`: overrides the SNI-matched hostname as the dial target.
-    pub host: Option<String>,
-    /// `[domain-fronting] port`.
-    pub port: u16,
-    /// Send a PROXY v2 header before the replayed bytes.
-    pub proxy_protocol: bool,
-}
-
-/// What the engine needs from the config. `Debug` shows no secret (the users' secrets hide
-/// themselves).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Listen addresses.
-    pub bind_to: Vec<SocketAddr>,
-    /// Most connections served at once; more are closed on accept.
-    pub concurrency: usize,
-    /// Handshake rules for the core.
-    pub handshake: HandshakeConfig,
-    /// From accept until the client is authenticated.
-    pub handshake_timeout: Duration,
-    /// Relay idle timeout (shared by both directions).
-    pub idle_timeout: Duration,
-    /// Outbound TCP dial timeout (through a SOCKS5 server: connecting and negotiating).
-    pub dial_timeout: Duration,
-    /// `[network] proxies`: SOCKS5 servers DC dials go through (empty = direct). Fronting
-    /// always dials directly.
-    pub proxies: Vec<crate::config::ProxyUrl>,
-    /// Resolves the names the proxy dials (`[network] dns`, else the OS resolver).
-    pub resolver: crate::resolver::Resolver,
-    /// DC addresses.
-    pub dcs: DcTable,
-    /// Unknown DC → DC 2 instead of closing.
-    pub allow_fallback_on_unknown_dc: bool,
-    /// Fronting target.
-    pub fronting: FrontingSettings,
-    /// Expect PROXY v1/v2 headers on accepted connections (optional per connection).
-    pub proxy_protocol_listener: bool,
-    /// How long live sessions may run on after SIGINT/SIGTERM.
-    pub shutdown_grace: Duration,
-    /// TCP options of accepted client sockets.
-    pub accepted_tcp: TcpTuning,
-    /// TCP options of DC dials.
-    pub dc_tcp: TcpTuning,
-    /// `[throttle] max-connections`: the connection budget (0 = off).
-    pub throttle_limit: u64,
-    /// `[defense.doppelganger]`: shaping of FakeTLS replies and learning.
-    pub doppelganger: DoppelSettings,
-}
 
 /// The users the engine serves: names (for logs and stats) and the core's table.
 #[derive(Debug)]
@@ -306,7 +254,7 @@ impl Shared {
         ip_filter: Box<dyn IpFilter>,
         metrics: Metrics,
     ) -> Arc<Self> {
-        let settings_limit = settings.throttle_limit;
+        let throttle_limit = u64::from(settings.config.throttle.max_connections);
         Arc::new(Self {
             settings,
             users: RwLock::new(Arc::new(users)),
@@ -316,7 +264,7 @@ impl Shared {
             front_addrs: fronting::AddrCache::default(),
             ip_filter,
             active: AtomicUsize::new(0),
-            throttle: (settings_limit > 0).then(|| Throttle::new(settings_limit)),
+            throttle: (throttle_limit > 0).then(|| Throttle::new(throttle_limit)),
             started_at_ms: unix_ms(),
             metrics,
             doppelganger: Doppelganger::default(),

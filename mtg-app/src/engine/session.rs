@@ -138,8 +138,8 @@ async fn prepare<R: Runtime>(shared: Arc<Shared>, client: R::Stream, peer: Socke
     if let Err(e) = settings.accepted_tcp.apply(R::socket(&client)) {
         debug!(%peer, error = %e, "cannot set client socket options");
     }
-    let mut conn = Handshaking::<R>::new(client, peer, settings.handshake_timeout);
-    if settings.proxy_protocol_listener {
+    let mut conn = Handshaking::<R>::new(client, peer, settings.config.network.timeout.handshake);
+    if settings.config.proxy_protocol_listener {
         read_proxy_header(&mut conn).await?;
     }
     if let Err(list) = shared.ip_filter.check(conn.peer.ip()) {
@@ -328,7 +328,7 @@ async fn open_session<R: Runtime>(
     // Nothing of the handshake outlives it: the session holds only the relay.
     drop(first);
     let down = Pump::new(shaped::<R>(settings, doppel, session.mode, session.dc_to_client), &[]);
-    let relay = Relay::new(conn.client, dc_stream, up, down, settings.idle_timeout)
+    let relay = Relay::new(conn.client, dc_stream, up, down, settings.config.network.timeout.idle)
         .counting(admitted)
         .metered(user_traffic)
         .metered(dc_traffic)
@@ -351,7 +351,7 @@ fn pick_dc(settings: &Settings, name: &str, asked: FrameHeader) -> Option<i16> {
     if let Some(known) = i16::try_from(requested).ok().filter(|&d| settings.dcs.knows(d)) {
         return Some(known);
     }
-    if settings.allow_fallback_on_unknown_dc {
+    if settings.config.allow_fallback_on_unknown_dc {
         debug!(user = %name, dc = requested, "unknown DC, falling back to DC 2");
         return Some(2);
     }
@@ -366,8 +366,13 @@ async fn dial_dc<'s, R: Runtime>(
     target: i16,
 ) -> Option<(R::Stream, SocketAddr, upstream::Route<'s>)> {
     let addrs = settings.dcs.addresses(target);
-    let dialed =
-        upstream::dial_dc::<R>(addrs, &settings.proxies, &settings.resolver, settings.dial_timeout).await;
+    let dialed = upstream::dial_dc::<R>(
+        addrs,
+        &settings.config.network.proxies,
+        &settings.resolver,
+        settings.config.network.timeout.tcp,
+    )
+    .await;
     let (dc_stream, dc_addr, route) = match dialed {
         Ok(ok) => ok,
         Err(e) => {
@@ -402,7 +407,7 @@ fn first_to_dc(client_to_dc: &mut ClientToDc, frame: &[u8], rest: &[u8], name: &
 
 /// The DC→client half: shaped like the fronting site (as configured) for FakeTLS clients.
 fn shaped<R: Runtime>(settings: &Settings, doppel: &Statistics, mode: Mode, half: DcToClient) -> Shaped<R> {
-    let shaping = &settings.doppelganger;
+    let shaping = &settings.config.doppelganger;
     match mode {
         Mode::FakeTls => Shaped::<R>::new(half, shaping.drs, shaping.pacing.then_some(doppel.delays)),
         Mode::Secured => Shaped::off(half),

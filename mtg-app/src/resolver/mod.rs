@@ -55,8 +55,7 @@ impl Resolver {
     /// The resolver for `[network] dns`: the OS resolver when `None`. DoH and DoT servers are
     /// verified against the webpki root certificates.
     pub fn new(dns: Option<&Dns>) -> Self {
-        let roots = || rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        Self { configured: dns.map(|dns| Arc::new(Configured::new(dns, roots()))) }
+        Self { configured: dns.map(|dns| Arc::new(Configured::new(dns, crate::tls_client::web_roots()))) }
     }
 
     /// The resolver for `dns` trusting only `roots` (tests with a local TLS server).
@@ -84,7 +83,11 @@ impl Resolver {
 impl Configured {
     fn new(dns: &Dns, roots: rustls::RootCertStore) -> Self {
         let alpn = matches!(dns, Dns::Https { .. }).then_some(b"http/1.1".as_slice());
-        Self { dns: dns.clone(), tls: tls_config(roots, alpn), cache: Mutex::new(HashMap::new()) }
+        Self {
+            dns: dns.clone(),
+            tls: crate::tls_client::client_config(roots, alpn),
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<IpAddr>, Instant)>> {
@@ -171,22 +174,6 @@ impl Configured {
 
 fn invalid(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
-}
-
-/// TLS client settings over the ring provider, trusting `roots`, offering `alpn`.
-fn tls_config(roots: rustls::RootCertStore, alpn: Option<&[u8]>) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-    match config {
-        Ok(mut config) => {
-            config.alpn_protocols = alpn.into_iter().map(<[u8]>::to_vec).collect();
-            Arc::new(config)
-        }
-        // The ring provider supports the default versions; this cannot happen.
-        Err(e) => unreachable!("ring supports TLS 1.2 and 1.3: {e}"),
-    }
 }
 
 #[cfg(test)]
