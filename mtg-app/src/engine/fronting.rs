@@ -107,7 +107,7 @@ pub(crate) async fn front<R: Runtime>(
     }
     initial.extend_from_slice(read_so_far);
     debug!(%peer, front = %target, replayed = read_so_far.len(), "fronting");
-    let relay: Relay<R, Plain, Plain> = Relay::new(
+    let relay: Relay<R, R::Stream, Plain, Plain> = Relay::new(
         client,
         site,
         Pump::new(Plain::default(), &initial),

@@ -12,6 +12,8 @@ mod hints;
 mod listener;
 mod probe_limit;
 pub(crate) mod relay;
+#[doc(hidden)]
+pub mod relay_probe;
 mod session;
 mod settings;
 mod shaper;

@@ -224,9 +224,12 @@ impl std::fmt::Display for End {
 }
 
 /// Both directions of a session and the shared idle clock.
-pub(crate) struct Relay<R: Runtime, Up, Down> {
-    client: R::Stream,
-    upstream: R::Stream,
+///
+/// `S` is the streams' type: the runtime's TCP stream (`R::Stream`) in the proxy, in-memory
+/// streams in the allocation test (`tests/relay_alloc.rs`); `R` gives the idle timer.
+pub(crate) struct Relay<R: Runtime, S, Up, Down> {
+    client: S,
+    upstream: S,
     pub(crate) up: Pump<Up>,
     pub(crate) down: Pump<Down>,
     idle: Duration,
@@ -242,15 +245,9 @@ pub(crate) struct Relay<R: Runtime, Up, Down> {
     revoked: Option<Pin<Box<async_channel::Receiver<()>>>>,
 }
 
-impl<R: Runtime, Up: Transform, Down: Transform> Relay<R, Up, Down> {
+impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Transform, Down: Transform> Relay<R, S, Up, Down> {
     /// A relay between `client` and `upstream`.
-    pub(crate) fn new(
-        client: R::Stream,
-        upstream: R::Stream,
-        up: Pump<Up>,
-        down: Pump<Down>,
-        idle: Duration,
-    ) -> Self {
+    pub(crate) fn new(client: S, upstream: S, up: Pump<Up>, down: Pump<Down>, idle: Duration) -> Self {
         let now = Instant::now();
         Self {
             client,
@@ -301,7 +298,9 @@ impl<R: Runtime, Up: Transform, Down: Transform> Relay<R, Up, Down> {
     }
 }
 
-impl<R: Runtime, Up: Transform, Down: Transform> Future for Relay<R, Up, Down> {
+impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Transform, Down: Transform> Future
+    for Relay<R, S, Up, Down>
+{
     type Output = End;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {

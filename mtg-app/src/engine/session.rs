@@ -416,7 +416,7 @@ fn shaped<R: Runtime>(settings: &Settings, doppel: &Statistics, mode: Mode, half
 
 /// A client session ready to relay: all a relaying session's task holds.
 struct Ready<R: Runtime> {
-    relay: Relay<R, ClientToDc, Shaped<R>>,
+    relay: Relay<R, R::Stream, ClientToDc, Shaped<R>>,
     name: String,
     target: i16,
     dc_addr: SocketAddr,
