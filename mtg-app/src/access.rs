@@ -1,6 +1,8 @@
 //! `mtg-multi access CONFIG`: the share links. mtg's JSON (`ipv4`/`ipv6` with `tg://` and
-//! `https://t.me/proxy` links, `secret`, `secrets`), plus links for every user under `users`,
-//! and with `--qr` each link as a QR code drawn in the terminal (rendered locally).
+//! `https://t.me/proxy` links, `secret`, `secrets`), plus links for every user under `users`
+//! with what registering with @MTProxybot takes (`secret_for_mtproxybot`: the bare 16-byte key
+//! as 32 hex, as mtg v1 printed it; `ad_tag`: the tag the user's sessions get, when set), and
+//! with `--qr` each link as a QR code drawn in the terminal (rendered locally).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -54,6 +56,13 @@ pub struct UserLinks {
     /// IPv6 links.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<Links>,
+    /// The bare 16-byte key as 32 hex (no `ee`/`dd` prefix, no hostname): what @MTProxybot
+    /// asks for when registering the proxy.
+    pub secret_for_mtproxybot: String,
+    /// The user's effective ad tag (its `[secret-ad-tags]` entry, else `ad-tag`); absent when
+    /// none is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ad_tag: Option<String>,
 }
 
 /// The `access` output.
@@ -67,6 +76,8 @@ pub struct Access {
     pub ipv6: Option<Links>,
     /// The first user's secret.
     pub secret: SecretForms,
+    /// The first user's bare key for @MTProxybot (mtg v1's field).
+    pub secret_for_mtproxybot: String,
     /// Every user's secret, when there is more than one (as mtg-multi).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secrets: Option<BTreeMap<String, SecretForms>>,
@@ -123,6 +134,8 @@ pub fn access(config: &Config, options: &AccessOptions) -> Result<Access, String
                 UserLinks {
                     ipv4: ipv4.map(|ip| links(ip, port, &text(s))),
                     ipv6: ipv6.map(|ip| links(ip, port, &text(s))),
+                    secret_for_mtproxybot: s.key_hex(),
+                    ad_tag: config.effective_ad_tag(name).map(|t| t.to_hex()),
                 },
             )
         })
@@ -133,6 +146,7 @@ pub fn access(config: &Config, options: &AccessOptions) -> Result<Access, String
         ipv4: first_links.ipv4.clone(),
         ipv6: first_links.ipv6.clone(),
         secret: forms(first),
+        secret_for_mtproxybot: first.key_hex(),
         secrets: (config.users.len() > 1)
             .then(|| config.users.iter().map(|(n, s)| (n.clone(), forms(s))).collect()),
         users,
@@ -182,6 +196,30 @@ pub fn qr_modules(link: &str) -> Result<(usize, Vec<bool>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_user_gets_its_bare_key_and_its_effective_tag() {
+        let text = "bind-to = \"127.0.0.1:443\"\npublic-ipv4 = \"203.0.113.10\"\n\
+                    ad-tag = \"0123456789abcdef0123456789abcdef\"\n[secrets]\n\
+                    alice = \"ee367a189aee18fa31c190054efd4a8e9573746f726167652e676f6f676c65617069732e636f6d\"\n\
+                    bob = \"ee473ce5d4958eb5f968c87680a23854a0676f6f676c652e636f6d\"\n\
+                    [secret-ad-tags]\nbob = \"FEDCBA9876543210FEDCBA9876543210\"\n";
+        let config = Config::from_toml_str(text).unwrap().config;
+        let out = access(&config, &AccessOptions::default()).unwrap();
+        assert_eq!(out.secret_for_mtproxybot, "367a189aee18fa31c190054efd4a8e95");
+        let alice = &out.users["alice"];
+        assert_eq!(alice.secret_for_mtproxybot, "367a189aee18fa31c190054efd4a8e95");
+        assert_eq!(alice.ad_tag.as_deref(), Some("0123456789abcdef0123456789abcdef"));
+        let bob = &out.users["bob"];
+        assert_eq!(bob.secret_for_mtproxybot, "473ce5d4958eb5f968c87680a23854a0");
+        assert_eq!(bob.ad_tag.as_deref(), Some("fedcba9876543210fedcba9876543210"));
+        // Without a tag the field is left out; the bare key is always there.
+        let untagged = Config::from_toml_str(&text.replace("\nad-tag =", "\n# ad-tag =")).unwrap().config;
+        let json = serde_json::to_value(access(&untagged, &AccessOptions::default()).unwrap()).unwrap();
+        assert_eq!(json["users"]["alice"].get("ad_tag"), None);
+        assert_eq!(json["users"]["alice"]["secret_for_mtproxybot"], "367a189aee18fa31c190054efd4a8e95");
+        assert_eq!(json["users"]["bob"]["ad_tag"], "fedcba9876543210fedcba9876543210");
+    }
 
     #[test]
     fn qr_decodes_back_to_the_link() {

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mtg_app::config::{
-    AntiReplay, Config, ConfigWarning, Dns, DomainFronting, Doppelganger, IpList, KeepAlive, ListSource,
-    Loaded, Network, PreferIp, Prometheus, ProxyUrl, QuotaReset, SecretLimits, Statsd, Suggestion, TagFormat,
-    Throttle, Timeouts, all_key_paths,
+    AdTag, AntiReplay, Config, ConfigWarning, Dns, DomainFronting, Doppelganger, IpList, KeepAlive,
+    ListSource, Loaded, MiddleProxy, Network, PreferIp, Prometheus, ProxyUrl, QuotaReset, SecretLimits,
+    Statsd, Suggestion, TagFormat, Throttle, Timeouts, all_key_paths,
 };
 use mtg_proto::{Secret, SecretKind};
 
@@ -32,6 +32,10 @@ fn load(text: &str) -> Loaded {
 /// `secret` + `bind-to` and whatever else.
 fn minimal(extra: &str) -> String {
     format!("secret = \"{SECRET}\"\nbind-to = \"127.0.0.1:3128\"\n{extra}")
+}
+
+fn tag(text: &str) -> AdTag {
+    AdTag::parse(text).expect("valid tag")
 }
 
 fn addr(text: &str) -> SocketAddr {
@@ -83,7 +87,8 @@ fn example_config_documents_every_key_in_its_section() {
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             continue;
         }
-        let key = if section == "secrets" || section == "network.dc-overrides" { "NAME" } else { key };
+        let free = ["secrets", "secret-ad-tags", "network.dc-overrides"];
+        let key = if free.contains(&section.as_str()) { "NAME" } else { key };
         documented.insert(if section.is_empty() { key.to_owned() } else { format!("{section}.{key}") });
     }
     let missing: Vec<String> = all_key_paths().into_iter().filter(|k| !documented.contains(k)).collect();
@@ -167,6 +172,15 @@ fn minimal_config_gets_every_effective_default() {
         },
         secured: false,
         secret_limits: BTreeMap::new(),
+        ad_tag: None,
+        secret_ad_tags: BTreeMap::new(),
+        middle_proxy: MiddleProxy {
+            secret_url: ListSource::Url("https://core.telegram.org/getProxySecret".into()),
+            config_url: ListSource::Url("https://core.telegram.org/getProxyConfig".into()),
+            config_url_v6: ListSource::Url("https://core.telegram.org/getProxyConfigV6".into()),
+            update_each: Duration::from_secs(3600),
+            cache_dir: None,
+        },
     };
     assert_eq!(c, expected);
 }
@@ -205,6 +219,7 @@ api-bind-to = "127.0.0.1:9000"
 api-token = "t0k3n"
 api-persist = true
 usage-state-file = "/var/lib/mtg-multi/usage.json"
+ad-tag = "00112233445566778899AABBCCDDeeff"
 
 [secrets]
 alice = "{SECRET}"
@@ -221,6 +236,17 @@ disabled = true
 [secret-limits."bob the builder"]
 quota = 1048576
 expires = 2026-12-31T23:59:59Z
+
+[secret-ad-tags]
+"bob the builder" = "fedcba9876543210fedcba9876543210"
+carol = ""
+
+[middle-proxy]
+secret-url = "http://127.0.0.1:8080/secret"
+config-url = "{list}"
+config-url-v6 = "HTTPS://mirror.example/v6"
+update-each = "30m"
+cache-dir = "/var/cache/mtg-multi"
 
 [throttle]
 max-connections = 70000
@@ -416,8 +442,25 @@ enabled = true
                 },
             ),
         ]),
+        ad_tag: Some(tag("00112233445566778899aabbccddeeff")),
+        secret_ad_tags: BTreeMap::from([(
+            "bob the builder".to_owned(),
+            tag("fedcba9876543210fedcba9876543210"),
+        )]),
+        middle_proxy: MiddleProxy {
+            secret_url: ListSource::Url("http://127.0.0.1:8080/secret".into()),
+            config_url: ListSource::File(list_file.clone()),
+            config_url_v6: ListSource::Url("HTTPS://mirror.example/v6".into()),
+            update_each: Duration::from_secs(1800),
+            cache_dir: Some(PathBuf::from("/var/cache/mtg-multi")),
+        },
     };
     assert_eq!(loaded.config, expected);
+    assert_eq!(
+        loaded.config.effective_ad_tag("bob the builder"),
+        Some(tag("fedcba9876543210fedcba9876543210"))
+    );
+    assert_eq!(loaded.config.effective_ad_tag("carol"), Some(tag("00112233445566778899aabbccddeeff")));
     let debug = format!("{:?}", loaded.config);
     for hidden in ["t0k3n", "367a189a", "password: Some(\"p\")"] {
         assert!(!debug.contains(hidden), "Debug shows {hidden}");

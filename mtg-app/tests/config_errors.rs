@@ -322,6 +322,59 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             with("[secret-limits]\ndefault = 5\n"),
             "invalid value for secret-limits.default: 5: expected a table",
         ),
+        // Ad tags: every message names the key and the rule, never the value.
+        (
+            "ad tag too short",
+            with("ad-tag = \"0123\"\n"),
+            "invalid ad tag ad-tag: it has 4 characters; @MTProxybot's proxy tag is 32 hex characters",
+        ),
+        (
+            "ad tag with a non-hex character",
+            with("ad-tag = \"0123456789abcdef0123456789abcdeg\"\n"),
+            "invalid ad tag ad-tag: it holds characters other than 0-9 and a-f; @MTProxybot's proxy tag is 32 hex characters",
+        ),
+        (
+            "ee secret pasted as the ad tag",
+            with(&format!("ad-tag = \"{SECRET}\"\n")),
+            "invalid ad tag ad-tag: this is a proxy secret (ee…/dd… or base64), not the tag @MTProxybot answers with; @MTProxybot's proxy tag is 32 hex characters",
+        ),
+        (
+            "dd secret pasted as a user's ad tag",
+            with(&format!("[secret-ad-tags]\ndefault = \"dd{KEY_HEX}\"\n")),
+            "invalid ad tag secret-ad-tags.default: this is a proxy secret (ee…/dd… or base64), not the tag @MTProxybot answers with; @MTProxybot's proxy tag is 32 hex characters",
+        ),
+        (
+            "bare secret key pasted as the ad tag",
+            with(&format!("ad-tag = \"{KEY_HEX}\"\n")),
+            "invalid ad tag ad-tag: it is the secret key of user default: give @MTProxybot that key, then use the tag it answers with; @MTProxybot's proxy tag is 32 hex characters",
+        ),
+        (
+            "ad tag that is not a string",
+            with("ad-tag = 5\n"),
+            "invalid ad tag ad-tag: expected a string, found an integer; @MTProxybot's proxy tag is 32 hex characters",
+        ),
+        (
+            "ad tag of an unknown user",
+            users(&format!(
+                "alice = \"{SECRET}\"\n[secret-ad-tags]\nmallory = \"fedcba9876543210fedcba9876543210\"\n"
+            )),
+            "invalid value for secret-ad-tags: \"mallory\": expected the name of a configured user (alice)",
+        ),
+        (
+            "top-level key written after [secret-ad-tags]",
+            with("[secret-ad-tags]\napi-persist = true\n"),
+            "invalid value for secret-ad-tags: \"api-persist\": expected the name of a configured user (default) (`api-persist` is a top-level key: top-level keys must come before every [table])",
+        ),
+        (
+            "middle-proxy source that is neither a URL nor a file",
+            with("[middle-proxy]\nsecret-url = \"ftp://u:hunter2@core.example/secret\"\n"),
+            "invalid value for middle-proxy.secret-url: \"ftp://u:***@core.example/secret\": expected an existing readable file or an http(s):// URL",
+        ),
+        (
+            "middle-proxy refresh period",
+            with("[middle-proxy]\nupdate-each = \"hourly\"\n"),
+            "invalid value for middle-proxy.update-each: \"hourly\": expected a non-negative Go duration like 300ms, 10s, 1h30m",
+        ),
         // Features that need an address.
         (
             "statsd on without an address",

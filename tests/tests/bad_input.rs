@@ -181,9 +181,67 @@ fn cases() -> Vec<Case> {
             "unknown field `host`",
         ),
         case("PUT", "/secrets", "{\"secrets\": {\"x\": {}}}", 400, "missing field `secret`"),
-        case("PUT", "/secrets", "{\"secrets\": {}, \"ad_tag\": \"00\"}", 400, "unknown field `ad_tag`"),
+        // Ad tags (mtg-multi's `ad_tag` fields): 32 hex, the field and the rule named.
+        case(
+            "POST",
+            "/secrets",
+            "{\"name\": \"x\", \"host\": \"a.example\", \"ad_tag\": \"00\"}",
+            400,
+            "field `ad_tag`: it has 2 characters; @MTProxybot's proxy tag is 32 hex characters",
+        ),
+        case(
+            "POST",
+            "/secrets",
+            "{\"name\": \"x\", \"host\": \"a.example\", \"ad_tag\": 5}",
+            400,
+            "field `ad_tag`: expected a string, found a number",
+        ),
+        case(
+            "POST",
+            "/secrets",
+            "{\"name\": \"x\", \"host\": \"a.example\", \"ad-tag\": \"\"}",
+            400,
+            "unknown field `ad-tag`",
+        ),
+        case("GET", "/adtag/x", "", 404, "no such endpoint"),
+        case("POST", "/adtag", "{}", 405, "allowed: GET, PUT, DELETE"),
+        case("PUT", "/adtag", "{}", 400, "field `ad_tag` is required; use DELETE /adtag to clear it"),
+        case("PUT", "/adtag", "{\"ad_tag\": \"\"}", 400, "field `ad_tag` is required"),
+        case("PUT", "/adtag", "{\"ad_tag\": null}", 400, "field `ad_tag` is required"),
+        case("PUT", "/adtag", "{\"tag\": \"00\"}", 400, "unknown field `tag`"),
+        case("PUT", "/adtag", "\"00\"", 400, "bad JSON body"),
+        case(
+            "PUT",
+            "/adtag",
+            "{\"ad_tag\": \"0123456789abcdef0123456789abcdeX\"}",
+            400,
+            "field `ad_tag`: it holds characters other than 0-9 and a-f; @MTProxybot's proxy tag is 32 hex characters",
+        ),
+        case(
+            "PUT",
+            "/adtag",
+            "{\"ad_tag\": \"ee0123456789abcdef0123456789abcdef6578616d706c652e636f6d\"}",
+            400,
+            "field `ad_tag`: this is a proxy secret (ee…/dd… or base64), not the tag @MTProxybot answers with",
+        ),
+        Case { auth: None, ..case("DELETE", "/adtag", "", 401, "bearer token") },
     ];
+    // The bare key of a user's secret pasted as a tag (alice's key is 0x91 × 16).
+    cases.push(Case {
+        body: format!("{{\"ad_tag\": \"{}\"}}", "91".repeat(16)).into_bytes(),
+        ..case("PUT", "/adtag", "", 400, "the global ad tag: it is the secret key of user alice")
+    });
     let valid = user(0x55).to_hex();
+    cases.push(Case {
+        body: format!("{{\"secrets\": {{\"a\": {{\"secret\": \"{valid}\"}}}}, \"ad_tag\": \"00\"}}")
+            .into_bytes(),
+        ..case("PUT", "/secrets", "", 400, "field `ad_tag`: it has 2 characters")
+    });
+    cases.push(Case {
+        body: format!("{{\"secrets\": {{\"a\": {{\"secret\": \"{valid}\", \"ad_tag\": \"zz\"}}}}}}")
+            .into_bytes(),
+        ..case("PUT", "/secrets", "", 400, "field `secrets.a.ad_tag`: it holds characters other than 0-9")
+    });
     for (body, error) in [
         (
             format!("{{\"secrets\": {{\"a\": {{\"secret\": \"{valid}\"}}, \"z\": {{\"secret\": \"zz\"}}}}}}"),

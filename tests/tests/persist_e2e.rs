@@ -1,6 +1,6 @@
 //! `api-persist` end to end (both runtimes, the proxy as a child process): every management
 //! operation (add with a secret, add by host, update, re-key, delete, reset-quota, replace
-//! the whole set) survives a restart of the proxy exactly (`GET /secrets` before and after are
+//! the whole set, the ad tags) survives a restart of the proxy exactly (`GET /secrets` before and after are
 //! equal), the file keeps mode 0600 and always loads; and concurrent changes through the API
 //! (with reloads among them) are serialised: none fails, none is lost, file and memory agree.
 
@@ -61,6 +61,7 @@ fn mode(path: &Path) -> u32 {
 /// same users and limits.
 fn restart(proxy: ProxyProcess, path: &Path, after: &str) -> ProxyProcess {
     let before = listing(&proxy);
+    let tag_before = call(&proxy, "GET", "/adtag", &Value::Null);
     let (status, log) = proxy.stop(Duration::from_secs(10));
     assert!(status.success(), "after {after}: exit {status}\n{log}");
     assert_eq!(mode(path), 0o600, "after {after}: the file's mode");
@@ -75,9 +76,18 @@ fn restart(proxy: ProxyProcess, path: &Path, after: &str) -> ProxyProcess {
     assert!(strays.is_empty(), "after {after}: stray files {strays:?}");
     let proxy = ProxyProcess::start_file(BIN, path, &Launch::default());
     assert_eq!(listing(&proxy), before, "after {after}: the restarted proxy serves other users\n{text}");
+    assert_eq!(
+        call(&proxy, "GET", "/adtag", &Value::Null),
+        tag_before,
+        "after {after}: another ad tag\n{text}"
+    );
     let (status, summary) = call(&proxy, "POST", "/reload", &Value::Null);
     assert_eq!(status, 200, "after {after}: reload of the written file: {summary}");
-    assert_eq!(summary, json!({"added": [], "removed": [], "rekeyed": [], "relimited": []}), "after {after}");
+    assert_eq!(
+        summary,
+        json!({"added": [], "removed": [], "rekeyed": [], "relimited": [], "retagged": []}),
+        "after {after}"
+    );
     proxy
 }
 
@@ -168,6 +178,67 @@ fn every_management_operation_survives_a_restart() {
     assert!(!text.contains("[secret-limits."), "{text}");
     proxy = restart(proxy, &path, "the last limits removed");
     assert_eq!(listing(&proxy).as_object().unwrap().len(), 1);
+
+    drop(proxy);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn ad_tags_survive_a_restart() {
+    const TAG_A: &str = "0123456789abcdef0123456789abcdef";
+    const TAG_B: &str = "fedcba9876543210fedcba9876543210";
+    let (alice, bob) = (user(1), user(2));
+    let (dir, path) =
+        config_file("tags", &[("alice", &alice), ("bob", &bob)], "[secret-limits.bob]\nquota = 5\n");
+    let mut proxy = ProxyProcess::start_file(BIN, &path, &Launch::default());
+
+    // The global tag: written as a top-level key, before the first table.
+    assert_eq!(call(&proxy, "PUT", "/adtag", &json!({"ad_tag": TAG_A})), (200, json!({"status": "ok"})));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let at = text.find(&format!("ad-tag = \"{TAG_A}\"")).unwrap_or_else(|| panic!("{text}"));
+    assert!(at < text.find('[').unwrap(), "{text}");
+    proxy = restart(proxy, &path, "PUT /adtag");
+    assert_eq!(call(&proxy, "GET", "/adtag", &Value::Null).1, json!({"ad_tag": TAG_A}));
+
+    // A user's own tag, with his limits kept as given.
+    let (status, body) =
+        call(&proxy, "POST", "/secrets", &json!({"name": "bob", "ad_tag": TAG_B, "quota": 5}));
+    assert_eq!(status, 200, "{body}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(&format!("[secret-ad-tags]\nbob = \"{TAG_B}\"")), "{text}");
+    proxy = restart(proxy, &path, "POST /secrets with ad_tag");
+    let listed = listing(&proxy);
+    assert_eq!(
+        (&listed["bob"]["ad_tag"], &listed["bob"]["effective_ad_tag"]),
+        (&json!(TAG_B), &json!(TAG_B))
+    );
+    assert_eq!(listed["alice"]["effective_ad_tag"], json!(TAG_A));
+
+    // The global tag cleared; bob's stays.
+    assert_eq!(call(&proxy, "DELETE", "/adtag", &Value::Null).0, 200);
+    assert!(!std::fs::read_to_string(&path).unwrap().contains("ad-tag ="));
+    proxy = restart(proxy, &path, "DELETE /adtag");
+    assert_eq!(listing(&proxy)["bob"]["effective_ad_tag"], json!(TAG_B));
+
+    // Deleting bob removes his tag from the file.
+    assert_eq!(call(&proxy, "DELETE", "/secrets/bob", &Value::Null).0, 200);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("secret-ad-tags") && !text.contains("bob"), "{text}");
+    proxy = restart(proxy, &path, "a delete of a user with a tag");
+
+    // PUT /secrets with both kinds of tag.
+    let (status, body) = call(
+        &proxy,
+        "PUT",
+        "/secrets",
+        &json!({"secrets": {"alice": {"secret": alice.to_hex(), "ad_tag": TAG_A}, "carol": {"secret": user(3).to_hex()}},
+                "ad_tag": TAG_B}),
+    );
+    assert_eq!(status, 200, "{body}");
+    proxy = restart(proxy, &path, "PUT /secrets with ad tags");
+    let listed = listing(&proxy);
+    assert_eq!(listed["alice"]["effective_ad_tag"], json!(TAG_A));
+    assert_eq!(listed["carol"]["effective_ad_tag"], json!(TAG_B));
 
     drop(proxy);
     std::fs::remove_dir_all(&dir).ok();

@@ -47,6 +47,13 @@ pub enum ConfigError {
         /// A likely cause, e.g. a top-level key written after `[secrets]`.
         hint: Option<String>,
     },
+    /// An ad tag is unusable; its value is never shown (it may be a pasted secret).
+    AdTag {
+        /// Dotted key path (`ad-tag` or `secret-ad-tags.NAME`).
+        key: String,
+        /// What is wrong with it.
+        problem: super::AdTagProblem,
+    },
     /// A required key is missing.
     Missing {
         /// Dotted key path.
@@ -93,6 +100,9 @@ impl fmt::Display for ConfigError {
             Self::Secret { key, problem, hint } => {
                 write!(f, "invalid secret {key}: {problem}")?;
                 write_hint(f, hint.as_deref())
+            }
+            Self::AdTag { key, problem } => {
+                write!(f, "invalid ad tag {key}: {problem}; {}", super::ad_tag::AD_TAG_RULE)
             }
             Self::Missing { key, hint } => {
                 write!(f, "{key} is required")?;

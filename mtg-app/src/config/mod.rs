@@ -1,6 +1,6 @@
 //! The mtg-multi TOML config: every key of mtg v2 / mtg-multi with the same value syntaxes and
 //! effective defaults (reference §2), plus this proxy's additions (`[network.dc-overrides]`,
-//! `[secured]`, `[secret-limits.NAME]`, the API and usage keys).
+//! `[secured]`, `[secret-limits.NAME]`, the API and usage keys, `[middle-proxy]`).
 //!
 //! [`Config::load`] / [`Config::from_toml_str`] give a typed [`Config`] and the
 //! [`ConfigWarning`]s to log (unknown keys with a did-you-mean, deprecated keys). An invalid
@@ -11,6 +11,7 @@
 
 #![deny(missing_docs)]
 
+mod ad_tag;
 mod api_token;
 mod error;
 mod reader;
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use mtg_proto::Secret;
 
+pub use ad_tag::{AD_TAG_LEN, AD_TAG_RULE, AdTag, AdTagProblem, AdTags};
 pub use api_token::ApiToken;
 pub use error::{ConfigError, ConfigWarning, SecretProblem, Suggestion};
 pub use schema::all_key_paths;
@@ -95,6 +97,14 @@ pub struct Config {
     pub secured: bool,
     /// `[secret-limits.NAME]` by user name (every name is a configured user).
     pub secret_limits: BTreeMap<String, SecretLimits>,
+    /// `ad-tag`: the @MTProxybot proxy tag of every user without one of its own (`None`:
+    /// direct to the DCs).
+    pub ad_tag: Option<AdTag>,
+    /// `[secret-ad-tags]`: per-user tags by user name (every name is a configured user),
+    /// winning over `ad-tag`.
+    pub secret_ad_tags: BTreeMap<String, AdTag>,
+    /// `[middle-proxy]`: where the middle-proxy secret and lists come from.
+    pub middle_proxy: MiddleProxy,
 }
 
 /// A loaded config and the warnings to log about it.
@@ -135,6 +145,9 @@ impl fmt::Debug for Config {
             prometheus,
             secured,
             secret_limits,
+            ad_tag,
+            secret_ad_tags,
+            middle_proxy,
         } = self;
         f.debug_struct("Config")
             .field("debug", debug)
@@ -163,6 +176,9 @@ impl fmt::Debug for Config {
             .field("prometheus", prometheus)
             .field("secured", secured)
             .field("secret_limits", secret_limits)
+            .field("ad_tag", ad_tag)
+            .field("secret_ad_tags", secret_ad_tags)
+            .field("middle_proxy", middle_proxy)
             .finish()
     }
 }
@@ -296,6 +312,44 @@ pub struct Prometheus {
     pub metric_prefix: String,
 }
 
+/// `[middle-proxy]`: the bootstrap of middle-proxy mode (Telegram's proxy secret and middle
+/// proxy lists), used only when some user has an ad tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MiddleProxy {
+    /// `secret-url`: the proxy secret (default [`MiddleProxy::SECRET_URL`]).
+    pub secret_url: ListSource,
+    /// `config-url`: the IPv4 middle proxies (default [`MiddleProxy::CONFIG_URL`]).
+    pub config_url: ListSource,
+    /// `config-url-v6`: the IPv6 middle proxies (default [`MiddleProxy::CONFIG_URL_V6`]).
+    pub config_url_v6: ListSource,
+    /// `update-each`: refresh period (default 1h).
+    pub update_each: Duration,
+    /// `cache-dir`: where the last good secret and lists are kept, so a restart works
+    /// offline (`None`: not kept).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl MiddleProxy {
+    /// Default `secret-url`.
+    pub const SECRET_URL: &str = "https://core.telegram.org/getProxySecret";
+    /// Default `config-url`.
+    pub const CONFIG_URL: &str = "https://core.telegram.org/getProxyConfig";
+    /// Default `config-url-v6`.
+    pub const CONFIG_URL_V6: &str = "https://core.telegram.org/getProxyConfigV6";
+}
+
+impl Default for MiddleProxy {
+    fn default() -> Self {
+        Self {
+            secret_url: ListSource::Url(Self::SECRET_URL.to_owned()),
+            config_url: ListSource::Url(Self::CONFIG_URL.to_owned()),
+            config_url_v6: ListSource::Url(Self::CONFIG_URL_V6.to_owned()),
+            update_each: Duration::from_secs(3600),
+            cache_dir: None,
+        }
+    }
+}
+
 /// `[secret-limits.NAME]`: the limits of one user; the defaults mean "no limit".
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SecretLimits {
@@ -353,6 +407,17 @@ impl SecretLimits {
 }
 
 impl Config {
+    /// The ad tag `user` gets: its `[secret-ad-tags]` entry, else `ad-tag`, else none (direct
+    /// to the DCs).
+    pub fn effective_ad_tag(&self, user: &str) -> Option<AdTag> {
+        self.secret_ad_tags.get(user).copied().or(self.ad_tag)
+    }
+
+    /// `ad-tag` and `[secret-ad-tags]` together.
+    pub fn ad_tags(&self) -> AdTags {
+        AdTags { global: self.ad_tag, per_user: self.secret_ad_tags.clone() }
+    }
+
     /// Reads, parses and validates a config file.
     pub fn load(path: impl AsRef<Path>) -> Result<Loaded, ConfigError> {
         let path = path.as_ref();

@@ -70,6 +70,13 @@ const LIMITS: &[(&str, Node)] = &[
     ("disabled", Node::Leaf),
 ];
 const SECURED: &[(&str, Node)] = &[("enabled", Node::Leaf)];
+const MIDDLE_PROXY: &[(&str, Node)] = &[
+    ("secret-url", Node::Leaf),
+    ("config-url", Node::Leaf),
+    ("config-url-v6", Node::Leaf),
+    ("update-each", Node::Leaf),
+    ("cache-dir", Node::Leaf),
+];
 
 /// Every key of the config file.
 pub(super) const ROOT: &[(&str, Node)] = &[
@@ -91,8 +98,11 @@ pub(super) const ROOT: &[(&str, Node)] = &[
     ("api-token", Node::Leaf),
     ("api-persist", Node::Leaf),
     ("usage-state-file", Node::Leaf),
+    ("ad-tag", Node::Leaf),
     ("secrets", Node::Map(&Node::Leaf)),
     ("secret-limits", Node::Map(&Node::Table(LIMITS))),
+    ("secret-ad-tags", Node::Map(&Node::Leaf)),
+    ("middle-proxy", Node::Table(MIDDLE_PROXY)),
     ("throttle", Node::Table(THROTTLE)),
     ("domain-fronting", Node::Table(FRONTING)),
     ("network", Node::Table(NETWORK)),

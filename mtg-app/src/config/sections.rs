@@ -12,8 +12,8 @@ use super::reader::Reader;
 use super::urls::{self, Dns};
 use super::values::{self, Expected};
 use super::{
-    AntiReplay, ApiToken, Config, DomainFronting, Doppelganger, IpList, KeepAlive, Network, Prometheus,
-    Statsd, Throttle, Timeouts, schema, users,
+    AntiReplay, ApiToken, Config, DomainFronting, Doppelganger, IpList, KeepAlive, MiddleProxy, Network,
+    Prometheus, Statsd, Throttle, Timeouts, schema, users,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -45,6 +45,7 @@ pub(super) fn read(r: &Reader<'_>, warnings: &mut Vec<ConfigWarning>) -> Result<
     let secured = r.flag("secured.enabled")?;
     let users = users::read(r, secured, warnings)?;
     let bind_to = bind_to(r)?;
+    let (ad_tag, secret_ad_tags) = users::ad_tags(r, &users)?;
     for &(key, advice) in DEPRECATED {
         if r.value(key).is_some() {
             warnings.push(ConfigWarning::Deprecated { key, advice });
@@ -112,6 +113,9 @@ pub(super) fn read(r: &Reader<'_>, warnings: &mut Vec<ConfigWarning>) -> Result<
         secured,
         secret_limits: users::limits(r, &users)?,
         users,
+        ad_tag,
+        secret_ad_tags,
+        middle_proxy: middle_proxy(r)?,
     };
     required_when_enabled(&config)?;
     Ok(config)
@@ -248,6 +252,27 @@ fn dc_overrides(r: &Reader<'_>) -> Result<BTreeMap<i16, Vec<SocketAddr>>, Config
         out.insert(number, parsed);
     }
     Ok(out)
+}
+
+/// `[middle-proxy]`: each source an http(s) URL or an existing file; Telegram's by default.
+fn middle_proxy(r: &Reader<'_>) -> Result<MiddleProxy, ConfigError> {
+    let defaults = MiddleProxy::default();
+    // A URL's password is not shown in the error.
+    let source = |key: &str| {
+        r.parsed(key, urls::list_source).map_err(|e| match e {
+            ConfigError::Invalid { key, value, expected } => {
+                ConfigError::Invalid { key, value: urls::redacted(&value), expected }
+            }
+            other => other,
+        })
+    };
+    Ok(MiddleProxy {
+        secret_url: source("middle-proxy.secret-url")?.unwrap_or(defaults.secret_url),
+        config_url: source("middle-proxy.config-url")?.unwrap_or(defaults.config_url),
+        config_url_v6: source("middle-proxy.config-url-v6")?.unwrap_or(defaults.config_url_v6),
+        update_each: r.duration("middle-proxy.update-each")?.unwrap_or(defaults.update_each),
+        cache_dir: r.string("middle-proxy.cache-dir")?.map(PathBuf::from),
+    })
 }
 
 fn ip_list(r: &Reader<'_>, section: &str) -> Result<IpList, ConfigError> {

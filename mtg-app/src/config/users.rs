@@ -1,13 +1,14 @@
-//! Users: `[secrets]` (name = secret) or the single top-level `secret` (named `default`), and
-//! the per-user `[secret-limits.NAME]` tables. Errors name the user, never the secret.
+//! Users: `[secrets]` (name = secret) or the single top-level `secret` (named `default`), the
+//! per-user `[secret-limits.NAME]` tables and the ad tags (`ad-tag`, `[secret-ad-tags]`).
+//! Errors name the user, never the secret.
 
 use std::collections::BTreeMap;
 
 use mtg_proto::{Secret, SecretKind};
 
-use super::SecretLimits;
 use super::error::{ConfigError, ConfigWarning, SecretProblem, TOP_LEVEL_FIRST, shown_str, type_name};
 use super::reader::Reader;
+use super::{AdTag, AdTagProblem, SecretLimits};
 use super::{schema, timestamp, values};
 
 /// The name the single top-level `secret` gets.
@@ -126,6 +127,57 @@ pub(super) fn limits_at(r: &Reader<'_>, prefix: &str) -> Result<SecretLimits, Co
         expires,
         disabled: r.flag(&field("disabled"))?,
     })
+}
+
+/// Reads the ad tag at `key` (`""` = none); a tag equal to a user's secret key is refused.
+fn ad_tag_at(
+    r: &Reader<'_>,
+    key: &str,
+    users: &BTreeMap<String, Secret>,
+) -> Result<Option<AdTag>, ConfigError> {
+    let problem = |problem| ConfigError::AdTag { key: key.to_owned(), problem };
+    match r.value(key) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) if s.is_empty() => Ok(None),
+        Some(toml::Value::String(s)) => {
+            let tag = AdTag::parse(s).map_err(problem)?;
+            tag.check_not_a_key(users).map_err(problem)?;
+            Ok(Some(tag))
+        }
+        Some(other) => Err(problem(AdTagProblem::NotAString(type_name(other)))),
+    }
+}
+
+/// Reads `ad-tag` and `[secret-ad-tags]` (name = tag) for the configured `users`; an empty
+/// tag means none.
+pub(super) fn ad_tags(
+    r: &Reader<'_>,
+    users: &BTreeMap<String, Secret>,
+) -> Result<(Option<AdTag>, BTreeMap<String, AdTag>), ConfigError> {
+    let global = ad_tag_at(r, "ad-tag", users)?;
+    let mut out = BTreeMap::new();
+    let table = match r.value("secret-ad-tags") {
+        None => return Ok((global, out)),
+        Some(toml::Value::Table(t)) => t,
+        Some(other) => return Err(Reader::invalid("secret-ad-tags", other, "a table of name = \"tag\"")),
+    };
+    for name in table.keys() {
+        if !users.contains_key(name) {
+            let mut expected = format!("the name of a configured user ({})", names(users));
+            if let Some(top) = schema::top_level_leaf(name) {
+                expected.push_str(&format!(" (`{top}` is a top-level key: {TOP_LEVEL_FIRST})"));
+            }
+            return Err(ConfigError::Invalid {
+                key: "secret-ad-tags".into(),
+                value: shown_str(name),
+                expected,
+            });
+        }
+        if let Some(tag) = ad_tag_at(r, &format!("secret-ad-tags.{name}"), users)? {
+            out.insert(name.clone(), tag);
+        }
+    }
+    Ok((global, out))
 }
 
 /// The user names for an error message, the first few only.

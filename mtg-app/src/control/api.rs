@@ -1,5 +1,6 @@
 //! The stats HTTP API on `api-bind-to` (served by [`http_server`](super::http_server)):
-//! `GET /stats` returns the mtg-multi JSON; other paths 404, other methods 405. Every error
+//! `GET /stats` returns the mtg-multi JSON; `/reload`, `/secrets` and `/adtag` manage the
+//! users and ad tags ([`management`](super::management)); other paths 404, other methods 405. Every error
 //! is a JSON body `{"error": "..."}`.
 
 use std::sync::Arc;
@@ -105,7 +106,28 @@ pub(crate) async fn respond(control: &Control, request: Request) -> Response {
             }
         }
         (["secrets", _, "reset-quota"], _) => not_allowed("POST"),
+        (["adtag"], &Method::GET) => {
+            reply(StatusCode::OK, "application/json", json_line(&super::management::get_ad_tag(control)))
+        }
+        (["adtag"], &Method::PUT) => {
+            let Ok(body) = request.body() else {
+                return error(413, "body larger than 64 KiB or unreadable");
+            };
+            status_ok(super::management::set_ad_tag(control, body).await)
+        }
+        (["adtag"], &Method::DELETE) => status_ok(super::management::delete_ad_tag(control).await),
+        (["adtag"], _) => not_allowed("GET, PUT, DELETE"),
         _ => error(404, "no such endpoint"),
+    }
+}
+
+/// `{"status":"ok"}` (mtg-multi's answer to `PUT`/`DELETE /adtag`), or the error.
+fn status_ok(result: Result<(), super::management::ApiError>) -> Response {
+    match result {
+        Ok(()) => {
+            reply(StatusCode::OK, "application/json", json_line(&serde_json::json!({ "status": "ok" })))
+        }
+        Err(e) => error(e.status, &e.message),
     }
 }
 

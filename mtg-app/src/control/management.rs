@@ -1,5 +1,5 @@
-//! The management API: list, add, update, replace and remove users and reset quotas at run
-//! time (the request shapes of MHSanaei/mtg-multi). Changes apply at once through the same path
+//! The management API: list, add, update, replace and remove users, set the ad tags and reset
+//! quotas at run time (the request shapes of MHSanaei/mtg-multi). Changes apply at once through the same path
 //! as a reload and, with `api-persist = true`, are written back to the config file
 //! ([`persist`]). Every change is one read-modify-write under the management lock (an async
 //! lock: waiting calls do not block a runtime thread), which reloads take too: concurrent
@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Control;
-use crate::config::{Config, ConfigError, QuotaReset, SecretLimits};
+use crate::config::{
+    AD_TAG_RULE, AdTag, AdTagProblem, AdTags, Config, ConfigError, QuotaReset, SecretLimits,
+};
 use crate::engine::unix_ms;
 
 /// An API failure: the HTTP status and a one-line message.
@@ -64,11 +66,20 @@ pub struct UserView {
     /// Present (and `true`) when the user is disabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
+    /// The user's own ad tag (`[secret-ad-tags]`), 32 hex; absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ad_tag: Option<String>,
+    /// The tag the user's new sessions get (its own, else the global `ad-tag`); absent when
+    /// none (direct to the DCs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_ad_tag: Option<String>,
 }
 
 impl UserView {
-    fn new(secret: &Secret, limits: &SecretLimits) -> Self {
+    fn new(secret: &Secret, limits: &SecretLimits, own: Option<AdTag>, effective: Option<AdTag>) -> Self {
         Self {
+            ad_tag: own.map(|t| t.to_hex()),
+            effective_ad_tag: effective.map(|t| t.to_hex()),
             secret: secret.to_hex(),
             base64: secret.to_base64url(),
             host: secret.host().to_owned(),
@@ -141,13 +152,30 @@ fn json_to_toml(value: Value) -> Option<toml::Value> {
     })
 }
 
-/// The body of `POST /secrets`: a name with a secret, or a host to generate one, and limits.
+/// An ad tag field of a request body: a 32-hex string; absent, `null` and `""` mean none.
+/// `field` names it in errors.
+fn parse_ad_tag(value: Option<Value>, field: &str) -> Result<Option<AdTag>, ApiError> {
+    let bad = |problem: AdTagProblem| ApiError::bad(format!("field `{field}`: {problem}; {AD_TAG_RULE}"));
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => AdTag::parse(&s).map(Some).map_err(bad),
+        Some(Value::Bool(_)) => Err(bad(AdTagProblem::NotAString("a boolean"))),
+        Some(Value::Number(_)) => Err(bad(AdTagProblem::NotAString("a number"))),
+        Some(Value::Array(_)) => Err(bad(AdTagProblem::NotAString("an array"))),
+        Some(Value::Object(_)) => Err(bad(AdTagProblem::NotAString("an object"))),
+    }
+}
+
+/// The body of `POST /secrets`: a name with a secret, or a host to generate one, limits and
+/// the user's own ad tag.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddUser {
     name: String,
     secret: Option<String>,
     host: Option<String>,
+    ad_tag: Option<Value>,
     max_connections: Option<Value>,
     quota: Option<Value>,
     quota_reset: Option<Value>,
@@ -160,6 +188,7 @@ struct AddUser {
 #[serde(deny_unknown_fields)]
 struct Entry {
     secret: String,
+    ad_tag: Option<Value>,
     max_connections: Option<Value>,
     quota: Option<Value>,
     quota_reset: Option<Value>,
@@ -167,19 +196,29 @@ struct Entry {
     disabled: Option<Value>,
 }
 
-/// The body of `PUT /secrets`: the whole new set of users.
+/// The body of `PUT /secrets`: the whole new set of users, and the global ad tag (absent =
+/// none, as in mtg-multi).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReplaceAll {
     secrets: BTreeMap<String, Entry>,
+    ad_tag: Option<Value>,
 }
 
-/// The users as the API changes them: (name, secret) sorted by name, and the limits of the
-/// users that have any.
+/// The body of `PUT /adtag`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetAdTag {
+    ad_tag: Option<Value>,
+}
+
+/// The users as the API changes them: (name, secret) sorted by name, the limits of the users
+/// that have any, and the ad tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct State {
     users: Vec<(String, Secret)>,
     limits: BTreeMap<String, SecretLimits>,
+    tags: AdTags,
 }
 
 impl State {
@@ -193,7 +232,28 @@ impl State {
             .filter(|(_, l)| !l.is_unlimited())
             .map(|(n, l)| (n.clone(), l.clone()))
             .collect();
-        Self { users, limits }
+        Self { users, limits, tags: directory.ad_tag_config() }
+    }
+
+    fn set_own_ad_tag(&mut self, name: &str, tag: Option<AdTag>) {
+        match tag {
+            Some(tag) => self.tags.per_user.insert(name.to_owned(), tag),
+            None => self.tags.per_user.remove(name),
+        };
+    }
+
+    /// Refuses a tag that is some user's secret key (the value @MTProxybot is given, pasted
+    /// back as the tag), as the config loader does.
+    fn check_tags(&self) -> Result<(), ApiError> {
+        let users = self.users.iter().map(|(n, s)| (n, s));
+        let global = self.tags.global.iter().map(|t| ("the global ad tag".to_owned(), t));
+        let own = self.tags.per_user.iter().map(|(n, t)| (format!("the ad tag of user {n}"), t));
+        for (what, tag) in global.chain(own) {
+            if let Err(problem) = tag.check_not_a_key(users.clone()) {
+                return Err(ApiError::bad(format!("{what}: {problem}; {AD_TAG_RULE}")));
+            }
+        }
+        Ok(())
     }
 
     fn set_limits(&mut self, name: &str, limits: SecretLimits) {
@@ -208,11 +268,16 @@ impl State {
 /// `GET /secrets`: every user by name.
 pub fn list(control: &Control) -> BTreeMap<String, UserView> {
     let users = control.data.users();
-    users
-        .names()
-        .iter()
-        .zip(users.secrets().iter().zip(users.all_limits()))
-        .map(|(n, (s, l))| (n.clone(), UserView::new(s, l)))
+    (0..users.len())
+        .map(|i| {
+            let view = UserView::new(
+                &users.secrets()[i],
+                &users.all_limits()[i],
+                users.own_ad_tags()[i],
+                users.all_ad_tags()[i],
+            );
+            (users.names()[i].clone(), view)
+        })
         .collect()
 }
 
@@ -253,10 +318,12 @@ pub struct Added {
 /// A new user needs exactly one of `secret` or `host` (a key is generated for the host). For an
 /// existing user, `secret` re-keys it (its sessions close), neither keeps its secret, and
 /// `host` is refused with 409 (it would silently re-key the user with a random key). In both
-/// cases the user's limits become exactly the limit fields given (absent = no limit), as in
-/// mtg-multi.
+/// cases the user's limits become exactly the limit fields given (absent = no limit), and its
+/// own ad tag exactly `ad_tag` (absent = none: the global tag applies), as in mtg-multi. A tag
+/// change closes no session.
 pub async fn add(control: &Control, body: &[u8]) -> Result<Added, ApiError> {
     let request: AddUser = parse_json(body)?;
+    let own_tag = parse_ad_tag(request.ad_tag, "ad_tag")?;
     if !valid_name(&request.name) {
         return Err(ApiError::bad(format!("field `name`: {NAME_RULE}")));
     }
@@ -310,18 +377,27 @@ pub async fn add(control: &Control, body: &[u8]) -> Result<Added, ApiError> {
         }
     };
     state.set_limits(&name, limits.clone());
+    state.set_own_ad_tag(&name, own_tag);
+    state.check_tags()?;
     apply(control, &state)?;
-    Ok(Added { view: UserView::new(&secret, &limits), name, created })
+    let view = UserView::new(&secret, &limits, own_tag, state.tags.effective(&name));
+    Ok(Added { view, name, created })
 }
 
-/// `PUT /secrets` with `{"secrets": {NAME: {secret, ...limits}}}`: replaces every user and all
-/// limits in one step. Everything is validated first; any error changes nothing.
+/// `PUT /secrets` with `{"secrets": {NAME: {secret, ad_tag?, ...limits}}, "ad_tag"?}`: replaces
+/// every user, all limits and the ad tags in one step (an absent top-level `ad_tag` clears the
+/// global tag, as in mtg-multi). Everything is validated first; any error changes nothing.
 pub async fn replace(control: &Control, body: &[u8]) -> Result<BTreeMap<String, UserView>, ApiError> {
     let request: ReplaceAll = parse_json(body)?;
     if request.secrets.is_empty() {
         return Err(ApiError::bad("field `secrets`: at least one user is needed"));
     }
-    let mut state = State { users: Vec::new(), limits: BTreeMap::new() };
+    let global = parse_ad_tag(request.ad_tag, "ad_tag")?;
+    let mut state = State {
+        users: Vec::new(),
+        limits: BTreeMap::new(),
+        tags: AdTags { global, per_user: BTreeMap::new() },
+    };
     for (name, entry) in request.secrets {
         if !valid_name(&name) {
             let shown: String = name.chars().take(64).collect();
@@ -336,9 +412,12 @@ pub async fn replace(control: &Control, body: &[u8]) -> Result<BTreeMap<String, 
             disabled: entry.disabled,
         }
         .parse(&format!("secrets.{name}."))?;
+        let own_tag = parse_ad_tag(entry.ad_tag, &format!("secrets.{name}.ad_tag"))?;
         state.set_limits(&name, limits);
+        state.set_own_ad_tag(&name, own_tag);
         state.users.push((name, secret));
     }
+    state.check_tags()?;
     // BTreeMap order: already sorted by name.
     let _serialised = control.manage_lock().await;
     apply(control, &state)?;
@@ -359,6 +438,36 @@ pub async fn remove(control: &Control, name: &str) -> Result<(), ApiError> {
         return Err(ApiError::new(409, "cannot remove the last user"));
     }
     state.limits.remove(name);
+    state.tags.per_user.remove(name);
+    apply(control, &state)
+}
+
+/// `GET /adtag`: `{"ad_tag": "<32 hex>"}`, or `{"ad_tag": null}` when no global tag is set
+/// (mtg-multi's shape).
+pub fn get_ad_tag(control: &Control) -> Value {
+    serde_json::json!({ "ad_tag": control.data.users().global_ad_tag().map(|t| t.to_hex()) })
+}
+
+/// `PUT /adtag` with `{"ad_tag": "<32 hex>"}`: sets the global tag (a missing or empty tag is
+/// refused: `DELETE /adtag` clears it). No session is closed; new sessions get the tag.
+pub async fn set_ad_tag(control: &Control, body: &[u8]) -> Result<(), ApiError> {
+    let request: SetAdTag = parse_json(body)?;
+    let Some(tag) = parse_ad_tag(request.ad_tag, "ad_tag")? else {
+        return Err(ApiError::bad("field `ad_tag` is required; use DELETE /adtag to clear it"));
+    };
+    let _serialised = control.manage_lock().await;
+    let mut state = State::current(control);
+    state.tags.global = Some(tag);
+    state.check_tags()?;
+    apply(control, &state)
+}
+
+/// `DELETE /adtag`: clears the global tag (also when none is set). Users with their own tag
+/// keep it.
+pub async fn delete_ad_tag(control: &Control) -> Result<(), ApiError> {
+    let _serialised = control.manage_lock().await;
+    let mut state = State::current(control);
+    state.tags.global = None;
     apply(control, &state)
 }
 
@@ -382,13 +491,13 @@ fn apply(control: &Control, state: &State) -> Result<(), ApiError> {
     if control.config().api_persist
         && let Some(path) = &control.config_path
     {
-        persist(path, &state.users, &state.limits)
+        persist(path, &state.users, &state.limits, &state.tags)
             .map_err(|e| ApiError::new(500, format!("cannot write {}: {e}", path.display())))?;
     }
-    let summary = control.data.reload_users(&state.users, &state.limits);
+    let summary = control.data.reload_users(&state.users, &state.limits, &state.tags);
     tracing::info!(
         added = ?summary.added, removed = ?summary.removed, rekeyed = ?summary.rekeyed,
-        relimited = ?summary.relimited, "users changed through the API"
+        relimited = ?summary.relimited, retagged = ?summary.retagged, "users changed through the API"
     );
     Ok(())
 }
@@ -400,24 +509,27 @@ const PER_USER_TABLES: &[&str] = &["secret-limits", "secret-ad-tags"];
 /// Rewrites the users of the config file, keeping everything else (comments, order, other
 /// settings): `[secrets]` becomes `users` (the single top-level `secret` goes), every
 /// `[secret-limits.NAME]` becomes `limits` (tables of users whose limits did not change are
-/// left as written), entries of per-user tables naming removed users go. The new text is
-/// checked to load back to exactly these users and limits before it replaces the file
+/// left as written), `ad-tag` and `[secret-ad-tags]` become `tags` (entries that did not change
+/// are left as written), entries of per-user tables naming removed users go. The new text is
+/// checked to load back to exactly these users, limits and tags before it replaces the file
 /// atomically ([`crate::atomic_file`], mode and owner kept).
 pub fn persist(
     path: &Path,
     users: &[(String, Secret)],
     limits: &BTreeMap<String, SecretLimits>,
+    tags: &AdTags,
 ) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let new_text = rewrite(&text, users, limits)?;
+    let new_text = rewrite(&text, users, limits, tags)?;
     crate::atomic_file::write(path, new_text.as_bytes()).map_err(|e| e.to_string())
 }
 
-/// The config text with these users and limits (see [`persist`]).
+/// The config text with these users, limits and tags (see [`persist`]).
 fn rewrite(
     text: &str,
     users: &[(String, Secret)],
     limits: &BTreeMap<String, SecretLimits>,
+    tags: &AdTags,
 ) -> Result<String, String> {
     let mut doc: toml_edit::DocumentMut =
         text.parse().map_err(|e| format!("the file is not valid TOML now: {e}"))?;
@@ -484,6 +596,8 @@ fn rewrite(
         }
     }
 
+    rewrite_ad_tags(&mut doc, on_file.as_ref(), tags)?;
+
     let new_text = doc.to_string();
     // The file must load back to exactly what is served.
     let loaded = Config::from_toml_str(&new_text)
@@ -495,10 +609,55 @@ fn rewrite(
         limits.iter().filter(|(_, l)| !l.is_unlimited()).collect();
     let got_limits: BTreeMap<&String, &SecretLimits> =
         loaded.secret_limits.iter().filter(|(_, l)| !l.is_unlimited()).collect();
-    if want_users != got_users || want_limits != got_limits {
+    if want_users != got_users || want_limits != got_limits || loaded.ad_tags() != *tags {
         return Err("the rewritten file would not read back the same users; nothing written".into());
     }
     Ok(new_text)
+}
+
+/// `ad-tag` and `[secret-ad-tags]` of the document become `tags`; what did not change stays as
+/// written. An empty `[secret-ad-tags]` goes.
+fn rewrite_ad_tags(
+    doc: &mut toml_edit::DocumentMut,
+    on_file: Option<&Config>,
+    tags: &AdTags,
+) -> Result<(), String> {
+    let had_global = on_file.and_then(|c| c.ad_tag);
+    if tags.global != had_global || doc.get("ad-tag").is_some() != tags.global.is_some() {
+        match tags.global {
+            // A new top-level key is written before the first table.
+            Some(tag) => doc["ad-tag"] = toml_edit::value(tag.to_hex()),
+            None => {
+                doc.remove("ad-tag");
+            }
+        }
+    }
+    let standard = doc.get("secret-ad-tags").is_none_or(toml_edit::Item::is_table);
+    if !standard {
+        doc.remove("secret-ad-tags");
+    }
+    if tags.per_user.is_empty() {
+        doc.remove("secret-ad-tags");
+        return Ok(());
+    }
+    if doc.get("secret-ad-tags").is_none() {
+        doc.insert("secret-ad-tags", toml_edit::Item::Table(toml_edit::Table::new()));
+    }
+    let table =
+        doc.get_mut("secret-ad-tags").and_then(toml_edit::Item::as_table_mut).ok_or("no [secret-ad-tags]")?;
+    let gone: Vec<String> =
+        table.iter().map(|(k, _)| k.to_owned()).filter(|k| !tags.per_user.contains_key(k)).collect();
+    for key in gone {
+        table.remove(&key);
+    }
+    for (name, tag) in &tags.per_user {
+        let had = on_file.and_then(|c| c.secret_ad_tags.get(name));
+        if standard && had == Some(tag) && table.get(name).is_some_and(|i| i.as_str().is_some()) {
+            continue;
+        }
+        table.insert(name, toml_edit::value(tag.to_hex()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -521,13 +680,16 @@ mod tests {
         State {
             users: users.iter().map(|(n, s)| ((*n).to_owned(), (*s).clone())).collect(),
             limits: limits.iter().map(|(n, l)| ((*n).to_owned(), l.clone())).collect(),
+            tags: AdTags::default(),
         }
     }
 
     fn reread(text: &str) -> State {
         let c = Config::from_toml_str(text).unwrap().config;
+        let tags = c.ad_tags();
         State {
             users: c.users.into_iter().collect(),
+            tags,
             limits: c.secret_limits.into_iter().filter(|(_, l)| !l.is_unlimited()).collect(),
         }
     }
@@ -538,11 +700,11 @@ mod tests {
         let text = config(
             &[("alice", &a), ("bob", &b)],
             "[secret-limits.bob]\nquota = \"1gib\"\n[secret-limits.alice] # hers\nquota = \"2kib\"\n\
-             [secret-ad-tags]\nbob = \"00\"\n",
+             [secret-ad-tags]\nbob = \"abababababababababababababababab\"\n",
         );
         let alice = SecretLimits { quota: Some(2048), ..SecretLimits::default() };
         let want = state(&[("alice", &a)], &[("alice", alice)]);
-        let out = rewrite(&text, &want.users, &want.limits).unwrap();
+        let out = rewrite(&text, &want.users, &want.limits, &want.tags).unwrap();
         assert!(!out.contains("bob"), "{out}");
         assert!(out.contains("[secret-limits.alice] # hers\nquota = \"2kib\""), "{out}");
         assert!(out.starts_with("# top comment\n"), "{out}");
@@ -563,17 +725,82 @@ mod tests {
         };
         let some = SecretLimits { quota: Some(5), ..SecretLimits::default() };
         let want = state(&[("alice", &a), ("bob", &b), ("carol", &c)], &[("bob", full), ("carol", some)]);
-        let out = rewrite(&text, &want.users, &want.limits).unwrap();
+        let out = rewrite(&text, &want.users, &want.limits, &want.tags).unwrap();
         assert_eq!(reread(&out), want, "{out}");
         // Limits dropped again: the tables go, the single secret form becomes [secrets].
         let want = state(&[("bob", &b)], &[]);
-        let out = rewrite(&out, &want.users, &want.limits).unwrap();
+        let out = rewrite(&out, &want.users, &want.limits, &want.tags).unwrap();
         assert!(!out.contains("secret-limits"), "{out}");
         assert_eq!(reread(&out), want);
         let single = format!("bind-to = \"127.0.0.1:1\"\nsecret = \"{}\"\n", a.to_hex());
         let want = state(&[("default", &a), ("x", &b)], &[]);
-        let out = rewrite(&single, &want.users, &want.limits).unwrap();
+        let out = rewrite(&single, &want.users, &want.limits, &want.tags).unwrap();
         assert_eq!(reread(&out), want, "{out}");
+    }
+
+    #[test]
+    fn ad_tags_round_trip_through_the_file() {
+        let (a, b) = (user(1), user(2));
+        let (t1, t2) = (AdTag::new([0xab; 16]), AdTag::new([0xcd; 16]));
+        let text = config(&[("alice", &a), ("bob", &b)], "[secret-limits.bob]\nquota = 5\n");
+        let mut want = state(
+            &[("alice", &a), ("bob", &b)],
+            &[("bob", SecretLimits { quota: Some(5), ..Default::default() })],
+        );
+        want.tags = AdTags { global: Some(t1), per_user: BTreeMap::from([("bob".to_owned(), t2)]) };
+        let out = rewrite(&text, &want.users, &want.limits, &want.tags).unwrap();
+        assert_eq!(reread(&out), want, "{out}");
+        // The top-level key lands before the first table, where TOML needs it.
+        assert!(out.find("ad-tag =").unwrap() < out.find("[secrets]").unwrap(), "{out}");
+        assert!(out.contains(&format!("[secret-ad-tags]\nbob = \"{}\"", "cd".repeat(16))), "{out}");
+        // Unchanged tags stay as written (upper case here); a cleared global tag goes.
+        let upper =
+            out.replace(&"ab".repeat(16), &"AB".repeat(16)).replace(&"cd".repeat(16), &"CD".repeat(16));
+        want.tags.global = None;
+        let out = rewrite(&upper, &want.users, &want.limits, &want.tags).unwrap();
+        assert!(!out.contains("ad-tag ="), "{out}");
+        assert!(out.contains(&"CD".repeat(16)), "{out}");
+        assert_eq!(reread(&out), want, "{out}");
+        // No per-user tag left: the table goes; removing bob removes his tag too.
+        want.tags.per_user.clear();
+        let out = rewrite(&out, &want.users, &want.limits, &want.tags).unwrap();
+        assert!(!out.contains("secret-ad-tags"), "{out}");
+        assert_eq!(reread(&out), want, "{out}");
+        let inline = config(&[("alice", &a), ("bob", &b)], "").replace(
+            "[secrets]",
+            &format!("secret-ad-tags = {{ bob = \"{}\" }}\n[secrets]", "cd".repeat(16)),
+        );
+        let want = state(&[("alice", &a)], &[]);
+        let out = rewrite(&inline, &want.users, &want.limits, &want.tags).unwrap();
+        assert!(!out.contains("secret-ad-tags"), "{out}");
+        assert_eq!(reread(&out), want, "{out}");
+    }
+
+    #[test]
+    fn ad_tag_fields_name_the_field_and_the_rule() {
+        assert_eq!(parse_ad_tag(None, "ad_tag"), Ok(None));
+        assert_eq!(parse_ad_tag(Some(Value::Null), "ad_tag"), Ok(None));
+        assert_eq!(parse_ad_tag(Some(Value::String(String::new())), "ad_tag"), Ok(None));
+        assert_eq!(
+            parse_ad_tag(Some(Value::String("AB".repeat(16))), "ad_tag"),
+            Ok(Some(AdTag::new([0xab; 16])))
+        );
+        for (value, message) in [
+            (
+                serde_json::json!("abc"),
+                "field `ad_tag`: it has 3 characters; @MTProxybot's proxy tag is 32 hex characters",
+            ),
+            (
+                serde_json::json!(5),
+                "field `ad_tag`: expected a string, found a number; @MTProxybot's proxy tag is 32 hex characters",
+            ),
+            (
+                serde_json::json!("ee367a189aee18fa31c190054efd4a8e95"),
+                "field `ad_tag`: this is a proxy secret (ee…/dd… or base64), not the tag @MTProxybot answers with; @MTProxybot's proxy tag is 32 hex characters",
+            ),
+        ] {
+            assert_eq!(parse_ad_tag(Some(value), "ad_tag"), Err(ApiError::bad(message)));
+        }
     }
 
     #[test]
@@ -583,13 +810,13 @@ mod tests {
             state(&[("alice", &a)], &[("alice", SecretLimits { disabled: true, ..Default::default() })]);
         let dotted =
             config(&[("alice", &a), ("bob", &b)], "[secret-limits]\nbob.quota = 5\nalice.disabled = true\n");
-        let out = rewrite(&dotted, &want.users, &want.limits).unwrap();
+        let out = rewrite(&dotted, &want.users, &want.limits, &want.tags).unwrap();
         assert_eq!(reread(&out), want, "{out}");
         let inline = config(&[("alice", &a), ("bob", &b)], "").replace(
             "[secrets]",
             "secret-limits = { bob = { quota = 5 }, alice = { quota = 7 } }\n[secrets]",
         );
-        let out = rewrite(&inline, &want.users, &want.limits).unwrap();
+        let out = rewrite(&inline, &want.users, &want.limits, &want.tags).unwrap();
         assert_eq!(reread(&out), want, "{out}");
     }
 

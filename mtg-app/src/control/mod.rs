@@ -52,8 +52,8 @@ impl Control {
         Arc::new(Self { data, config_path, manage: async_channel::bounded(1) })
     }
 
-    /// The config the proxy started with (keys that need a restart; users and limits live in
-    /// the engine's directory).
+    /// The config the proxy started with (keys that need a restart; users, limits and ad tags
+    /// live in the engine's directory).
     pub fn config(&self) -> &Config {
         &self.data.settings().config
     }

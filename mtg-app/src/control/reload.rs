@@ -16,8 +16,8 @@ impl Control {
         ManageGuard(&self.manage.1)
     }
 
-    /// Re-reads the config file and applies its users and limits; an invalid file changes
-    /// nothing. Other settings (listeners, timeouts, …) need a restart. Runs under the
+    /// Re-reads the config file and applies its users, limits and ad tags (a tag change
+    /// reaches new sessions only); an invalid file changes nothing. Other settings (listeners, timeouts, …) need a restart. Runs under the
     /// management lock, so it never interleaves with an API change of the users.
     pub async fn reload(&self) -> Result<ReloadSummary, String> {
         let Some(path) = &self.config_path else {
@@ -30,12 +30,12 @@ impl Control {
             }
             let users: Vec<(String, Secret)> =
                 loaded.config.users.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
-            self.data.reload_users(&users, &loaded.config.secret_limits)
+            self.data.reload_users(&users, &loaded.config.secret_limits, &loaded.config.ad_tags())
         });
         match &result {
             Ok(s) => tracing::info!(
                 added = ?s.added, removed = ?s.removed, rekeyed = ?s.rekeyed, relimited = ?s.relimited,
-                "config reloaded"
+                retagged = ?s.retagged, "config reloaded"
             ),
             Err(e) => tracing::error!(error = %e, "reload refused; the running config stays"),
         }

@@ -29,7 +29,7 @@ use mtg_proto::{HostId, ReplayCache, Secret, UserId, UserTable};
 
 use std::collections::BTreeMap;
 
-use crate::config::SecretLimits;
+use crate::config::{AdTag, AdTags, SecretLimits};
 pub use crate::ip_filter::IpFilter;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -51,6 +51,12 @@ pub struct Directory {
     stats: Vec<Arc<UserStats>>,
     limits: Vec<SecretLimits>,
     switches: Vec<SessionSwitch>,
+    /// `ad-tag`.
+    global_ad_tag: Option<AdTag>,
+    /// Each user's own `[secret-ad-tags]` entry, by id.
+    own_ad_tags: Vec<Option<AdTag>>,
+    /// Each user's effective tag (own, else global), by id.
+    ad_tags: Vec<Option<AdTag>>,
     /// The host [`Directory::default_host`] names, chosen once per build.
     default_host: Option<HostId>,
 }
@@ -90,12 +96,19 @@ pub struct ReloadSummary {
     pub rekeyed: Vec<String>,
     /// Users whose limits changed (sessions closed if now disabled or expired).
     pub relimited: Vec<String>,
+    /// Users that stay and whose effective ad tag changed: new sessions get the new tag, live
+    /// sessions are not touched.
+    pub retagged: Vec<String>,
 }
 
 impl Directory {
-    /// Builds the directory from (name, secret) pairs and per-name limits; ids follow the
-    /// given order.
-    pub fn new(users: &[(String, Secret)], limits: &BTreeMap<String, SecretLimits>) -> Self {
+    /// Builds the directory from (name, secret) pairs, per-name limits and the ad tags; ids
+    /// follow the given order.
+    pub fn new(
+        users: &[(String, Secret)],
+        limits: &BTreeMap<String, SecretLimits>,
+        ad_tags: &AdTags,
+    ) -> Self {
         let table = UserTable::new(users.iter().map(|(_, s)| s));
         // mtg-multi's default target: the host of the alphabetically first FakeTLS user.
         let default_host = users
@@ -111,20 +124,25 @@ impl Directory {
             stats: users.iter().map(|_| Arc::new(UserStats::default())).collect(),
             limits: users.iter().map(|(n, _)| limits.get(n).cloned().unwrap_or_default()).collect(),
             switches: users.iter().map(|_| SessionSwitch::new()).collect(),
+            global_ad_tag: ad_tags.global,
+            own_ad_tags: users.iter().map(|(n, _)| ad_tags.per_user.get(n).copied()).collect(),
+            ad_tags: users.iter().map(|(n, _)| ad_tags.effective(n)).collect(),
             default_host,
         }
     }
 
-    /// The directory for new users and limits, keeping the counters of every user that stays
-    /// (by name) and the live sessions of every user whose secret did not change. Returns the
+    /// The directory for new users, limits and ad tags, keeping the counters of every user that
+    /// stays (by name) and the live sessions of every user whose secret did not change. A new
+    /// ad tag never closes a session: it applies to sessions admitted from then on. Returns the
     /// switches to turn off and what changed.
     fn rebuild(
         &self,
         users: &[(String, Secret)],
         limits: &BTreeMap<String, SecretLimits>,
+        ad_tags: &AdTags,
         now_ms: i64,
     ) -> (Self, Vec<SessionSwitch>, ReloadSummary) {
-        let mut next = Self::new(users, limits);
+        let mut next = Self::new(users, limits, ad_tags);
         let mut summary = ReloadSummary::default();
         let mut to_close = Vec::new();
         for (i, name) in next.names.iter().enumerate() {
@@ -149,6 +167,9 @@ impl Directory {
                     to_close.push(next.switches[i].clone());
                 }
             }
+            if next.ad_tags[i] != self.ad_tags[old] {
+                summary.retagged.push(name.clone());
+            }
         }
         for (old, name) in self.names.iter().enumerate() {
             if !next.names.contains(name) {
@@ -157,6 +178,42 @@ impl Directory {
             }
         }
         (next, to_close, summary)
+    }
+
+    /// The ad tag a session of this user id gets when it is admitted: the user's own
+    /// `[secret-ad-tags]` entry, else `ad-tag`; `None` = direct to the DCs. Read once per
+    /// session (a reload changes it for later sessions only). Middle-proxy routing (issue 13)
+    /// is what will use it; until then sessions go direct whatever the tag.
+    pub fn ad_tag(&self, user: UserId) -> Option<AdTag> {
+        self.ad_tags.get(user.0 as usize).copied().flatten()
+    }
+
+    /// `ad-tag`, the tag of every user without one of its own.
+    pub fn global_ad_tag(&self) -> Option<AdTag> {
+        self.global_ad_tag
+    }
+
+    /// Every user's own `[secret-ad-tags]` entry, by id.
+    pub fn own_ad_tags(&self) -> &[Option<AdTag>] {
+        &self.own_ad_tags
+    }
+
+    /// Every user's effective ad tag, by id.
+    pub fn all_ad_tags(&self) -> &[Option<AdTag>] {
+        &self.ad_tags
+    }
+
+    /// The ad tags as configured (global and per-user), for the management API.
+    pub fn ad_tag_config(&self) -> AdTags {
+        AdTags {
+            global: self.global_ad_tag,
+            per_user: self
+                .names
+                .iter()
+                .zip(&self.own_ad_tags)
+                .filter_map(|(n, t)| Some((n.clone(), (*t)?)))
+                .collect(),
+        }
     }
 
     /// The session switch of a user id.
@@ -273,15 +330,17 @@ impl Shared {
         })
     }
 
-    /// Swaps in new users and limits (`Directory::rebuild` rules), closes the sessions of
-    /// removed, re-keyed, disabled and expired users, and recomputes the throttle caps.
+    /// Swaps in new users, limits and ad tags (`Directory::rebuild` rules), closes the
+    /// sessions of removed, re-keyed, disabled and expired users (never for a tag change), and
+    /// recomputes the throttle caps.
     pub fn reload_users(
         &self,
         users: &[(String, Secret)],
         limits: &BTreeMap<String, SecretLimits>,
+        ad_tags: &AdTags,
     ) -> ReloadSummary {
         let mut guard = self.users.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (next, to_close, summary) = guard.rebuild(users, limits, unix_ms());
+        let (next, to_close, summary) = guard.rebuild(users, limits, ad_tags, unix_ms());
         let next = Arc::new(next);
         *guard = next.clone();
         drop(guard);
@@ -375,5 +434,72 @@ pub(crate) async fn with_timeout<R: Runtime, F: Future>(d: Duration, future: F) 
     match select(future, sleep).await {
         Either::Left((out, _)) => Some(out),
         Either::Right(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, n: u8) -> (String, Secret) {
+        (name.to_owned(), Secret::fake_tls([n; 16], "a.example").unwrap())
+    }
+
+    fn tags(global: Option<u8>, per_user: &[(&str, u8)]) -> AdTags {
+        AdTags {
+            global: global.map(|n| AdTag::new([n; 16])),
+            per_user: per_user.iter().map(|(u, n)| ((*u).to_owned(), AdTag::new([*n; 16]))).collect(),
+        }
+    }
+
+    #[test]
+    fn each_user_gets_its_own_tag_else_the_global_one() {
+        let users = [user("alice", 1), user("bob", 2), user("carol", 3)];
+        let d = Directory::new(&users, &BTreeMap::new(), &tags(Some(9), &[("bob", 7)]));
+        assert_eq!(d.ad_tag(UserId(0)), Some(AdTag::new([9; 16])));
+        assert_eq!(d.ad_tag(UserId(1)), Some(AdTag::new([7; 16])));
+        assert_eq!(d.ad_tag(UserId(3)), None);
+        assert_eq!(d.own_ad_tags(), [None, Some(AdTag::new([7; 16])), None]);
+        assert_eq!(d.ad_tag_config(), tags(Some(9), &[("bob", 7)]));
+        let untagged = Directory::new(&users, &BTreeMap::new(), &AdTags::default());
+        assert_eq!(untagged.all_ad_tags(), [None, None, None]);
+    }
+
+    #[test]
+    fn a_tag_change_reaches_new_sessions_and_closes_none() {
+        let users = [user("alice", 1), user("bob", 2), user("carol", 3)];
+        let before = Directory::new(&users, &BTreeMap::new(), &tags(None, &[("carol", 5)]));
+        let live: Vec<_> = (0..3).map(|i| before.switch(UserId(i)).unwrap().watch()).collect();
+        // alice gains the global tag, bob gets his own, carol's own tag goes (global now).
+        let next_tags = tags(Some(9), &[("bob", 7)]);
+        let (after, to_close, summary) = before.rebuild(&users, &BTreeMap::new(), &next_tags, 0);
+        assert!(to_close.is_empty());
+        assert_eq!(summary.retagged, ["alice", "bob", "carol"]);
+        assert!(summary.added.is_empty() && summary.rekeyed.is_empty() && summary.removed.is_empty());
+        assert_eq!(after.all_ad_tags(), [9, 7, 9].map(|n| Some(AdTag::new([n; 16]))));
+        // The live sessions keep their switch: still open, and the new directory shares it.
+        for (i, watch) in live.iter().enumerate() {
+            assert!(!watch.is_closed());
+            assert!(after.switch(UserId(i as u32)).unwrap().watch().same_channel(watch));
+        }
+        // The same tags again: nothing is retagged.
+        let (_, to_close, summary) = after.rebuild(&users, &BTreeMap::new(), &next_tags, 0);
+        assert!(to_close.is_empty());
+        assert_eq!(summary, ReloadSummary::default());
+    }
+
+    #[test]
+    fn a_rekey_with_a_tag_change_still_closes_that_user_only() {
+        let before =
+            Directory::new(&[user("alice", 1), user("bob", 2)], &BTreeMap::new(), &AdTags::default());
+        let next = [user("alice", 1), user("bob", 4), user("dave", 5)];
+        let (after, to_close, summary) = before.rebuild(&next, &BTreeMap::new(), &tags(Some(9), &[]), 0);
+        assert_eq!(to_close.len(), 1);
+        assert!(to_close[0].watch().same_channel(&before.switch(UserId(1)).unwrap().watch()));
+        assert_eq!(summary.rekeyed, ["bob"]);
+        assert_eq!(summary.added, ["dave"]);
+        // New users are "added", not "retagged".
+        assert_eq!(summary.retagged, ["alice", "bob"]);
+        assert_eq!(after.ad_tag(UserId(2)), Some(AdTag::new([9; 16])));
     }
 }

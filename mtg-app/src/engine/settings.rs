@@ -21,8 +21,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// users).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The config the proxy started with, minus its users and per-user limits: the live ones
-    /// are in [`Shared::users`](super::Shared::users), swapped by reloads. Keys that need a
+    /// The config the proxy started with, minus its users, per-user limits and ad tags: the
+    /// live ones are in [`Shared::users`](super::Shared::users), swapped by reloads. Keys that need a
     /// restart (listeners, timeouts, fronting, doppelganger, …) are read from here.
     pub config: Arc<Config>,
     /// Handshake rules for the core (`secured`, `tolerate-time-skewness`).
@@ -48,6 +48,8 @@ impl Settings {
             config: Arc::new(Config {
                 users: Default::default(),
                 secret_limits: Default::default(),
+                ad_tag: None,
+                secret_ad_tags: Default::default(),
                 ..config.clone()
             }),
             handshake: HandshakeConfig {
@@ -80,11 +82,13 @@ mod tests {
     #[test]
     fn the_settings_hold_no_user_and_show_no_secret() {
         let text = "bind-to = \"127.0.0.1:3128\"\napi-token = \"zx-Tok3n-9f81c2\"\n\
+            ad-tag = \"0123456789abcdef0123456789abcdef\"\n\
             [secrets]\nalice = \"ee367a189aee18fa31c190054efd4a8e9573746f726167652e676f6f676c65617069732e636f6d\"\n\
             [secret-limits.alice]\nmax-connections = 3\n";
         let loaded = Config::from_toml_str(text).expect("a valid config");
         let settings = Settings::from_config(&loaded.config);
         assert!(settings.config.users.is_empty() && settings.config.secret_limits.is_empty());
+        assert_eq!(settings.config.ad_tag, None, "the live tags are in the directory");
         assert_eq!(settings.config.bind_to, loaded.config.bind_to);
         let shown = format!("{settings:?}");
         assert!(
