@@ -27,8 +27,10 @@ pub struct RpcWriter {
 }
 
 impl RpcWriter {
-    pub(crate) fn new(cbc: CbcEncryptor, seq: i32) -> Self {
-        Self { cbc, seq }
+    /// A writer over an encryptor, numbering frames from `first_seq` (the handshake builds
+    /// these; public for tools and tests).
+    pub fn new(cbc: CbcEncryptor, first_seq: i32) -> Self {
+        Self { cbc, seq: first_seq }
     }
 
     /// The `seq` of the next frame.
@@ -184,7 +186,9 @@ impl fmt::Debug for RpcReader {
 }
 
 impl RpcReader {
-    pub(crate) fn new(cbc: CbcDecryptor, first_seq: i32, max_len: usize) -> Self {
+    /// A reader over a decryptor expecting `first_seq` next and frames up to `max_len` (the
+    /// handshake builds these; public for tools and tests).
+    pub fn new(cbc: CbcDecryptor, first_seq: i32, max_len: usize) -> Self {
         let mut r = Self {
             cbc,
             buf: Vec::new(),
