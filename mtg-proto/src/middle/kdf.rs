@@ -6,7 +6,7 @@
 //! purpose `CLIENT`, our read direction `SERVER`; the middle proxy mirrors that.
 
 use core::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use md5::Md5;
 use sha1::{Digest, Sha1};
@@ -101,6 +101,41 @@ impl Endpoints {
     }
 }
 
+/// Whether an address is one a NAT rewrites: IPv4 private (10/8, 172.16/12, 192.168/16) or
+/// shared (CGNAT, 100.64/10); IPv6 unique-local (fc00::/7) or link-local (fe80::/10).
+/// Loopback is never translated (so loopback tests work with a public IP configured).
+pub fn is_translated(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private() || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfe80
+        }
+    }
+}
+
+/// Our socket address as a peer on the Internet sees it: the IP replaced by the configured
+/// public one (`public-ipv4` / `public-ipv6`) when [`is_translated`] says a NAT rewrites it,
+/// unchanged otherwise (public, loopback, or no public IP configured). The port is kept: it
+/// must be the socket's real local port (a NAT that rewrites ports cannot be fixed here).
+/// IPv4-mapped IPv6 addresses are handled as IPv4.
+pub fn as_seen_from_outside(
+    local: SocketAddr,
+    public_v4: Option<Ipv4Addr>,
+    public_v6: Option<Ipv6Addr>,
+) -> SocketAddr {
+    let local = unmap(local);
+    let public = match local.ip() {
+        ip if !is_translated(ip) => None,
+        IpAddr::V4(_) => public_v4.map(IpAddr::V4),
+        IpAddr::V6(_) => public_v6.map(IpAddr::V6),
+    };
+    public.map_or(local, |ip| SocketAddr::new(ip, local.port()))
+}
+
 /// A derived AES-256 key and IV; zeroized on drop, never printed.
 #[derive(Clone)]
 pub struct KeyIv {
@@ -156,14 +191,19 @@ pub fn derive(input: &KdfInput<'_>, purpose: Purpose) -> KeyIv {
     let mut s = [0u8; S_MAX];
     let len = build_s(input, purpose, &mut s);
     let s_used = &s[..len];
-    let md5_1 = Md5::digest(&s_used[1..]);
-    let sha1 = Sha1::digest(s_used);
-    let md5_2 = Md5::digest(&s_used[2..]);
+    let mut md5_1 = Md5::digest(&s_used[1..]);
+    let mut sha1 = Sha1::digest(s_used);
+    let mut md5_2 = Md5::digest(&s_used[2..]);
     let mut out = KeyIv { key: [0; 32], iv: [0; 16] };
     out.key[..12].copy_from_slice(&md5_1[..12]);
     out.key[12..].copy_from_slice(&sha1);
     out.iv.copy_from_slice(&md5_2);
+    // The digests are key bytes; `S` holds the secret. (The hashers' internal states are not
+    // wiped: `md-5`/`sha1` 0.10 have no zeroize support.)
     s.zeroize();
+    md5_1.as_mut_slice().zeroize();
+    sha1.as_mut_slice().zeroize();
+    md5_2.as_mut_slice().zeroize();
     out
 }
 
@@ -272,6 +312,24 @@ mod tests {
     }
 
     #[test]
+    fn nat_translation_rule() {
+        let v4 = Some("203.0.113.5".parse().unwrap());
+        let v6 = Some("2001:db8::5".parse().unwrap());
+        let seen = |local: &str| as_seen_from_outside(local.parse().unwrap(), v4, v6).to_string();
+        assert_eq!(seen("10.1.2.3:4000"), "203.0.113.5:4000");
+        assert_eq!(seen("172.31.0.1:4000"), "203.0.113.5:4000");
+        assert_eq!(seen("192.168.96.2:4000"), "203.0.113.5:4000");
+        assert_eq!(seen("100.64.0.1:4000"), "203.0.113.5:4000");
+        assert_eq!(seen("[::ffff:10.0.0.1]:4000"), "203.0.113.5:4000");
+        assert_eq!(seen("127.0.0.1:4000"), "127.0.0.1:4000", "loopback is never translated");
+        assert_eq!(seen("198.51.100.9:4000"), "198.51.100.9:4000", "public stays");
+        assert_eq!(seen("100.128.0.1:4000"), "100.128.0.1:4000");
+        assert_eq!(seen("[fd00::1]:4000"), "[2001:db8::5]:4000");
+        assert_eq!(seen("[::1]:4000"), "[::1]:4000");
+        assert_eq!(as_seen_from_outside("10.0.0.1:1".parse().unwrap(), None, v6).to_string(), "10.0.0.1:1");
+    }
+
+    #[test]
     fn mixed_families_are_refused() {
         let e =
             Endpoints::new("1.2.3.4:5".parse().unwrap(), "[2001:db8::1]:80".parse().unwrap()).unwrap_err();
@@ -299,8 +357,8 @@ mod tests {
         assert_eq!(s[52..54], 8888u16.to_le_bytes());
         assert_eq!(s[54..182], hex(SECRET)[..]);
         assert_eq!(s[182..198], srv);
-        assert_eq!(s[198..214], "2001:db8::7".parse::<std::net::Ipv6Addr>().unwrap().octets());
-        assert_eq!(s[214..230], "2001:67c:4e8:f002::a".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!(s[198..214], "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(s[214..230], "2001:67c:4e8:f002::a".parse::<Ipv6Addr>().unwrap().octets());
         assert_eq!(s[230..246], clt);
         // The derivation is the hash recipe over exactly those bytes.
         let k = derive(&input, Purpose::Server);
