@@ -16,7 +16,9 @@ use libfuzzer_sys::fuzz_target;
 use mtg_proto::middle::cbc::{CbcDecryptor, CbcEncryptor};
 use mtg_proto::middle::frame::MAX_FRAME_LEN;
 use mtg_proto::middle::rpc::{self, FromMiddle};
-use mtg_proto::middle::{ClientStep, Endpoints, FrameError, MiddleHandshake, ProxySecret, RpcDeframer, RpcReader};
+use mtg_proto::middle::{
+    ClientStep, Endpoints, FrameError, MiddleHandshake, ProxySecret, RpcDeframer, RpcReader,
+};
 use rand::SeedableRng;
 
 /// Rewrites the CRC of every plausible frame (`16 <= len`, whole words, inside the input).
@@ -96,7 +98,8 @@ fuzz_target!(|data: &[u8]| {
     fix_crcs(&mut plain);
 
     let mut whole = RpcDeframer::new(0);
-    let (want, want_err) = collect(std::iter::once(&plain[..]), |i| whole.next(i).map(|p| p.map(<[u8]>::to_vec)));
+    let (want, want_err) =
+        collect(std::iter::once(&plain[..]), |i| whole.next(i).map(|p| p.map(<[u8]>::to_vec)));
     let mut pieced = RpcDeframer::new(0);
     let (got, got_err) = collect(chunks(&plain, sizes), |i| pieced.next(i).map(|p| p.map(<[u8]>::to_vec)));
     assert_eq!(got, want);
