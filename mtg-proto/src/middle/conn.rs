@@ -60,7 +60,7 @@ impl fmt::Debug for Batch<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batch")
             .field("start", &self.start)
-            .field("len", &(self.out.len() - self.start))
+            .field("len", &self.out.len().saturating_sub(self.start))
             .finish()
     }
 }
@@ -134,7 +134,7 @@ impl Batch<'_> {
     /// Pads and encrypts the batch; returns where its ciphertext lies in the buffer.
     pub fn finish(mut self) -> Range<usize> {
         self.seal();
-        self.start..self.out.len()
+        self.start.min(self.out.len())..self.out.len()
     }
 
     /// Fixed-size word payloads cannot fail to frame.
@@ -152,7 +152,10 @@ impl Batch<'_> {
         self.sealed = true;
         frame::pad_to_block(self.out, self.start);
         // Frames and padding words are whole words, and the padding made them whole blocks.
-        let _ = self.writer.cbc.encrypt_in_place(&mut self.out[self.start..]);
+        // (`get_mut`: a `push_with` body could have shrunk the buffer below the batch start.)
+        if let Some(batch) = self.out.get_mut(self.start..) {
+            let _ = self.writer.cbc.encrypt_in_place(batch);
+        }
     }
 }
 
