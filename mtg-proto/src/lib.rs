@@ -51,6 +51,8 @@
 //! * [`client`]: the client-side encoder for tests, `doctor` and load tools.
 //! * [`socks5`]: the client side of SOCKS5 CONNECT with user/password, for upstream proxies.
 //! * [`mtproto`]: padded-intermediate frames, `req_pq_multi`/`resPQ` (the `doctor` DC probe).
+//! * [`middle`]: middle-proxy mode (ad tag): RPC frames, AES-CBC, key derivation, nonce and
+//!   handshake, RPC messages, client transports, the `getProxyConfig` parser.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -59,6 +61,7 @@ mod cipher;
 pub mod client;
 pub mod doppel;
 pub mod handshake;
+pub mod middle;
 pub mod mtproto;
 pub mod obfs2;
 pub mod proxy_protocol;
