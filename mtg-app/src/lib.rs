@@ -16,6 +16,7 @@ pub mod http_fetch;
 pub mod ip_filter;
 pub mod ip_lists;
 pub mod metrics;
+pub mod middle;
 pub mod public_ip;
 pub mod resolver;
 pub mod run;

@@ -292,6 +292,7 @@ pub struct Shared {
     started_at_ms: i64,
     metrics: Metrics,
     doppelganger: Doppelganger,
+    middle: crate::middle::MiddleStore,
 }
 
 impl std::fmt::Debug for Shared {
@@ -327,6 +328,7 @@ impl Shared {
             started_at_ms: unix_ms(),
             metrics,
             doppelganger: Doppelganger::default(),
+            middle: crate::middle::MiddleStore::default(),
         })
     }
 
@@ -366,6 +368,11 @@ impl Shared {
     /// The doppelganger's statistics and counters.
     pub fn doppelganger(&self) -> &Doppelganger {
         &self.doppelganger
+    }
+
+    /// The middle-proxy snapshot sessions of tagged users route by.
+    pub fn middle(&self) -> &crate::middle::MiddleStore {
+        &self.middle
     }
 
     /// The settings.
