@@ -3,8 +3,7 @@
 //! decoding and client framing, counted by a global allocator wrapper. (One test per binary:
 //! the counter is process-wide.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod alloc_counter;
 
 use mtg_proto::middle::cbc::{CbcDecryptor, CbcEncryptor};
 use mtg_proto::middle::frame::MAX_FRAME_LEN;
@@ -14,30 +13,8 @@ use mtg_proto::middle::{RpcReader, RpcWriter};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: delegates every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_counter::Counting = alloc_counter::Counting;
 
 /// State of one direction pair and the reusable buffers.
 struct Rig {
@@ -132,12 +109,12 @@ fn per_packet_paths_allocate_nothing() {
     // Warm-up: every buffer grows to its largest size.
     let warm = round(&mut rig, &client_wire, &req);
 
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = alloc_counter::allocations();
     let mut total = 0;
     for piece in client_wire.chunks(1500) {
         total += round(&mut rig, piece, &req);
     }
-    let after = ALLOCATIONS.load(Ordering::SeqCst);
+    let after = alloc_counter::allocations();
     assert!(total > 0 && warm > 0);
     assert_eq!(after - before, 0, "the per-packet paths allocated {} times", after - before);
 }

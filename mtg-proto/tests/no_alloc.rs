@@ -1,40 +1,18 @@
 //! The relay allocates nothing: 1 MiB each way after the handshake, counted by a global
 //! allocator wrapper. (One test per binary: the counter is process-wide.)
 
+mod alloc_counter;
+
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mtg_proto::{DcToClient, NoReplayCheck, UserTable};
 
 use common::*;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: delegates every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_counter::Counting = alloc_counter::Counting;
 
 #[test]
 fn one_mebibyte_each_way_allocates_nothing() {
@@ -55,7 +33,7 @@ fn one_mebibyte_each_way_allocates_nothing() {
     dc_leg.encrypt(&mut down_plain);
     let mut buf = vec![0u8; DcToClient::BUFFER_LEN];
 
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = alloc_counter::allocations();
     let mut up_bytes = 0;
     for piece in up_wire.chunks_mut(chunk) {
         up_bytes += session.client_to_dc.process(piece).unwrap().len();
@@ -66,7 +44,7 @@ fn one_mebibyte_each_way_allocates_nothing() {
         let range = session.dc_to_client.process(&mut buf, piece.len()).unwrap();
         down_bytes += range.len();
     }
-    let after = ALLOCATIONS.load(Ordering::SeqCst);
+    let after = alloc_counter::allocations();
 
     assert_eq!(up_bytes, TOTAL);
     assert_eq!(session.client_to_dc.bytes(), TOTAL as u64);
