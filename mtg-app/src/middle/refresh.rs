@@ -127,7 +127,8 @@ impl Bootstrapper {
                 debug!(path = %path.display(), "no cached {} yet", document.describe());
             }
             Err(e) => {
-                warn!(path = %path.display(), error = %e, "cannot read the cached {}; ignored", document.describe())
+                let what = document.describe();
+                warn!(path = %path.display(), error = %e, "cannot read the cached {what}; ignored");
             }
         }
     }
