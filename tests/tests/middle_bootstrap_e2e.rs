@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mtg_proto::Secret;
+use mtg_tests::api_client::request;
 use mtg_tests::client::ProxyClient;
 use mtg_tests::config_text::{Timeouts, closed_port, proxy_config};
 use mtg_tests::fake_bootstrap::{
@@ -91,7 +92,10 @@ fn settled(server: &FakeBootstrap, doc: Doc) {
 fn the_snapshot_is_published_from_the_bootstrap_server() {
     let dc = FakeDc::start(DcMode::Telegram);
     let server = FakeBootstrap::start(&middle_proxies());
-    let proxy = ProxyUnderTest::start(&config(dc.addr(), true, &server.section("1h", "")));
+    let prometheus =
+        "[stats.prometheus]\nenabled = true\nbind-to = \"127.0.0.1:1\"\nhttp-path = \"/metrics\"\n";
+    let proxy =
+        ProxyUnderTest::start(&config(dc.addr(), true, &format!("{}{prometheus}", server.section("1h", ""))));
     assert!(proxy.wait_middle_generation(1, WAIT), "no snapshot published");
     let snapshot = proxy.middle().current().expect("a snapshot, clock not skewed");
     assert_eq!(snapshot.secret.as_bytes(), default_secret());
@@ -105,6 +109,48 @@ fn the_snapshot_is_published_from_the_bootstrap_server() {
     assert!(server.wait_requests(Doc::ConfigV6, 1, WAIT));
     assert_eq!(proxy.middle().generation(), 1);
     assert!(served(proxy.addr(), &alice()), "sessions still work");
+    // The metrics: one fetch of each document, the endpoints of the snapshot (2 distinct
+    // IPv4 addresses, no IPv6 list).
+    let (status, text) = request(proxy.metrics().unwrap(), "GET", "/metrics", None, "");
+    assert_eq!(status, 200, "{text}");
+    for want in [
+        "mtg_middle_proxy_fetches_total{document=\"secret\",outcome=\"ok\"} 1\n",
+        "mtg_middle_proxy_fetches_total{document=\"config\",outcome=\"ok\"} 1\n",
+        "mtg_middle_proxy_fetches_total{document=\"config_v6\",outcome=\"failed\"} 1\n",
+        "mtg_middle_proxy_endpoints{family=\"ipv4\"} 2\n",
+        "mtg_middle_proxy_endpoints{family=\"ipv6\"} 0\n",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_tag_added_by_a_reload_starts_the_bootstrap() {
+    let dc = FakeDc::start(DcMode::Telegram);
+    let server = FakeBootstrap::start(&middle_proxies());
+    let dir = cache_dir("reload");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.toml");
+    let untagged = proxy_config(
+        &[("alice", &alice())],
+        &[(2, dc.addr())],
+        closed_port(),
+        Timeouts::default(),
+        "api-bind-to = \"127.0.0.1:1\"",
+        &server.section("1h", ""),
+    );
+    std::fs::write(&path, &untagged).unwrap();
+    let proxy = ProxyUnderTest::start_file(&path);
+    // Without a tag nothing is fetched at start.
+    assert_eq!(server.requests(Doc::Secret), 0);
+    assert_eq!(proxy.middle().generation(), 0);
+    std::fs::write(&path, format!("ad-tag = \"{TAG}\"\n{untagged}")).unwrap();
+    let (status, body) = request(proxy.api().unwrap(), "POST", "/reload", None, "");
+    assert_eq!(status, 200, "{body}");
+    // The bootstrap looks for tags every 5 s.
+    assert!(proxy.wait_middle_generation(1, WAIT), "a reloaded tag did not start the bootstrap");
+    assert_eq!(proxy.middle().current().unwrap().secret.as_bytes(), default_secret());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
