@@ -1,5 +1,5 @@
 //! Plain HTTP(S) GETs the proxy makes for itself (block/allow lists, doppelganger pages,
-//! public-IP detection): `ureq` with rustls on a blocking thread, so it serves either runtime.
+//! public-IP detection, the middle-proxy bootstrap, which also reads the `Date` header): `ureq` with rustls on a blocking thread, so it serves either runtime.
 //! Direct connections (not through `[network] proxies`), a whole-request timeout, a size cap.
 
 use std::time::Duration;
@@ -44,8 +44,9 @@ pub fn get_blocking_over(request: &Get, ipv6: bool) -> Result<Vec<u8>, String> {
     fetch(request, if ipv6 { ureq::config::IpFamily::Ipv6Only } else { ureq::config::IpFamily::Ipv4Only })
 }
 
-/// A 2xx answer's body and its `Date` header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A 2xx answer's body and its `Date` header. `Debug` shows the body's length only (it may
+/// be key material, such as the middle-proxy secret).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Fetched {
     /// The body.
     pub body: Vec<u8>,
@@ -53,6 +54,16 @@ pub struct Fetched {
     pub date: Option<String>,
     /// Our clock when the answer's head arrived (to compare with `date`).
     pub received_at: std::time::SystemTime,
+}
+
+impl std::fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetched")
+            .field("len", &self.body.len())
+            .field("date", &self.date)
+            .field("received_at", &self.received_at)
+            .finish()
+    }
 }
 
 /// Like [`get`], also returning the `Date` header (the middle-proxy bootstrap estimates our

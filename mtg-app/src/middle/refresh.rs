@@ -30,12 +30,18 @@ pub const BODY_LIMIT: u64 = 1 << 20;
 pub const MIN_PERIOD: Duration = Duration::from_secs(1);
 
 /// One fetched body and, for HTTP, Telegram's clock minus ours (seconds, from `Date`).
-#[derive(Debug)]
+/// `Debug` shows the body's length only: it may be the proxy secret.
 pub struct Body {
     /// The body.
     pub bytes: Vec<u8>,
     /// The skew measured from the answer's `Date` header (`None`: a file, or no usable date).
     pub skew: Option<i64>,
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body").field("len", &self.bytes.len()).field("skew", &self.skew).finish()
+    }
 }
 
 /// The bootstrap of one proxy: its sources, the last good copies and the log state.
