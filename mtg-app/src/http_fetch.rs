@@ -1,5 +1,5 @@
 //! Plain HTTP(S) GETs the proxy makes for itself (block/allow lists, doppelganger pages,
-//! public-IP detection): `ureq` with rustls on a blocking thread, so it serves either runtime.
+//! public-IP detection, the middle-proxy bootstrap, which also reads the `Date` header): `ureq` with rustls on a blocking thread, so it serves either runtime.
 //! Direct connections (not through `[network] proxies`), a whole-request timeout, a size cap.
 
 use std::time::Duration;
@@ -44,7 +44,39 @@ pub fn get_blocking_over(request: &Get, ipv6: bool) -> Result<Vec<u8>, String> {
     fetch(request, if ipv6 { ureq::config::IpFamily::Ipv6Only } else { ureq::config::IpFamily::Ipv4Only })
 }
 
+/// A 2xx answer's body and its `Date` header. `Debug` shows the body's length only (it may
+/// be key material, such as the middle-proxy secret).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The body.
+    pub body: Vec<u8>,
+    /// The `Date` header's value, when the server sent one (in ASCII).
+    pub date: Option<String>,
+    /// Our clock when the answer's head arrived (to compare with `date`).
+    pub received_at: std::time::SystemTime,
+}
+
+impl std::fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetched")
+            .field("len", &self.body.len())
+            .field("date", &self.date)
+            .field("received_at", &self.received_at)
+            .finish()
+    }
+}
+
+/// Like [`get`], also returning the `Date` header (the middle-proxy bootstrap estimates our
+/// clock skew from it).
+pub async fn get_with_date(request: Get) -> Result<Fetched, String> {
+    blocking::unblock(move || fetch_full(&request, ureq::config::IpFamily::Any)).await
+}
+
 fn fetch(request: &Get, family: ureq::config::IpFamily) -> Result<Vec<u8>, String> {
+    fetch_full(request, family).map(|fetched| fetched.body)
+}
+
+fn fetch_full(request: &Get, family: ureq::config::IpFamily) -> Result<Fetched, String> {
     let shown = crate::config::redacted(&request.url);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(request.timeout))
@@ -58,12 +90,15 @@ fn fetch(request: &Get, family: ureq::config::IpFamily) -> Result<Vec<u8>, Strin
         .header("Accept", request.accept)
         .call()
         .map_err(|e| format!("GET {shown}: {e}"))?;
-    response
+    let received_at = std::time::SystemTime::now();
+    let date = response.headers().get("date").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = response
         .body_mut()
         .with_config()
         .limit(request.limit)
         .read_to_vec()
-        .map_err(|e| format!("GET {shown}: reading the body: {e}"))
+        .map_err(|e| format!("GET {shown}: reading the body: {e}"))?;
+    Ok(Fetched { body, date, received_at })
 }
 
 /// A one-shot HTTP server for unit tests.
@@ -107,6 +142,18 @@ mod tests {
         let request = server.join().unwrap();
         assert!(request.starts_with("GET /list.txt HTTP/1.1\r\n"), "{request}");
         assert!(request.to_ascii_lowercase().contains("user-agent: curl/8.5.0\r\n"), "{request}");
+    }
+
+    #[test]
+    fn the_date_header_comes_back_with_the_body() {
+        let (url, server) = serve_once(
+            "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        );
+        let fetched =
+            fetch_full(&Get::new(&url, Duration::from_secs(5)), ureq::config::IpFamily::Any).unwrap();
+        server.join().unwrap();
+        assert_eq!(fetched.body, b"ok");
+        assert_eq!(fetched.date.as_deref(), Some("Sun, 06 Nov 1994 08:49:37 GMT"));
     }
 
     #[test]

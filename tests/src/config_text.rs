@@ -52,6 +52,11 @@ pub fn proxy_config(
     text
 }
 
+/// A `[middle-proxy]` table whose sources are a closed loopback port: tests that give users
+/// an ad tag add it, so the middle-proxy bootstrap never reaches for core.telegram.org.
+pub const OFFLINE_MIDDLE_PROXY: &str = "[middle-proxy]\nsecret-url = \"http://127.0.0.1:1/getProxySecret\"\n\
+     config-url = \"http://127.0.0.1:1/getProxyConfig\"\nconfig-url-v6 = \"http://127.0.0.1:1/getProxyConfigV6\"\n";
+
 /// A deterministic byte pattern of `len` bytes that differs per `seed`.
 pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
     (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8).collect()

@@ -9,6 +9,8 @@
 //! * [`socks_server`]: a real SOCKS5 server (`microsocks`) for `[network] proxies`.
 //! * [`client`]: a Telegram-like client through the proxy (`ee` FakeTLS or `dd`).
 //! * [`list_server`]: a local HTTP server for block/allow list sources.
+//! * [`fake_bootstrap`]: a fake of Telegram's middle-proxy bootstrap (`getProxySecret`,
+//!   `getProxyConfig`, `getProxyConfigV6`) with settable answers and request counters.
 //! * [`mtproto`]: padded-intermediate framing, `req_pq_multi` and `resPQ`.
 //! * [`proxy_under_test`]: the real proxy (mtg-app's engine) in this process, on the runtime
 //!   the crate was built with (feature `tokio` or `smol`).
@@ -27,6 +29,7 @@ pub mod bench;
 pub mod client;
 pub mod config_text;
 pub mod dns_server;
+pub mod fake_bootstrap;
 pub mod fake_dc;
 pub mod fronting;
 pub mod list_server;

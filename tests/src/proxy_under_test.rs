@@ -117,6 +117,24 @@ impl ProxyUnderTest {
         self.control.data.doppelganger()
     }
 
+    /// The middle-proxy snapshot store sessions of tagged users route by.
+    pub fn middle(&self) -> &mtg_app::middle::MiddleStore {
+        self.control.data.middle()
+    }
+
+    /// Waits until the middle-proxy store's generation is at least `n`, up to `timeout`;
+    /// whether it got there.
+    pub fn wait_middle_generation(&self, n: u64, timeout: Duration) -> bool {
+        let until = std::time::Instant::now() + timeout;
+        while self.middle().generation() < n {
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
     /// Connections being served now.
     pub fn active(&self) -> usize {
         self.control.data.active()

@@ -282,3 +282,50 @@ fn names_are_resolved_through_the_configured_dns_server() {
     assert!(asked.contains(&"front.mtg-tests.example".to_owned()), "{asked:?}");
     assert!(asked.contains(&"localhost".to_owned()), "{asked:?}");
 }
+
+#[test]
+fn a_tagged_config_gets_the_middle_proxy_bootstrap_checked() {
+    use mtg_tests::fake_bootstrap::{Doc, FakeBootstrap};
+    if !netns::enter("a_tagged_config_gets_the_middle_proxy_bootstrap_checked") {
+        return;
+    }
+    let dc = FakeDc::start(DcMode::Telegram);
+    let front = FrontingSite::start("localhost");
+    let dcs: Vec<(i16, SocketAddr)> = DCS.iter().map(|&n| (n, dc.addr())).collect();
+    let proxies: Vec<(i16, SocketAddr)> =
+        vec![(2, "127.0.0.1:18881".parse().unwrap()), (-2, "127.0.0.1:18881".parse().unwrap())];
+    let server = FakeBootstrap::start(&proxies);
+    let text = format!(
+        "ad-tag = \"0123456789abcdef0123456789abcdef\"\n{}{}",
+        config(Some("127.0.0.1"), front.addr().port(), &dcs),
+        server.section("1h", "")
+    );
+    let path = write_config("middle", &text);
+    let options = DoctorOptions { skip_native_check: true, ..DoctorOptions::default() };
+    let (code, report) = run(&path, &options);
+    assert_eq!(code, 0, "{report}");
+    let lines = section(&report, "Validate middle-proxy bootstrap");
+    assert_eq!(lines.len(), 4, "{report}");
+    assert_eq!(
+        lines[0],
+        format!("  ✅ proxy secret from {}: 128 bytes, key_select cafaf9c4", server.url(Doc::Secret))
+    );
+    assert!(lines[1].starts_with(&format!("  ✅ IPv4 list from {}: ", server.url(Doc::Config))), "{report}");
+    assert!(lines[1].ends_with(" bytes, 1 middle-proxy address(es) for 2 DC id(s)"), "{report}");
+    assert!(lines[2].starts_with("  ⚠️ middle-proxy IPv6 config: GET "), "{report}");
+    assert!(lines[2].contains("404"), "{report}");
+    assert!(lines[3].starts_with("  ✅ clock is ") && lines[3].ends_with("within 30 s"), "{report}");
+
+    // Telegram's Date 120 s ahead: a failure naming the skew.
+    server.set_date_offset(120);
+    let (code, report) = run(&path, &options);
+    assert_eq!(code, 1, "{report}");
+    let lines = section(&report, "Validate middle-proxy bootstrap");
+    assert!(lines[3].starts_with("  ❌ clock is 1"), "{report}");
+    assert!(lines[3].contains("s off Telegram's"), "{report}");
+
+    // Without a tag the section is not there.
+    let untagged = write_config("middle-untagged", &text.replacen("ad-tag", "# ad-tag", 1));
+    let (_, report) = run(&untagged, &options);
+    assert!(!report.contains("Validate middle-proxy bootstrap"), "{report}");
+}

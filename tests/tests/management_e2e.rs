@@ -8,6 +8,7 @@ use std::time::Duration;
 use mtg_proto::Secret;
 use mtg_tests::api_client;
 use mtg_tests::client::ProxyClient;
+use mtg_tests::config_text::OFFLINE_MIDDLE_PROXY;
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::runtime::block_on;
 use mtg_tests::{DcMode, FakeDc, FrontingSite};
@@ -150,7 +151,7 @@ fn ad_tags_are_managed_at_run_time_without_closing_sessions() {
     let dc = FakeDc::start(DcMode::Echo);
     let front = FrontingSite::start(HOST);
     let config = format!(
-        "bind-to = \"127.0.0.1:1\"\napi-bind-to = \"127.0.0.1:1\"\napi-token = \"t\"\n[secrets]\nalice = \"{}\"\nbob = \"{}\"\n[domain-fronting]\nhost = \"127.0.0.1\"\nport = {}\n[network.dc-overrides]\n2 = [\"{}\"]\n",
+        "bind-to = \"127.0.0.1:1\"\napi-bind-to = \"127.0.0.1:1\"\napi-token = \"t\"\n[secrets]\nalice = \"{}\"\nbob = \"{}\"\n[domain-fronting]\nhost = \"127.0.0.1\"\nport = {}\n[network.dc-overrides]\n2 = [\"{}\"]\n{OFFLINE_MIDDLE_PROXY}",
         user(1).to_hex(),
         user(2).to_hex(),
         front.addr().port(),

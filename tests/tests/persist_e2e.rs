@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mtg_proto::Secret;
 use mtg_tests::api_client;
-use mtg_tests::config_text::{Timeouts, closed_port, proxy_config};
+use mtg_tests::config_text::{OFFLINE_MIDDLE_PROXY, Timeouts, closed_port, proxy_config};
 use mtg_tests::proxy_process::{Launch, ProxyProcess};
 use serde_json::{Value, json};
 
@@ -188,8 +188,11 @@ fn ad_tags_survive_a_restart() {
     const TAG_A: &str = "0123456789abcdef0123456789abcdef";
     const TAG_B: &str = "fedcba9876543210fedcba9876543210";
     let (alice, bob) = (user(1), user(2));
-    let (dir, path) =
-        config_file("tags", &[("alice", &alice), ("bob", &bob)], "[secret-limits.bob]\nquota = 5\n");
+    let (dir, path) = config_file(
+        "tags",
+        &[("alice", &alice), ("bob", &bob)],
+        &format!("[secret-limits.bob]\nquota = 5\n{OFFLINE_MIDDLE_PROXY}"),
+    );
     let mut proxy = ProxyProcess::start_file(BIN, &path, &Launch::default());
 
     // The global tag: written as a top-level key, before the first table.

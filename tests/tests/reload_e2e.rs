@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use mtg_proto::Secret;
 use mtg_tests::api_client::request;
 use mtg_tests::client::ProxyClient;
+use mtg_tests::config_text::OFFLINE_MIDDLE_PROXY;
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::runtime::block_on;
 use mtg_tests::{DcMode, FakeDc, FrontingSite};
@@ -114,7 +115,8 @@ fn reload_of_ad_tags_closes_no_session() {
     let dir = std::env::temp_dir().join(format!("mtg-reload-tags-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("config.toml");
-    let base = config(&[("alice", 1), ("bob", 2)], dc.addr(), &front);
+    // Tags start the middle-proxy bootstrap: its sources stay on loopback.
+    let base = format!("{}{OFFLINE_MIDDLE_PROXY}", config(&[("alice", 1), ("bob", 2)], dc.addr(), &front));
     std::fs::write(&path, &base).unwrap();
     let proxy = ProxyUnderTest::start_file(&path);
     let (addr, api) = (proxy.addr(), proxy.api().unwrap());

@@ -79,6 +79,12 @@ async fn serve_inner<R: Runtime>(
     // everyone at start.
     let lists = shared.ip_filter().refresh_periods();
     futures_util::future::join_all(lists.iter().map(|&(list, _)| tasks::refresh_list(&shared, list))).await;
+    // The middle-proxy copies cached on disk, too, so tagged users route at once (and a
+    // restart works offline); fetching starts in the background.
+    let mut middle = crate::middle::Bootstrapper::new(&shared.settings().config.middle_proxy);
+    if crate::middle::Bootstrapper::wanted(&shared) {
+        middle.load_cache(&shared);
+    }
     let (stop, stopped) = async_channel::bounded::<()>(1);
     // Each loop holds a sender; when all have ended, `loops_done` yields an error.
     let (loop_alive, loops_done) = async_channel::bounded::<()>(1);
@@ -98,6 +104,7 @@ async fn serve_inner<R: Runtime>(
     }
     let (api, metrics) = start_http(&runtime, &control, &loop_alive, &stopped)?;
     spawn_tasks(&runtime, &control, &loop_alive, &stopped, hangups);
+    spawn_tracked(&runtime, &loop_alive, tasks::middle_loop::<R>(shared.clone(), middle, stopped.clone()));
     drop(loop_alive);
     on_ready(&Ready { listeners: addrs, api, metrics });
     shutdown.await;

@@ -1,6 +1,6 @@
 //! The background tasks [`serve`](super::serve) runs next to the accept loops: statsd
-//! flushes, throttle recomputes, IP-list refreshes, usage saving, SIGHUP reloads and
-//! doppelganger learning. Each ends when the stop channel closes.
+//! flushes, throttle recomputes, IP-list refreshes, usage saving, SIGHUP reloads,
+//! doppelganger learning and the middle-proxy bootstrap. Each ends when the stop channel closes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +87,32 @@ pub(super) async fn ip_list_loop<R: Runtime>(
 pub(super) async fn refresh_list(shared: &Shared, list: ListKind) {
     let entries = shared.ip_filter().refresh(list).await;
     shared.metrics().iplist_size(list.label(), entries);
+}
+
+/// How often the middle-proxy task looks again for a tagged user while there is none.
+const MIDDLE_IDLE_CHECK: Duration = Duration::from_secs(5);
+
+/// The middle-proxy bootstrap: while some user has an effective ad tag, fetches the secret
+/// and lists at once, then every `update-each` plus up to 5 % jitter; while none has, only
+/// looks again every [`MIDDLE_IDLE_CHECK`] (a tag set by a reload or the API starts it).
+pub(super) async fn middle_loop<R: Runtime>(
+    shared: Arc<Shared>,
+    mut bootstrap: crate::middle::Bootstrapper,
+    stopped: async_channel::Receiver<()>,
+) {
+    loop {
+        let wait = if crate::middle::Bootstrapper::wanted(&shared) {
+            if until_stopped(bootstrap.refresh(&shared), &stopped).await.is_none() {
+                return;
+            }
+            bootstrap.next_wait()
+        } else {
+            MIDDLE_IDLE_CHECK
+        };
+        if until_stopped(R::sleep(wait), &stopped).await.is_none() {
+            return;
+        }
+    }
 }
 
 /// How often quota usage is written to the state file.

@@ -3,11 +3,13 @@
 //! failed, 2 for a config error.
 //!
 //! Sections: the config (and deprecated keys), the clock against `0.pool.ntp.org`, every DC
-//! of the table with a real MTProto exchange (in parallel), the fronting site, and whether
-//! the secrets' hostnames resolve to our public address. The network checks run at once, each
+//! of the table with a real MTProto exchange (in parallel), the fronting site, whether
+//! the secrets' hostnames resolve to our public address, and (when some user has an ad tag)
+//! the middle-proxy bootstrap documents. The network checks run at once, each
 //! within its timeout.
 
 pub mod dc_probe;
+pub mod middle;
 pub mod ntp;
 
 use std::collections::BTreeSet;
@@ -159,8 +161,9 @@ pub async fn check<R: Runtime>(path: &Path, loaded: &Loaded, options: &DoctorOpt
         let title = format!("Validate network connectivity with proxy {proxy}");
         dc_section::<R>(config, &resolver, std::slice::from_ref(proxy), title)
     }));
-    let (time, (native, proxied), fronting, sni) = join4(
-        time_section(config, &options.ntp_server),
+    let middle = async { if middle::wanted(config) { Some(middle::section(config).await) } else { None } };
+    let ((time, middle), (native, proxied), fronting, sni) = join4(
+        futures_util::future::join(time_section(config, &options.ntp_server), middle),
         futures_util::future::join(native, proxied),
         fronting_section::<R>(config, &resolver),
         sni_section::<R>(config, &resolver, &options.detect_url),
@@ -171,6 +174,7 @@ pub async fn check<R: Runtime>(path: &Path, loaded: &Loaded, options: &DoctorOpt
     sections.extend(proxied);
     sections.push(fronting);
     sections.push(sni);
+    sections.extend(middle);
     sections
 }
 

@@ -43,6 +43,8 @@ pub(crate) enum Name {
     UserTraffic,
     UserThrottled,
     UserFrontedByLimit,
+    MiddleProxyFetches,
+    MiddleProxyEndpoints,
 }
 
 /// How a metric's value moves (and so how statsd sends it).
@@ -57,7 +59,7 @@ pub(crate) enum Kind {
 }
 
 impl Name {
-    const ALL: [Self; 15] = [
+    const ALL: [Self; 17] = [
         Self::ClientConnections,
         Self::TelegramConnections,
         Self::DomainFrontingConnections,
@@ -73,6 +75,8 @@ impl Name {
         Self::UserTraffic,
         Self::UserThrottled,
         Self::UserFrontedByLimit,
+        Self::MiddleProxyFetches,
+        Self::MiddleProxyEndpoints,
     ];
 
     /// The name without prefix.
@@ -93,6 +97,8 @@ impl Name {
             Self::UserTraffic => "user_traffic",
             Self::UserThrottled => "user_throttled",
             Self::UserFrontedByLimit => "user_fronted_by_limit",
+            Self::MiddleProxyFetches => "middle_proxy_fetches",
+            Self::MiddleProxyEndpoints => "middle_proxy_endpoints",
         }
     }
 
@@ -107,7 +113,7 @@ impl Name {
             | Self::TelegramConnections
             | Self::DomainFrontingConnections
             | Self::UserConnections => Kind::Gauge,
-            Self::IplistSize => Kind::Level,
+            Self::IplistSize | Self::MiddleProxyEndpoints => Kind::Level,
             _ => Kind::Counter,
         }
     }
@@ -133,6 +139,8 @@ impl Name {
             Self::UserFrontedByLimit => {
                 "Sessions of a user fronted because it was disabled, expired or over quota"
             }
+            Self::MiddleProxyFetches => "Fetches of the middle-proxy secret and lists, by outcome",
+            Self::MiddleProxyEndpoints => "Middle-proxy addresses in the current snapshot",
         }
     }
 }
@@ -392,6 +400,20 @@ impl Metrics {
     pub fn user_fronted_by_limit(&self, user: &str, reason: &str) {
         let labels: Labels = vec![("user", user.into()), ("reason", reason.into())];
         self.store.counter(Name::UserFrontedByLimit, labels).inc();
+    }
+
+    /// A fetch of a middle-proxy `document` (`secret`, `config`, `config_v6`) ended with
+    /// `outcome` (`ok`, `unchanged`, `failed`, `rejected`).
+    pub fn middle_proxy_fetch(&self, document: &str, outcome: &str) {
+        let labels: Labels = vec![("document", document.into()), ("outcome", outcome.into())];
+        self.store.counter(Name::MiddleProxyFetches, labels).inc();
+    }
+
+    /// The current middle-proxy snapshot lists `n` distinct addresses of `family` (`ipv4`,
+    /// `ipv6`).
+    pub fn middle_proxy_endpoints(&self, family: &str, n: usize) {
+        let gauge = self.store.gauge(Name::MiddleProxyEndpoints, vec![("family", family.into())]);
+        gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus exposition of every series now.

@@ -46,6 +46,10 @@ fn events_reach_their_series_with_mtg_labels() {
     metrics.user_fronted_by_limit("bob", "quota");
     let (_user, user_traffic) = metrics.user_connection("alice");
     user_traffic.add(7, 9);
+    metrics.middle_proxy_fetch("secret", "ok");
+    metrics.middle_proxy_fetch("config_v6", "failed");
+    metrics.middle_proxy_fetch("config_v6", "failed");
+    metrics.middle_proxy_endpoints("ipv4", 3);
     let text = metrics.prometheus_text(Format::Text);
     for want in [
         "proxy_client_connections{ip_family=\"ipv4\"} 1\n",
@@ -62,6 +66,10 @@ fn events_reach_their_series_with_mtg_labels() {
         "proxy_user_connections{user=\"alice\"} 1\n",
         "proxy_user_traffic_total{user=\"alice\",direction=\"from_client\"} 7\n",
         "proxy_user_traffic_total{user=\"alice\",direction=\"to_client\"} 9\n",
+        "proxy_middle_proxy_fetches_total{document=\"secret\",outcome=\"ok\"} 1\n",
+        "proxy_middle_proxy_fetches_total{document=\"config_v6\",outcome=\"failed\"} 2\n",
+        "# TYPE proxy_middle_proxy_endpoints gauge\n",
+        "proxy_middle_proxy_endpoints{family=\"ipv4\"} 3\n",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }

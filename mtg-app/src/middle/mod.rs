@@ -4,9 +4,14 @@
 //!
 //! - [`store`]: the current proxy secret and middle-proxy lists (a [`MiddleSnapshot`]) that
 //!   sessions route by, swapped whole when a fetch brings a good new copy;
-//! - the bootstrap (fetching, caching and refreshing the snapshot) and the connection pool are
-//!   added next to it.
+//! - [`bootstrap`]: the decisions of the bootstrap (which body replaces the last good copy,
+//!   when a snapshot is due, clock skew, failure streaks), without I/O;
+//! - [`refresh`]: the bootstrap's I/O: the `cache-dir` copies, the fetches, publishing;
+//! - the connection pool is added next to them.
 
+pub mod bootstrap;
+pub mod refresh;
 pub mod store;
 
+pub use refresh::Bootstrapper;
 pub use store::{MiddleSnapshot, MiddleStore};
