@@ -43,6 +43,7 @@ pub(crate) enum Name {
     UserTraffic,
     UserThrottled,
     UserFrontedByLimit,
+    MiddleProxyFallbacks,
 }
 
 /// How a metric's value moves (and so how statsd sends it).
@@ -57,7 +58,7 @@ pub(crate) enum Kind {
 }
 
 impl Name {
-    const ALL: [Self; 15] = [
+    const ALL: [Self; 16] = [
         Self::ClientConnections,
         Self::TelegramConnections,
         Self::DomainFrontingConnections,
@@ -73,6 +74,7 @@ impl Name {
         Self::UserTraffic,
         Self::UserThrottled,
         Self::UserFrontedByLimit,
+        Self::MiddleProxyFallbacks,
     ];
 
     /// The name without prefix.
@@ -93,6 +95,7 @@ impl Name {
             Self::UserTraffic => "user_traffic",
             Self::UserThrottled => "user_throttled",
             Self::UserFrontedByLimit => "user_fronted_by_limit",
+            Self::MiddleProxyFallbacks => "middle_proxy_fallbacks",
         }
     }
 
@@ -132,6 +135,9 @@ impl Name {
             Self::UserThrottled => "Sessions of a user closed at its connection cap",
             Self::UserFrontedByLimit => {
                 "Sessions of a user fronted because it was disabled, expired or over quota"
+            }
+            Self::MiddleProxyFallbacks => {
+                "Sessions of tagged users served direct (no tag) because no middle proxy was reachable"
             }
         }
     }
@@ -334,6 +340,11 @@ impl Metrics {
     /// A connection was closed on accept: the concurrency limit was reached.
     pub fn concurrency_limited(&self) {
         self.store.concurrency_limited.inc();
+    }
+
+    /// A tagged user's session went direct because no middle proxy took it (`reason`).
+    pub fn middle_proxy_fallback(&self, reason: &str) {
+        self.store.counter(Name::MiddleProxyFallbacks, vec![("reason", reason.into())]).inc();
     }
 
     /// A connection was refused by the IP list `list` (`blocklist` or `allowlist`).

@@ -4,9 +4,15 @@
 //!
 //! - [`store`]: the current proxy secret and middle-proxy lists (a [`MiddleSnapshot`]) that
 //!   sessions route by, swapped whole when a fetch brings a good new copy;
-//! - the bootstrap (fetching, caching and refreshing the snapshot) and the connection pool are
-//!   added next to it.
+//! - [`conn`]: one multiplexed middle-proxy connection (handshake, reader and writer tasks,
+//!   per-client answer queues);
+//! - [`pool`]: connections per endpoint, made on demand, least-loaded choice, backoff;
+//! - the bootstrap (fetching, caching and refreshing the snapshot) is added next to them.
 
+pub mod conn;
+pub mod pool;
 pub mod store;
 
+pub use conn::{Answer, ClientSlot, MiddleConn};
+pub use pool::MiddlePool;
 pub use store::{MiddleSnapshot, MiddleStore};
