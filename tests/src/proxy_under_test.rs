@@ -117,6 +117,16 @@ impl ProxyUnderTest {
         self.control.data.doppelganger()
     }
 
+    /// The middle-proxy snapshot store (tests publish a snapshot directly).
+    pub fn middle(&self) -> &mtg_app::middle::MiddleStore {
+        self.control.data.middle()
+    }
+
+    /// The middle-proxy connection pool.
+    pub fn middle_pool(&self) -> &mtg_app::middle::MiddlePool {
+        self.control.data.middle_pool()
+    }
+
     /// Connections being served now.
     pub fn active(&self) -> usize {
         self.control.data.active()

@@ -1,0 +1,244 @@
+//! Middle-proxy mode end to end over loopback (issue 13), on the runtime this binary was built
+//! with (`cargo test -p mtg-tests --test middle_e2e` = tokio, add
+//! `--no-default-features --features smol` for smol): the real proxy with a published
+//! middle-proxy snapshot, a fake middle proxy and a fake DC.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use mtg_app::middle::MiddleSnapshot;
+use mtg_proto::Secret;
+use mtg_proto::middle::{ProxyMap, proxy_config, rpc};
+use mtg_tests::client::ProxyClient;
+use mtg_tests::fake_middle::{FakeMiddle, Seen, random_ping_id, test_secret};
+use mtg_tests::proxy_under_test::ProxyUnderTest;
+use mtg_tests::runtime::block_on;
+use mtg_tests::{DcMode, FakeDc, FrontingSite};
+
+const HOST: &str = "front.example";
+const GLOBAL_TAG: &str = "0123456789abcdef0123456789abcdef";
+const BOB_TAG: &str = "fedcba9876543210fedcba9876543210";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn alice() -> Secret {
+    Secret::fake_tls([0x11; 16], HOST).unwrap()
+}
+
+fn bob() -> Secret {
+    Secret::fake_tls([0x22; 16], HOST).unwrap()
+}
+
+fn tag_bytes(hex: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+/// Alice and bob; `top` keys (the global tag), bob's own tag, the fake DC for DC 2, metrics on.
+fn config(front: &FrontingSite, dc: &FakeDc, top: &str) -> String {
+    format!(
+        "bind-to = \"127.0.0.1:1\"\n{top}\n[secrets]\nalice = \"{}\"\nbob = \"{}\"\n\
+         [secret-ad-tags]\nbob = \"{BOB_TAG}\"\n\
+         [domain-fronting]\nhost = \"127.0.0.1\"\nport = {}\n\
+         [network.timeout]\nhandshake = \"2s\"\nidle = \"30s\"\ntcp = \"2s\"\n\
+         [network.dc-overrides]\n2 = [\"{}\"]\n\
+         [stats.prometheus]\nenabled = true\nbind-to = \"127.0.0.1:1\"\nhttp-path = \"/metrics\"\n",
+        alice().to_hex(),
+        bob().to_hex(),
+        front.addr().port(),
+        dc.addr()
+    )
+}
+
+/// The proxy with its fakes, and the snapshot pointing DC 2 (and the default) at `middle`.
+struct Setup {
+    proxy: ProxyUnderTest,
+    dc: FakeDc,
+    middle: FakeMiddle,
+    _front: FrontingSite,
+}
+
+fn setup(top: &str) -> Setup {
+    let dc = FakeDc::start(DcMode::Telegram);
+    let front = FrontingSite::start(HOST);
+    let middle = FakeMiddle::start();
+    let proxy = ProxyUnderTest::start(&config(&front, &dc, top));
+    let text = format!("proxy_for 2 {};\ndefault 2;\n", middle.addr());
+    let v4 = proxy_config::parse(&text).map;
+    proxy.middle().publish(MiddleSnapshot { secret: test_secret(), v4, v6: ProxyMap::default() });
+    Setup { proxy, dc, middle, _front: front }
+}
+
+fn with_global_tag() -> Setup {
+    setup(&format!("ad-tag = \"{GLOBAL_TAG}\""))
+}
+
+fn metrics_text(proxy: &ProxyUnderTest) -> String {
+    let mut s = TcpStream::connect(proxy.metrics().unwrap()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw
+}
+
+fn metric(text: &str, series: &str) -> Option<i64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Connects as `secret`, asks `req_pq_multi`, returns the client, its address and the nonce.
+async fn res_pq(proxy: SocketAddr, secret: Secret) -> std::io::Result<(ProxyClient, SocketAddr, [u8; 16])> {
+    let mut client = ProxyClient::connect_ee(proxy, &secret, 2).await?;
+    let local = client.local_addr()?;
+    let res = client.req_pq().await?;
+    Ok((client, local, res.nonce))
+}
+
+const EXPECTED_FLAGS: u32 = rpc::FLAG_HAS_AD_TAG
+    | rpc::FLAG_MAGIC
+    | rpc::FLAG_EXTMODE2
+    | rpc::FLAG_INTERMEDIATE
+    | rpc::FLAG_NOT_ENCRYPTED;
+
+#[test]
+fn a_tagged_client_gets_res_pq_through_the_middle_proxy_with_the_global_tag() {
+    let s = with_global_tag();
+    let addr = s.proxy.addr();
+    let (client, local, nonce) = block_on(async move { res_pq(addr, alice()).await }).expect("resPQ");
+    assert!(s.middle.wait_until(WAIT, |seen| seen.requests.len() == 1));
+    let seen = s.middle.seen();
+    let req = &seen.requests[0];
+    assert_eq!(req.flags & EXPECTED_FLAGS, EXPECTED_FLAGS, "flags {:#x}", req.flags);
+    assert_eq!(req.flags & rpc::FLAG_PAD, 0, "PAD is never sent");
+    assert_eq!(req.flags & (rpc::FLAG_ABRIDGED | rpc::FLAG_QUICKACK), 0);
+    assert_eq!(req.ad_tag, Some(tag_bytes(GLOBAL_TAG)));
+    assert_eq!(req.client, local, "the client's address");
+    assert_eq!(req.ours.port(), addr.port(), "our client-facing port");
+    assert_eq!(u32::from_le_bytes(req.packet[20..24].try_into().unwrap()), 0xbe7e_8ef1);
+    assert_eq!(seen.res_pq_nonces, vec![nonce], "the fake answered this nonce");
+    assert_eq!(s.dc.connections(), 0, "nothing went direct");
+    drop(client);
+}
+
+#[test]
+fn a_user_with_its_own_tag_carries_that_tag() {
+    let s = with_global_tag();
+    let addr = s.proxy.addr();
+    block_on(async move { res_pq(addr, bob()).await }).expect("resPQ");
+    assert!(s.middle.wait_until(WAIT, |seen| seen.requests.len() == 1));
+    assert_eq!(s.middle.seen().requests[0].ad_tag, Some(tag_bytes(BOB_TAG)));
+}
+
+#[test]
+fn an_untagged_user_goes_direct_and_the_middle_proxy_sees_nothing() {
+    // No global tag: alice has none, bob has his own.
+    let s = setup("");
+    let addr = s.proxy.addr();
+    let (_, _, nonce) = block_on(async move { res_pq(addr, alice()).await }).expect("resPQ from the DC");
+    assert_eq!(s.dc.req_pq_nonces(), vec![nonce]);
+    assert_eq!(s.middle.seen().accepted, 0, "no middle-proxy connection for an untagged user");
+}
+
+#[test]
+fn a_refusing_middle_proxy_means_direct_fallback_counted() {
+    let s = with_global_tag();
+    s.middle.set_refuse(true);
+    let addr = s.proxy.addr();
+    let (_, _, nonce) = block_on(async move { res_pq(addr, alice()).await }).expect("resPQ from the DC");
+    assert_eq!(s.dc.req_pq_nonces(), vec![nonce], "served direct");
+    assert!(s.middle.seen().requests.is_empty());
+    let text = metrics_text(&s.proxy);
+    let fallbacks = metric(&text, "mtg_middle_proxy_fallbacks_total{reason=\"connect\"}")
+        .or_else(|| metric(&text, "mtg_middle_proxy_fallbacks_total{reason=\"handshake\"}"));
+    assert_eq!(fallbacks, Some(1), "{text}");
+}
+
+#[test]
+fn two_hundred_clients_share_one_connection_and_get_their_own_answers() {
+    let s = with_global_tag();
+    let addr = s.proxy.addr();
+    let nonces = block_on(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            tasks
+                .spawn(async move { res_pq(addr, alice()).await.map(|(c, local, nonce)| (c, local, nonce)) });
+        }
+        let mut out = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            out.push(done.expect("task").expect("resPQ with its own nonce"));
+        }
+        out
+    });
+    assert_eq!(nonces.len(), 200);
+    let seen = s.middle.seen();
+    assert_eq!(seen.handshakes, 1, "one multiplexed connection");
+    assert_eq!(s.proxy.middle_pool().connections(s.middle.addr()), 1);
+    let mut ids: Vec<u64> = seen.requests.iter().map(|r| r.conn_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 200, "a conn_id per client");
+    for (_, local, nonce) in &nonces {
+        assert!(seen.requests.iter().any(|r| r.client == *local), "{local} recorded");
+        assert!(seen.res_pq_nonces.contains(nonce));
+    }
+    drop(nonces);
+}
+
+fn conn_id_of(seen: &Seen, client: SocketAddr) -> u64 {
+    seen.requests.iter().find(|r| r.client == client).map(|r| r.conn_id).expect("a request of this client")
+}
+
+#[test]
+fn close_ext_closes_only_its_client_and_a_leaving_client_gets_close_conn() {
+    let s = with_global_tag();
+    let addr = s.proxy.addr();
+    let (c1, c2) = block_on(async move {
+        let one = res_pq(addr, alice()).await.expect("first");
+        let two = res_pq(addr, alice()).await.expect("second");
+        (one, two)
+    });
+    assert!(s.middle.wait_until(WAIT, |seen| seen.requests.len() == 2));
+    let seen = s.middle.seen();
+    let (id1, id2) = (conn_id_of(&seen, c1.1), conn_id_of(&seen, c2.1));
+    assert_ne!(id1, id2);
+    s.middle.close_ext(id1);
+    let (mut first, mut second) = (c1.0, c2.0);
+    let second = block_on(async move {
+        first.wait_closed().await.expect("the closed client sees a clean close");
+        second.req_pq().await.expect("the other client still works");
+        second
+    });
+    // CLOSE_EXT needs no CLOSE_CONN back; the second client leaving does.
+    drop(second);
+    assert!(s.middle.wait_until(WAIT, |seen| seen.close_conns.contains(&id2)), "CLOSE_CONN for {id2}");
+    assert!(!s.middle.seen().close_conns.contains(&id1));
+}
+
+#[test]
+fn a_ping_gets_a_pong() {
+    let s = with_global_tag();
+    let addr = s.proxy.addr();
+    let client = block_on(async move { res_pq(addr, alice()).await }).expect("resPQ");
+    let id = random_ping_id();
+    s.middle.ping(id);
+    assert!(s.middle.wait_until(WAIT, |seen| seen.pongs.contains(&id)), "PONG {id}");
+    drop(client);
+}
+
+#[test]
+fn a_dying_middle_proxy_closes_its_clients_and_a_new_client_reconnects() {
+    let s = with_global_tag();
+    let addr = s.proxy.addr();
+    let (mut client, _, _) = block_on(async move { res_pq(addr, alice()).await }).expect("resPQ");
+    s.middle.close_all();
+    block_on(async move { client.wait_closed().await }).expect("the client is closed with its connection");
+    let (_, _, nonce) =
+        block_on(async move { res_pq(addr, alice()).await }).expect("resPQ after reconnecting");
+    let seen = s.middle.seen();
+    assert_eq!(seen.handshakes, 2, "a second connection");
+    assert!(seen.res_pq_nonces.contains(&nonce));
+    assert_eq!(s.dc.connections(), 0);
+}
