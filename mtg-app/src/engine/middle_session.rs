@@ -150,7 +150,7 @@ pub(super) async fn relay<R: Runtime>(ready: &mut MiddleReady<R>) -> End {
         reported: (0, 0),
     };
     let mut leftover = std::mem::take(&mut ready.leftover);
-    if let Err(end) = session.from_client(ready, &mut leftover).await {
+    if let Err(end) = session.forward_client_bytes(ready, &mut leftover).await {
         return end;
     }
     drop(leftover);
@@ -171,10 +171,10 @@ pub(super) async fn relay<R: Runtime>(ready: &mut MiddleReady<R>) -> End {
         };
         let step = match event {
             Event::Read(Ok(0)) => Err(End::ClientClosed),
-            Event::Read(Ok(n)) => session.from_client(ready, &mut buf[..n]).await,
+            Event::Read(Ok(n)) => session.forward_client_bytes(ready, &mut buf[..n]).await,
             Event::Read(Err(e)) => Err(End::Io(e)),
             Event::Answer(None) => Err(End::UpstreamClosed),
-            Event::Answer(Some(answer)) => session.to_client(ready, answer).await,
+            Event::Answer(Some(answer)) => session.write_answer(ready, answer).await,
             Event::Revoked => Err(End::Revoked),
             Event::Timer => {
                 let deadline = last_activity + ready.idle;
@@ -206,7 +206,7 @@ struct Session {
 
 impl Session {
     /// Decrypts bytes read from the client and forwards every whole, forwardable packet.
-    async fn from_client<R: Runtime>(
+    async fn forward_client_bytes<R: Runtime>(
         &mut self,
         ready: &mut MiddleReady<R>,
         bytes: &mut [u8],
@@ -232,7 +232,11 @@ impl Session {
     }
 
     /// Frames one answer for the client and writes it, in records of at most one chunk.
-    async fn to_client<R: Runtime>(&mut self, ready: &mut MiddleReady<R>, answer: Answer) -> Result<(), End> {
+    async fn write_answer<R: Runtime>(
+        &mut self,
+        ready: &mut MiddleReady<R>,
+        answer: Answer,
+    ) -> Result<(), End> {
         self.encoded.clear();
         match answer {
             Answer::Data(data) => {

@@ -134,6 +134,10 @@ impl<R: Runtime> Handshaking<R> {
 }
 
 /// A session ready to relay: direct to a DC, or through a middle proxy (tagged users).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "moved once out of the boxed handshake future and unpacked at once"
+)]
 enum Prepared<R: Runtime> {
     Direct(Ready<R>),
     Middle(MiddleReady<R>),

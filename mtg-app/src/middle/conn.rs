@@ -397,7 +397,7 @@ async fn dispatch<R: Runtime>(
                 deliver::<R>(conn, conn_id, Answer::Data(data.to_vec())).await;
             }
             FromMiddle::SimpleAck { conn_id, confirm } => {
-                deliver::<R>(conn, conn_id, Answer::Ack(confirm)).await
+                deliver::<R>(conn, conn_id, Answer::Ack(confirm)).await;
             }
             FromMiddle::CloseExt { conn_id } | FromMiddle::CloseConn { conn_id } => {
                 // Dropping the sender ends the client once it has read what was queued.
