@@ -241,3 +241,44 @@ fn a_dying_middle_proxy_closes_its_clients_and_a_new_client_reconnects() {
     assert!(seen.res_pq_nonces.contains(&nonce));
     assert_eq!(s.dc.connections(), 0);
 }
+
+#[test]
+fn a_handshake_error_means_direct_fallback_and_the_endpoint_backs_off() {
+    let s = with_global_tag();
+    s.middle.set_reject_handshake(Some(-6));
+    let addr = s.proxy.addr();
+    let (_, _, first) = block_on(async move { res_pq(addr, alice()).await }).expect("resPQ from the DC");
+    // The endpoint failed a moment ago: the next client goes direct at once, without a dial.
+    let (_, _, second) = block_on(async move { res_pq(addr, alice()).await }).expect("resPQ from the DC");
+    assert_eq!(s.dc.req_pq_nonces(), vec![first, second], "both served direct");
+    let seen = s.middle.seen();
+    assert_eq!((seen.accepted, seen.handshakes), (1, 0), "one attempt, rejected");
+    let text = metrics_text(&s.proxy);
+    assert_eq!(metric(&text, "mtg_middle_proxy_fallbacks_total{reason=\"handshake\"}"), Some(1), "{text}");
+    assert_eq!(metric(&text, "mtg_middle_proxy_fallbacks_total{reason=\"backoff\"}"), Some(1), "{text}");
+}
+
+#[test]
+fn a_quick_ack_request_is_flagged_and_others_are_not() {
+    use mtg_tests::mtproto;
+    let s = with_global_tag();
+    let addr = s.proxy.addr();
+    let nonce = block_on(async move {
+        let mut client = ProxyClient::connect_ee(addr, &alice(), 2).await?;
+        let nonce = [0x5a; 16];
+        let msg_id = mtproto::client_msg_id(mtproto::unix_now());
+        let mut packet = mtproto::req_pq_multi_packet(&nonce, msg_id, 0, &mut rand::rng());
+        packet[3] |= 0x80;
+        client.send(&packet).await?;
+        let answer = mtproto::parse_res_pq_payload(&client.recv_frame().await?)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        client.req_pq().await?;
+        std::io::Result::Ok(answer.nonce)
+    })
+    .expect("two resPQ answers");
+    assert_eq!(nonce, [0x5a; 16]);
+    assert!(s.middle.wait_until(WAIT, |seen| seen.requests.len() == 2));
+    let seen = s.middle.seen();
+    assert_ne!(seen.requests[0].flags & rpc::FLAG_QUICKACK, 0, "asked for a quick ack");
+    assert_eq!(seen.requests[1].flags & rpc::FLAG_QUICKACK, 0);
+}
