@@ -282,3 +282,43 @@ fn a_quick_ack_request_is_flagged_and_others_are_not() {
     assert_ne!(seen.requests[0].flags & rpc::FLAG_QUICKACK, 0, "asked for a quick ack");
     assert_eq!(seen.requests[1].flags & rpc::FLAG_QUICKACK, 0);
 }
+
+/// Alice's `/stats` entry once `pred` holds for it (polled through the API state, bounded).
+fn alice_stats_when(proxy: &ProxyUnderTest, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let stats: serde_json::Value = serde_json::from_str(&proxy.stats_json()).unwrap();
+        let alice = stats["users"]["alice"].clone();
+        if pred(&alice) || std::time::Instant::now() >= deadline {
+            return alice;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_middle_session_is_counted_like_a_direct_one() {
+    use mtg_tests::mtproto;
+    let s = with_global_tag();
+    let addr = s.proxy.addr();
+    let client = block_on(async move {
+        let mut client = ProxyClient::connect_ee(addr, &alice(), 2).await?;
+        let nonce = [0x33; 16];
+        let msg_id = mtproto::client_msg_id(mtproto::unix_now());
+        // 4-byte length + 40-byte message, no padding: 44 bytes in.
+        let packet = mtproto::req_pq_multi_packet(&nonce, msg_id, 0, &mut rand::rng());
+        client.send(&packet).await?;
+        client.recv_frame().await?;
+        std::io::Result::Ok(client)
+    })
+    .expect("resPQ");
+    // Out: 4-byte length + 84-byte resPQ message + 0..=3 padding bytes.
+    let live = alice_stats_when(&s.proxy, |a| a["bytes_out"].as_u64().is_some_and(|b| b >= 88));
+    assert_eq!(live["bytes_in"], 44, "{live}");
+    assert!((88..=91).contains(&live["bytes_out"].as_u64().unwrap()), "{live}");
+    assert_eq!(live["connections"], 1, "{live}");
+    drop(client);
+    assert!(s.proxy.wait_active_at_most(0, WAIT), "the session ended");
+    let after = alice_stats_when(&s.proxy, |a| a["connections"] == 0);
+    assert_eq!(after["connections"], 0, "{after}");
+}
