@@ -80,6 +80,8 @@ pub struct Seen {
 #[derive(Debug, Clone, Copy, Default)]
 struct Hooks {
     refuse: bool,
+    /// Extra copies of every echoed answer (0: echo once).
+    extra_echoes: usize,
     stall: bool,
     reject_handshake: Option<i32>,
 }
@@ -202,6 +204,13 @@ impl FakeMiddle {
     /// Answers later handshakes with `RPC_HANDSHAKE_ERROR` and `code` (`None`: accept).
     pub fn set_reject_handshake(&self, code: Option<i32>) {
         self.state.hooks.lock().unwrap_or_else(PoisonError::into_inner).reject_handshake = code;
+    }
+
+    /// Echoes every packet that is not `req_pq_multi` `copies` times (at least once), to flood
+    /// a client with answers.
+    pub fn set_echo_copies(&self, copies: usize) {
+        self.state.hooks.lock().unwrap_or_else(PoisonError::into_inner).extra_echoes =
+            copies.saturating_sub(1);
     }
 
     /// Stops reading every connection (`true`) or resumes.
@@ -369,8 +378,13 @@ fn answer(state: &State, index: usize, payload: &[u8], writer: &mut RpcWriter, o
                 (nonce, mtproto::unencrypted(mtproto::server_msg_id(mtproto::unix_now()), &res.encode()))
             });
             let data = res_pq.as_ref().map_or(req.packet, |(_, data)| data.as_slice());
-            // Whole-word packets always encode.
-            let _ = writer.batch(out).proxy_ans(0, req.conn_id, data);
+            let copies = if res_pq.is_some() { 1 } else { 1 + state.hooks().extra_echoes };
+            let mut batch = writer.batch(out);
+            for _ in 0..copies {
+                // Whole-word packets always encode.
+                let _ = batch.proxy_ans(0, req.conn_id, data);
+            }
+            batch.finish();
             state.update(|s| {
                 s.requests.push(recorded);
                 if let Some((nonce, _)) = res_pq {

@@ -322,3 +322,44 @@ fn a_middle_session_is_counted_like_a_direct_one() {
     let after = alice_stats_when(&s.proxy, |a| a["connections"] == 0);
     assert_eq!(after["connections"], 0, "{after}");
 }
+
+#[test]
+fn a_client_that_stops_reading_is_cut_without_stalling_the_others() {
+    use mtg_tests::mtproto;
+    let s = with_global_tag();
+    // 8000 echoes of 4 KiB (32 MiB): more than the socket buffers and the answer queue hold.
+    s.middle.set_echo_copies(8000);
+    let addr = s.proxy.addr();
+    let (slow, slow_local) = block_on(async move {
+        let mut client = ProxyClient::connect_ee(addr, &alice(), 2).await?;
+        let local = client.local_addr()?;
+        // An "encrypted" packet (non-zero auth_key_id), forwarded as is; then never read.
+        let packet = mtproto::frame(&[0x77; 4096], 0, &mut rand::rng());
+        client.send(&packet).await?;
+        std::io::Result::Ok((client, local))
+    })
+    .expect("the slow client's request");
+    assert!(s.middle.wait_until(WAIT, |seen| seen.requests.iter().any(|r| r.client == slow_local)));
+    let id = conn_id_of(&s.middle.seen(), slow_local);
+    assert!(s.middle.wait_until(WAIT, |seen| seen.close_conns.contains(&id)), "the slow client is cut");
+    s.middle.set_echo_copies(1);
+    let started = std::time::Instant::now();
+    block_on(async move { res_pq(addr, alice()).await }).expect("another client is served");
+    assert!(started.elapsed() < Duration::from_secs(2), "not stalled: {:?}", started.elapsed());
+    drop(slow);
+}
+
+#[test]
+fn a_media_dc_without_its_own_group_uses_the_default_group() {
+    let s = with_global_tag();
+    let addr = s.proxy.addr();
+    let (_client, local) = block_on(async move {
+        let mut client = ProxyClient::connect_ee(addr, &alice(), -2).await?;
+        let local = client.local_addr()?;
+        client.req_pq().await?;
+        std::io::Result::Ok((client, local))
+    })
+    .expect("resPQ for DC -2");
+    assert!(s.middle.wait_until(WAIT, |seen| seen.requests.iter().any(|r| r.client == local)));
+    assert_eq!(s.dc.connections(), 0);
+}
