@@ -222,7 +222,9 @@ impl Session {
                         debug!(user = %ready.name, %reason, "client packet not forwarded");
                         continue;
                     }
-                    (ProxyReq { quick_ack: packet.quick_ack, ..ready.base }, packet.data.to_vec())
+                    let mut buf = ready.slot.request_buffer();
+                    buf.extend_from_slice(packet.data);
+                    (ProxyReq { quick_ack: packet.quick_ack, ..ready.base }, buf)
                 }
             };
             if !ready.slot.send(req, packet).await {
@@ -240,9 +242,10 @@ impl Session {
         self.encoded.clear();
         match answer {
             Answer::Data(data) => {
-                if let Err(e) =
-                    transport::encode_packet(ready.transport, &data, &mut rand::rng(), &mut self.encoded)
-                {
+                let encoded =
+                    transport::encode_packet(ready.transport, &data, &mut rand::rng(), &mut self.encoded);
+                ready.slot.recycle_answer(data);
+                if let Err(e) = encoded {
                     debug!(user = %ready.name, error = %e, "answer not encodable, dropped");
                     return Ok(());
                 }

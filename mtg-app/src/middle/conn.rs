@@ -48,6 +48,10 @@ pub const WRITE_QUEUE: usize = 1024;
 const BATCH_MAX: usize = 256;
 /// Read size of the reader task.
 const READ_CHUNK: usize = 64 * 1024;
+/// Buffers kept per client for reuse in each direction (so packets allocate nothing once warm).
+const SPARE_BUFFERS: usize = 8;
+/// Largest buffer kept for reuse; bigger ones are freed.
+const SPARE_MAX: usize = 64 * 1024;
 
 /// What the middle proxy sent for one client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +64,12 @@ pub enum Answer {
 
 /// A message for the writer task.
 enum Outbound {
-    Req { req: ProxyReq, packet: Vec<u8> },
+    /// A request; the packet's buffer goes back to `spare` once encoded.
+    Req {
+        req: ProxyReq,
+        packet: Vec<u8>,
+        spare: async_channel::Sender<Vec<u8>>,
+    },
     CloseConn(u64),
     Ping(i64),
     Pong(i64),
@@ -104,7 +113,7 @@ impl ConnectError {
 pub struct MiddleConn {
     endpoint: SocketAddr,
     outbound: async_channel::Sender<Outbound>,
-    slots: Mutex<HashMap<u64, async_channel::Sender<Answer>>>,
+    slots: Mutex<HashMap<u64, Registered>>,
     dead: AtomicBool,
     /// Closed when the connection dies: wakes the reader.
     stop: async_channel::Sender<()>,
@@ -117,6 +126,22 @@ impl fmt::Debug for MiddleConn {
             .field("clients", &self.load())
             .field("dead", &self.is_dead())
             .finish()
+    }
+}
+
+/// A client's entry in the registry: where its answers go, and the answer buffers its
+/// session gave back.
+#[derive(Clone)]
+struct Registered {
+    answers: async_channel::Sender<Answer>,
+    spare: async_channel::Receiver<Vec<u8>>,
+}
+
+/// Gives `buf` back through `spare` if it is small enough to keep (never waits).
+fn recycle(spare: &async_channel::Sender<Vec<u8>>, mut buf: Vec<u8>) {
+    if buf.capacity() <= SPARE_MAX {
+        buf.clear();
+        let _ = spare.try_send(buf);
     }
 }
 
@@ -180,13 +205,15 @@ impl MiddleConn {
         self.dead.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, async_channel::Sender<Answer>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Registered>> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Registers a new client with a fresh random non-zero `conn_id`; `None` when dead.
     pub fn open_client(self: &Arc<Self>) -> Option<ClientSlot> {
         let (tx, answers) = async_channel::bounded(ANSWER_QUEUE);
+        let (answer_spare, spare) = async_channel::bounded(SPARE_BUFFERS);
+        let request_spare = async_channel::bounded(SPARE_BUFFERS);
         let mut slots = self.lock();
         if self.is_dead() {
             return None;
@@ -198,9 +225,9 @@ impl MiddleConn {
                 break id;
             }
         };
-        slots.insert(conn_id, tx);
+        slots.insert(conn_id, Registered { answers: tx, spare });
         drop(slots);
-        Some(ClientSlot { conn_id, answers, conn: self.clone() })
+        Some(ClientSlot { conn_id, answers, conn: self.clone(), request_spare, answer_spare })
     }
 
     /// Marks the connection dead: every client's queue closes, the writer and reader stop.
@@ -230,6 +257,10 @@ pub struct ClientSlot {
     conn_id: u64,
     answers: async_channel::Receiver<Answer>,
     conn: Arc<MiddleConn>,
+    /// Request buffers the writer gave back.
+    request_spare: (async_channel::Sender<Vec<u8>>, async_channel::Receiver<Vec<u8>>),
+    /// Where answer buffers go back to the reader.
+    answer_spare: async_channel::Sender<Vec<u8>>,
 }
 
 impl fmt::Debug for ClientSlot {
@@ -252,10 +283,21 @@ impl ClientSlot {
         self.conn.endpoint
     }
 
+    /// An empty buffer for the next request's packet (a reused one once warm).
+    pub fn request_buffer(&self) -> Vec<u8> {
+        self.request_spare.1.try_recv().unwrap_or_default()
+    }
+
     /// Queues one request (waits while the writer's queue is full); `false` once the
-    /// connection is dead.
+    /// connection is dead. The packet's buffer comes back through [`Self::request_buffer`].
     pub async fn send(&self, req: ProxyReq, packet: Vec<u8>) -> bool {
-        self.conn.outbound.send(Outbound::Req { req, packet }).await.is_ok()
+        let spare = self.request_spare.0.clone();
+        self.conn.outbound.send(Outbound::Req { req, packet, spare }).await.is_ok()
+    }
+
+    /// Gives an answer's buffer back to the reader for reuse.
+    pub fn recycle_answer(&self, buf: Vec<u8>) {
+        recycle(&self.answer_spare, buf);
     }
 
     /// The next answer; `None` when the middle proxy closed this client (`RPC_CLOSE_EXT`), the
@@ -394,10 +436,15 @@ async fn dispatch<R: Runtime>(
         };
         match message {
             FromMiddle::ProxyAns { conn_id, data, .. } => {
-                deliver::<R>(conn, conn_id, Answer::Data(data.to_vec())).await;
+                deliver::<R>(conn, conn_id, |spare| {
+                    let mut buf = spare.try_recv().unwrap_or_default();
+                    buf.extend_from_slice(data);
+                    Answer::Data(buf)
+                })
+                .await;
             }
             FromMiddle::SimpleAck { conn_id, confirm } => {
-                deliver::<R>(conn, conn_id, Answer::Ack(confirm)).await;
+                deliver::<R>(conn, conn_id, |_| Answer::Ack(confirm)).await;
             }
             FromMiddle::CloseExt { conn_id } | FromMiddle::CloseConn { conn_id } => {
                 // Dropping the sender ends the client once it has read what was queued.
@@ -416,12 +463,16 @@ async fn dispatch<R: Runtime>(
 
 /// Queues an answer for `conn_id`: an unknown id gets `RPC_CLOSE_CONN`; a client whose queue
 /// stays full for [`SLOW_CLIENT`] is dropped and gets `RPC_CLOSE_CONN`.
-async fn deliver<R: Runtime>(conn: &MiddleConn, conn_id: u64, answer: Answer) {
-    let Some(tx) = conn.lock().get(&conn_id).cloned() else {
+async fn deliver<R: Runtime>(
+    conn: &MiddleConn,
+    conn_id: u64,
+    answer: impl FnOnce(&async_channel::Receiver<Vec<u8>>) -> Answer,
+) {
+    let Some(Registered { answers: tx, spare }) = conn.lock().get(&conn_id).cloned() else {
         conn.close_conn(conn_id);
         return;
     };
-    let answer = match tx.try_send(answer) {
+    let answer = match tx.try_send(answer(&spare)) {
         Ok(()) | Err(async_channel::TrySendError::Closed(_)) => return,
         Err(async_channel::TrySendError::Full(answer)) => answer,
     };
@@ -466,12 +517,13 @@ async fn write_loop<R: Runtime>(
 
 fn push(batch: &mut mtg_proto::middle::Batch<'_>, message: Outbound) {
     match message {
-        Outbound::Req { req, packet } => {
+        Outbound::Req { req, packet, spare } => {
             // Sessions forward only whole-word packets within MAX_POST_SIZE; anything else is
             // dropped here rather than breaking the connection.
             if let Err(e) = batch.proxy_req(&req, &packet) {
                 debug!(conn_id = req.conn_id, error = %e, "request not encodable, dropped");
             }
+            recycle(&spare, packet);
         }
         Outbound::CloseConn(id) => batch.close_conn(id),
         Outbound::Ping(id) => batch.ping(id),
