@@ -363,3 +363,23 @@ fn a_media_dc_without_its_own_group_uses_the_default_group() {
     assert!(s.middle.wait_until(WAIT, |seen| seen.requests.iter().any(|r| r.client == local)));
     assert_eq!(s.dc.connections(), 0);
 }
+
+#[test]
+fn removing_a_user_closes_its_middle_sessions_only() {
+    let s = setup(&format!("ad-tag = \"{GLOBAL_TAG}\"\napi-bind-to = \"127.0.0.1:1\"\napi-token = \"t\""));
+    let addr = s.proxy.addr();
+    let (mut kept, mut removed) = block_on(async move {
+        let (kept, _, _) = res_pq(addr, alice()).await?;
+        let (removed, _, _) = res_pq(addr, bob()).await?;
+        std::io::Result::Ok((kept, removed))
+    })
+    .expect("both through the middle proxy");
+    let api = s.proxy.api().expect("the API listens");
+    let (status, body) = mtg_tests::api_client::request(api, "DELETE", "/secrets/bob", Some("Bearer t"), "");
+    assert_eq!(status, 200, "{body}");
+    block_on(async move {
+        removed.wait_closed().await.expect("bob's session is closed");
+        kept.req_pq().await.expect("alice's session goes on");
+    });
+    assert_eq!(s.dc.connections(), 0);
+}
