@@ -383,3 +383,18 @@ fn removing_a_user_closes_its_middle_sessions_only() {
     });
     assert_eq!(s.dc.connections(), 0);
 }
+
+#[test]
+fn a_silent_middle_proxy_is_pinged_and_one_that_stops_answering_is_dropped() {
+    let s = with_global_tag();
+    s.proxy.middle_pool().set_idle_ping(Duration::from_millis(300));
+    let addr = s.proxy.addr();
+    let (mut client, _, _) = block_on(async move { res_pq(addr, alice()).await }).expect("resPQ");
+    // Silence: the proxy pings (and the fake's pong keeps the connection up).
+    assert!(s.middle.wait_until(WAIT, |seen| !seen.pings.is_empty()), "a ping after the silence");
+    // The fake stops reading: no pong, so the connection is declared dead and its client closed.
+    s.middle.set_stall(true);
+    block_on(async move { client.wait_closed().await })
+        .expect("the client is closed with the dead connection");
+    assert_eq!(s.proxy.middle_pool().connections(s.middle.addr()), 0, "the dead connection is gone");
+}

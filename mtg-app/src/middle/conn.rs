@@ -36,7 +36,8 @@ use crate::runtime::Runtime;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of the nonce exchange and handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Silence after which the reader pings; as long again without input and the connection is dead.
+/// Silence after which the reader pings; as long again without input and the connection is
+/// dead (the pool's default; see `MiddlePool::set_idle_ping`).
 pub const IDLE_PING: Duration = Duration::from_secs(15);
 /// Answers queued per client before the reader waits for it.
 pub const ANSWER_QUEUE: usize = 64;
@@ -152,13 +153,14 @@ fn unix_secs() -> u64 {
 impl MiddleConn {
     /// Dials `endpoint`, runs the nonce exchange and handshake with `secret` (our KDF address:
     /// the socket's local address, translated to `public_v4`/`public_v6` when private) and
-    /// spawns the reader and writer tasks on `runtime`.
+    /// spawns the reader and writer tasks on `runtime`; the reader pings after `idle_ping` of
+    /// silence and gives up after as long again.
     pub async fn connect<R: Runtime>(
         runtime: &R,
         endpoint: SocketAddr,
         secret: &ProxySecret,
-        public_v4: Option<Ipv4Addr>,
-        public_v6: Option<Ipv6Addr>,
+        (public_v4, public_v6): (Option<Ipv4Addr>, Option<Ipv6Addr>),
+        idle_ping: Duration,
     ) -> Result<Arc<Self>, ConnectError> {
         let mut stream = match with_timeout::<R, _>(CONNECT_TIMEOUT, R::connect(endpoint)).await {
             None => return Err(ConnectError::ConnectTimeout),
@@ -184,7 +186,7 @@ impl MiddleConn {
             stop,
         });
         let (rd, wr) = stream.split();
-        runtime.spawn(read_loop::<R>(rd, reader, leftover, conn.clone(), stopped));
+        runtime.spawn(read_loop::<R>(rd, reader, leftover, conn.clone(), stopped, idle_ping));
         runtime.spawn(write_loop::<R>(wr, writer, queued, conn.clone()));
         debug!(%endpoint, "middle-proxy connection ready");
         Ok(conn)
@@ -364,8 +366,9 @@ async fn read_loop<R: Runtime>(
     leftover: Vec<u8>,
     conn: Arc<MiddleConn>,
     stopped: async_channel::Receiver<()>,
+    idle_ping: Duration,
 ) {
-    let why = read_until_end::<R>(&mut rd, &mut reader, leftover, &conn, &stopped).await;
+    let why = read_until_end::<R>(&mut rd, &mut reader, leftover, &conn, &stopped, idle_ping).await;
     debug!(endpoint = %conn.endpoint, reason = why, "middle-proxy reader ended");
     conn.die();
 }
@@ -376,6 +379,7 @@ async fn read_until_end<R: Runtime>(
     leftover: Vec<u8>,
     conn: &MiddleConn,
     stopped: &async_channel::Receiver<()>,
+    idle_ping: Duration,
 ) -> &'static str {
     use futures_util::future::{Either, select};
     if let Err(why) = dispatch::<R>(reader, &leftover, conn).await {
@@ -385,7 +389,7 @@ async fn read_until_end<R: Runtime>(
     let mut pinged = false;
     loop {
         let read = {
-            let read = std::pin::pin!(with_timeout::<R, _>(IDLE_PING, rd.read(&mut buf)));
+            let read = std::pin::pin!(with_timeout::<R, _>(idle_ping, rd.read(&mut buf)));
             let stop = std::pin::pin!(stopped.recv());
             match select(read, stop).await {
                 Either::Right(_) => return "stopped",

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use mtg_proto::middle::ProxySecret;
 use rand::Rng;
 use tracing::info;
 
-use super::conn::{ClientSlot, ConnectError, MiddleConn};
+use super::conn::{ClientSlot, ConnectError, IDLE_PING, MiddleConn};
 use crate::runtime::Runtime;
 
 /// Most connections per middle-proxy endpoint.
@@ -134,12 +135,26 @@ impl Drop for Token<'_> {
 }
 
 /// Every middle-proxy endpoint's connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MiddlePool {
     endpoints: Mutex<HashMap<SocketAddr, Arc<Endpoint>>>,
+    /// Silence before a ping, for connections made from now on (milliseconds).
+    idle_ping_ms: AtomicU64,
+}
+
+impl Default for MiddlePool {
+    fn default() -> Self {
+        Self { endpoints: Mutex::default(), idle_ping_ms: AtomicU64::new(IDLE_PING.as_millis() as u64) }
+    }
 }
 
 impl MiddlePool {
+    /// Sets the silence before a ping (and, as long again, before a connection is declared
+    /// dead) for connections made from now on; [`IDLE_PING`] by default. For tests.
+    pub fn set_idle_ping(&self, idle: Duration) {
+        self.idle_ping_ms.store(idle.as_millis() as u64, Ordering::Relaxed);
+    }
+
     fn endpoint(&self, addr: SocketAddr) -> Arc<Endpoint> {
         let mut map = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(addr).or_insert_with(|| Arc::new(Endpoint::new())).clone()
@@ -185,7 +200,8 @@ impl MiddlePool {
         if endpoint.blocked() {
             return Err(PoolError::Backoff);
         }
-        match MiddleConn::connect(runtime, addr, secret, public_v4, public_v6).await {
+        let idle_ping = Duration::from_millis(self.idle_ping_ms.load(Ordering::Relaxed));
+        match MiddleConn::connect(runtime, addr, secret, (public_v4, public_v6), idle_ping).await {
             Ok(conn) => {
                 endpoint.backoff.lock().unwrap_or_else(PoisonError::into_inner).succeeded();
                 let slot = conn.open_client();
