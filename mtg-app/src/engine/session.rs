@@ -1,5 +1,6 @@
 //! One client connection from accept to close: PROXY header, handshake with its deadline,
-//! then domain fronting or the DC leg and the relay.
+//! then domain fronting, or the DC leg and the relay, or (users with an ad tag) a middle-proxy
+//! session (`middle_session.rs`) with the DC leg as its fallback.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
