@@ -18,6 +18,7 @@
 //!                                  Ready(Established)        `consumed()` bytes were handshake
 //!
 //!  Established ──into_session(dc, rng)──► (Session, frame for the DC)
+//!              ──into_client_leg()────► ClientLeg (middle-proxy mode: no DC leg)
 //! ```
 //!
 //! Both wrappers authenticate once: an `ee` client by its ClientHello (the obfuscated2 frame
@@ -35,7 +36,7 @@ use sha2::Sha256;
 use zeroize::Zeroize;
 
 use crate::obfs2::{self, FRAME_LEN, FrameHeader, LegCipher, TAG_PADDED_INTERMEDIATE};
-use crate::relay::{ClientToDc, DcToClient, Mode, Session};
+use crate::relay::{ClientIn, ClientLeg, ClientOut, ClientToDc, DcToClient, Mode, Session};
 use crate::replay::ReplayCache;
 use crate::secret::KEY_LEN;
 use crate::tls::client_hello::{ClientHello, HelloError, HelloRecords};
@@ -545,5 +546,20 @@ impl Established {
             dc_to_client: DcToClient::new(self.mode == Mode::FakeTls, dc_leg.recv, self.client.send),
         };
         (session, frame)
+    }
+
+    /// Keeps only the client's leg, for middle-proxy mode (the app splits the plaintext into
+    /// transport packets itself); `None` when the frame's tag names no known transport
+    /// (the handshake only accepts `dd`, so this does not happen for an accepted client).
+    pub fn into_client_leg(self) -> Option<ClientLeg> {
+        let transport = crate::middle::Transport::from_tag(self.dc.tag)?;
+        Some(ClientLeg {
+            user: self.user,
+            mode: self.mode,
+            transport,
+            dc: self.dc.dc,
+            client_in: ClientIn::new(self.deframer, self.client.recv),
+            client_out: ClientOut::new(self.mode == Mode::FakeTls, self.client.send),
+        })
     }
 }

@@ -77,7 +77,7 @@ pub use handshake::{
     HelloStep, Pending, RejectReason, ServerHandshake,
 };
 pub use obfs2::FrameHeader;
-pub use relay::{ClientToDc, DcToClient, Mode, RelayError, Session};
+pub use relay::{ClientIn, ClientLeg, ClientOut, ClientToDc, DcToClient, Mode, RelayError, Session};
 pub use replay::{NoReplayCheck, ReplayCache, StableBloomFilter};
 pub use secret::{Secret, SecretError, SecretKind};
 pub use users::{HostId, UserId, UserTable};

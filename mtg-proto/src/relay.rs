@@ -142,3 +142,99 @@ impl DcToClient {
         self.bytes
     }
 }
+
+/// The client's incoming half of a middle-proxy session (no DC leg): strips TLS records
+/// (FakeTLS mode) and decrypts the client's obfuscated2 stream in place.
+#[derive(Debug)]
+pub struct ClientIn {
+    deframer: Option<Deframer>,
+    from_client: Keystream,
+    bytes: u64,
+}
+
+impl ClientIn {
+    pub(crate) fn new(deframer: Option<Deframer>, from_client: Keystream) -> Self {
+        Self { deframer, from_client, bytes: 0 }
+    }
+
+    /// Transforms `buf` (bytes as read from the client) in place and returns the range of it
+    /// that holds plaintext (possibly empty: a read may hold only record headers).
+    pub fn process(&mut self, buf: &mut [u8]) -> Result<Range<usize>, RelayError> {
+        let range = match &mut self.deframer {
+            Some(deframer) => deframer.deframe_in_place(buf)?,
+            None => 0..buf.len(),
+        };
+        self.from_client.apply(&mut buf[range.clone()]);
+        self.bytes += range.len() as u64;
+        Ok(range)
+    }
+
+    /// Plaintext bytes read from the client so far (the `/stats` `bytes_in`).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// The client's outgoing half of a middle-proxy session: encrypts with the client's keystream
+/// and (FakeTLS mode) wraps each chunk in one ApplicationData record, exactly like
+/// [`DcToClient`] minus the DC decryption.
+#[derive(Debug)]
+pub struct ClientOut {
+    framed: bool,
+    to_client: Keystream,
+    bytes: u64,
+}
+
+impl ClientOut {
+    /// Bytes the caller leaves free before the payload for the record header.
+    pub const HEADROOM: usize = HEADER_LEN;
+    /// Largest payload per call (one TLS record).
+    pub const MAX_CHUNK: usize = MAX_RECORD_PAYLOAD;
+    /// Size of a buffer that holds the headroom and the largest chunk.
+    pub const BUFFER_LEN: usize = Self::HEADROOM + Self::MAX_CHUNK;
+
+    pub(crate) fn new(framed: bool, to_client: Keystream) -> Self {
+        Self { framed, to_client, bytes: 0 }
+    }
+
+    /// Encrypts the `len` plaintext bytes in `buf[HEADROOM..HEADROOM + len]` in place and
+    /// returns the range of `buf` to write to the client.
+    pub fn process(&mut self, buf: &mut [u8], len: usize) -> Result<Range<usize>, RelayError> {
+        if len > Self::MAX_CHUNK || buf.len() < Self::HEADROOM + len {
+            return Err(RelayError::ChunkTooLarge);
+        }
+        self.to_client.apply(&mut buf[Self::HEADROOM..Self::HEADROOM + len]);
+        self.bytes += len as u64;
+        if self.framed {
+            let mut header = [0u8; HEADER_LEN];
+            record::write_app_data_header(&mut header, len);
+            buf[..HEADER_LEN].copy_from_slice(&header);
+            Ok(0..HEADER_LEN + len)
+        } else {
+            Ok(Self::HEADROOM..Self::HEADROOM + len)
+        }
+    }
+
+    /// Plaintext bytes sent to the client so far (the `/stats` `bytes_out`).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// An accepted client's own leg, for middle-proxy mode: the bytes are split into transport
+/// packets by the app instead of being re-encrypted for a DC.
+#[derive(Debug)]
+pub struct ClientLeg {
+    /// The authenticated user.
+    pub user: UserId,
+    /// FakeTLS or secured.
+    pub mode: Mode,
+    /// The client's transport, from its frame's tag.
+    pub transport: crate::middle::Transport,
+    /// The DC id the client asked for, signed (negative: media).
+    pub dc: i16,
+    /// Client → us: records stripped, decrypted.
+    pub client_in: ClientIn,
+    /// Us → client: encrypted, in records for FakeTLS.
+    pub client_out: ClientOut,
+}

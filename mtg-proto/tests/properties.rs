@@ -226,6 +226,69 @@ proptest! {
     }
 
     #[test]
+    fn client_leg_gives_the_client_plaintext_and_frames_answers_like_the_relay(
+        seed in any::<u64>(),
+        up in prop::collection::vec(any::<u8>(), 0..40_000),
+        down in prop::collection::vec(any::<u8>(), 0..40_000),
+        up_chunks in prop::collection::vec(1usize..5000, 1..10),
+        down_chunks in prop::collection::vec(1usize..16379, 1..10),
+        dd in any::<bool>(),
+        dc in any::<i16>(),
+    ) {
+        let s = if dd { Secret::secured([9; 16]).unwrap() } else { secret(5, "leg.example") };
+        let users = UserTable::new([&s]);
+        let mut r = rng(seed);
+        let mut wire = Vec::new();
+        if !dd {
+            mtg_proto::client::FakeTlsHello::build(&s, NOW, &mut r, &mut wire).unwrap();
+        }
+        let mut client = ClientSession::start(&s, dc, &mut r, &mut wire);
+        client.seal(&up, &mut wire);
+
+        let config = HandshakeConfig { secured: true, ..HandshakeConfig::default() };
+        let fed = feed(&users, &mut NoReplayCheck, config, now(), &wire, &[wire.len()], seed);
+        let Some(&Event::Ready { consumed, .. }) = fed.events.last() else { panic!("{:?}", fed.events) };
+        let mut leg = fed.established.unwrap().into_client_leg().expect("dd is a known transport");
+        prop_assert_eq!(leg.transport, mtg_proto::middle::Transport::PaddedIntermediate);
+        prop_assert_eq!(leg.dc, dc);
+        prop_assert_eq!(leg.mode, if dd { Mode::Secured } else { Mode::FakeTls });
+
+        // Client → us, in arbitrary read sizes: the exact plaintext.
+        let mut rest = wire[consumed..].to_vec();
+        let mut plain = Vec::new();
+        let (mut i, mut pos) = (0, 0);
+        while pos < rest.len() {
+            let n = up_chunks[i % up_chunks.len()].min(rest.len() - pos);
+            i += 1;
+            let chunk = &mut rest[pos..pos + n];
+            let k = leg.client_in.process(chunk).unwrap();
+            plain.extend_from_slice(&chunk[k]);
+            pos += n;
+        }
+        prop_assert_eq!(&plain, &up);
+        prop_assert_eq!(leg.client_in.bytes(), up.len() as u64);
+
+        // Us → client, in arbitrary chunk sizes: the client's decoder gives the exact bytes.
+        let mut to_client_wire = Vec::new();
+        let mut buf = vec![0u8; mtg_proto::ClientOut::BUFFER_LEN];
+        let (mut i, mut pos) = (0, 0);
+        while pos < down.len() {
+            let n = down_chunks[i % down_chunks.len()].min(down.len() - pos);
+            i += 1;
+            buf[mtg_proto::ClientOut::HEADROOM..mtg_proto::ClientOut::HEADROOM + n]
+                .copy_from_slice(&down[pos..pos + n]);
+            let range = leg.client_out.process(&mut buf, n).unwrap();
+            to_client_wire.extend_from_slice(&buf[range]);
+            pos += n;
+        }
+        let k = client.open(&mut to_client_wire).unwrap();
+        prop_assert_eq!(&to_client_wire[k], &down[..]);
+        prop_assert_eq!(leg.client_out.bytes(), down.len() as u64);
+        let too_big = leg.client_out.process(&mut buf, mtg_proto::ClientOut::MAX_CHUNK + 1);
+        prop_assert_eq!(too_big, Err(mtg_proto::RelayError::ChunkTooLarge));
+    }
+
+    #[test]
     fn replayed_hello_is_fronted(seed in any::<u64>()) {
         let s = secret(7, "replay.example");
         let users = UserTable::new([&s]);

@@ -4,6 +4,8 @@
 //! * [`api_client`]: raw HTTP requests to the proxy's API.
 //! * [`fake_dc`]: a fake Telegram datacenter (obfuscated2 leg without secret; echo, `resPQ`,
 //!   refuse, reset, blackhole and sink modes).
+//! * [`fake_middle`]: a fake Telegram middle proxy (handshake, records `RPC_PROXY_REQ`, answers
+//!   `req_pq_multi` with `resPQ`, echoes, pings; hooks to close clients or itself, stall, refuse).
 //! * [`fronting`]: a local HTTPS fronting website with a self-signed certificate.
 //! * [`dns_server`]: a tiny UDP DNS server answering made-up names (for `[network] dns`).
 //! * [`socks_server`]: a real SOCKS5 server (`microsocks`) for `[network] proxies`.
@@ -31,6 +33,7 @@ pub mod config_text;
 pub mod dns_server;
 pub mod fake_bootstrap;
 pub mod fake_dc;
+pub mod fake_middle;
 pub mod fronting;
 pub mod list_server;
 pub mod mtproto;

@@ -135,6 +135,11 @@ impl ProxyUnderTest {
         true
     }
 
+    /// The middle-proxy connection pool.
+    pub fn middle_pool(&self) -> &mtg_app::middle::MiddlePool {
+        self.control.data.middle_pool()
+    }
+
     /// Connections being served now.
     pub fn active(&self) -> usize {
         self.control.data.active()

@@ -92,13 +92,14 @@ pub(crate) async fn accept_loop<R: Runtime>(
             }
         };
         let shared = shared.clone();
+        let task_runtime = runtime.clone();
         runtime.spawn(async move {
             let Some(_active) = ActiveGuard::try_new(&shared.active, shared.settings.concurrency()) else {
                 shared.metrics().concurrency_limited();
                 debug!(%peer, "concurrency limit reached, closing");
                 return;
             };
-            serve_connection::<R>(shared.clone(), stream, peer).await;
+            serve_connection::<R>(task_runtime, shared.clone(), stream, peer).await;
         });
     }
 }

@@ -10,6 +10,7 @@ mod doppel;
 mod fronting;
 mod hints;
 mod listener;
+mod middle_session;
 mod probe_limit;
 pub(crate) mod relay;
 #[doc(hidden)]
@@ -182,8 +183,8 @@ impl Directory {
 
     /// The ad tag a session of this user id gets when it is admitted: the user's own
     /// `[secret-ad-tags]` entry, else `ad-tag`; `None` = direct to the DCs. Read once per
-    /// session (a reload changes it for later sessions only). Middle-proxy routing (issue 13)
-    /// is what will use it; until then sessions go direct whatever the tag.
+    /// session (a reload changes it for later sessions only); a tagged session goes through a
+    /// middle proxy when one is known and reachable.
     pub fn ad_tag(&self, user: UserId) -> Option<AdTag> {
         self.ad_tags.get(user.0 as usize).copied().flatten()
     }
@@ -293,6 +294,7 @@ pub struct Shared {
     metrics: Metrics,
     doppelganger: Doppelganger,
     middle: crate::middle::MiddleStore,
+    middle_pool: crate::middle::MiddlePool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -329,6 +331,7 @@ impl Shared {
             metrics,
             doppelganger: Doppelganger::default(),
             middle: crate::middle::MiddleStore::default(),
+            middle_pool: crate::middle::MiddlePool::default(),
         })
     }
 
@@ -373,6 +376,11 @@ impl Shared {
     /// The middle-proxy snapshot sessions of tagged users route by.
     pub fn middle(&self) -> &crate::middle::MiddleStore {
         &self.middle
+    }
+
+    /// The middle-proxy connections of tagged users' sessions.
+    pub fn middle_pool(&self) -> &crate::middle::MiddlePool {
+        &self.middle_pool
     }
 
     /// The settings.

@@ -208,6 +208,8 @@ pub(crate) enum End {
     Protocol(RelayError),
     /// The user was removed, re-keyed or disabled by a reload.
     Revoked,
+    /// The client broke its transport framing (middle-proxy sessions).
+    Transport(mtg_proto::middle::TransportError),
 }
 
 impl std::fmt::Display for End {
@@ -219,6 +221,7 @@ impl std::fmt::Display for End {
             Self::Io(e) => write!(f, "i/o error: {e}"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
             Self::Revoked => f.write_str("user removed, re-keyed or disabled"),
+            Self::Transport(e) => write!(f, "client transport error: {e}"),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One client connection from accept to close: PROXY header, handshake with its deadline,
-//! then domain fronting or the DC leg and the relay.
+//! then domain fronting, or the DC leg and the relay, or (users with an ad tag) a middle-proxy
+//! session (`middle_session.rs`) with the DC leg as its fallback.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use crate::runtime::Runtime;
 use crate::users::accounting::Admitted;
 use crate::users::limits;
 
+use super::middle_session::{self, MiddleReady};
 use super::relay::{Pump, Relay};
 use super::shaper::Shaped;
 use super::{Directory, Settings, Shared, fronting, upstream, with_timeout};
@@ -132,8 +134,23 @@ impl<R: Runtime> Handshaking<R> {
     }
 }
 
-/// Runs the handshake and dials the DC; `None` when the connection was closed or fronted.
-async fn prepare<R: Runtime>(shared: Arc<Shared>, client: R::Stream, peer: SocketAddr) -> Option<Ready<R>> {
+/// A session ready to relay: direct to a DC, or through a middle proxy (tagged users).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "moved once out of the boxed handshake future and unpacked at once"
+)]
+enum Prepared<R: Runtime> {
+    Direct(Ready<R>),
+    Middle(MiddleReady<R>),
+}
+
+/// Runs the handshake and opens the session; `None` when the connection was closed or fronted.
+async fn prepare<R: Runtime>(
+    runtime: &R,
+    shared: Arc<Shared>,
+    client: R::Stream,
+    peer: SocketAddr,
+) -> Option<Prepared<R>> {
     let settings = &shared.settings;
     if let Err(e) = settings.accepted_tcp.apply(R::socket(&client)) {
         debug!(%peer, error = %e, "cannot set client socket options");
@@ -151,7 +168,7 @@ async fn prepare<R: Runtime>(shared: Arc<Shared>, client: R::Stream, peer: Socke
     let users = shared.users();
     let doppel = shared.doppelganger().statistics();
     match handshake(&shared, &users, doppel.app_data_len(), &mut conn).await {
-        Ok(accepted) => open_session(&shared, conn, users, accepted, &doppel, client_live).await,
+        Ok(accepted) => open_session(runtime, &shared, conn, users, accepted, &doppel, client_live).await,
         Err(exit) => {
             conn.end(&shared, exit).await;
             None
@@ -299,21 +316,87 @@ async fn read_frame<R: Runtime>(
     })
 }
 
-/// Picks and dials the DC of an accepted client and wires the relay; `None` closes.
+/// Opens an accepted client's session: through a middle proxy when its user has an ad tag
+/// and one is reachable, else direct; `None` closes.
 async fn open_session<R: Runtime>(
+    runtime: &R,
     shared: &Shared,
     conn: Handshaking<R>,
     users: Arc<Directory>,
     accepted: Accepted,
     doppel: &Statistics,
     client_live: GaugeGuard,
-) -> Option<Ready<R>> {
-    let settings = &shared.settings;
-    let Accepted { slot: Slot { admitted, live: user_live, traffic: user_traffic }, established } = accepted;
-    let user = established.user();
+) -> Option<Prepared<R>> {
+    let user = accepted.established.user();
     let name = users.name(user).to_owned();
     let watch = users.switch(user).map(super::SessionSwitch::watch)?;
+    let ad_tag = users.ad_tag(user);
     drop(users);
+    let opened = Opened { conn, accepted, name, watch, client_live };
+    if let Some(tag) = ad_tag {
+        match middle_session::route(runtime, shared, opened.accepted.established.dc().dc).await {
+            Ok(slot) => return open_middle(shared, opened, slot, tag).map(Prepared::Middle),
+            Err(reason) => middle_session::fell_back(shared, &opened.name, reason),
+        }
+    }
+    open_direct(shared, opened, doppel).await.map(Prepared::Direct)
+}
+
+/// An accepted client between its handshake and its relay.
+struct Opened<R: Runtime> {
+    conn: Handshaking<R>,
+    accepted: Accepted,
+    name: String,
+    watch: async_channel::Receiver<()>,
+    client_live: GaugeGuard,
+}
+
+/// Wires a tagged client's middle-proxy session on `slot`; `None` closes.
+fn open_middle<R: Runtime>(
+    shared: &Shared,
+    opened: Opened<R>,
+    slot: crate::middle::ClientSlot,
+    tag: crate::config::AdTag,
+) -> Option<MiddleReady<R>> {
+    let Opened { conn, accepted, name, watch, client_live } = opened;
+    let Accepted { slot: Slot { admitted, live: user_live, traffic: user_traffic }, established } = accepted;
+    let dc = established.dc().dc;
+    let consumed = established.consumed();
+    let user = established.user();
+    let leg = middle_session::client_leg::<R>(shared, &conn.client, conn.peer, established, &slot, tag)?;
+    let endpoint = slot.endpoint();
+    let (middle_live, middle_traffic) = shared.metrics().telegram_connection(endpoint.ip(), dc);
+    shared.hints.put(conn.peer.ip(), user);
+    debug!(user = %name, dc, %endpoint, conn_id = slot.conn_id(), "session through a middle proxy");
+    Some(MiddleReady {
+        transport: leg.leg.transport,
+        client_in: leg.leg.client_in,
+        client_out: leg.leg.client_out,
+        base: leg.base,
+        slot,
+        leftover: conn.buf[consumed..].to_vec(),
+        client: conn.client,
+        admitted,
+        meters: [user_traffic, middle_traffic],
+        watch,
+        idle: shared.settings.config.network.timeout.idle,
+        name,
+        dc,
+        started: conn.started,
+        _live: [client_live, user_live, middle_live],
+    })
+}
+
+/// Picks and dials the DC of an accepted client and wires the relay; `None` closes.
+async fn open_direct<R: Runtime>(
+    shared: &Shared,
+    opened: Opened<R>,
+    doppel: &Statistics,
+) -> Option<Ready<R>> {
+    let settings = &shared.settings;
+    let Opened { conn, accepted, name, watch, client_live } = opened;
+    let Accepted { slot: Slot { admitted, live: user_live, traffic: user_traffic }, established } = accepted;
+    let user = established.user();
     let target = pick_dc(settings, &name, established.dc())?;
     let consumed = established.consumed();
     let (session, frame) = established.into_session(target, &mut rand::rng());
@@ -427,11 +510,19 @@ struct Ready<R: Runtime> {
 }
 
 /// Serves one accepted connection.
-pub(crate) async fn serve_connection<R: Runtime>(shared: Arc<Shared>, client: R::Stream, peer: SocketAddr) {
+pub(crate) async fn serve_connection<R: Runtime>(
+    runtime: R,
+    shared: Arc<Shared>,
+    client: R::Stream,
+    peer: SocketAddr,
+) {
     // The handshake's state is large and short-lived: boxed, it is freed when the handshake
     // ends, and a relaying session's task is sized by the relay alone.
-    let Some(mut ready) = Box::pin(prepare::<R>(shared.clone(), client, peer)).await else {
-        return;
+    let prepared = Box::pin(prepare::<R>(&runtime, shared.clone(), client, peer)).await;
+    let mut ready = match prepared {
+        None => return,
+        Some(Prepared::Direct(ready)) => ready,
+        Some(Prepared::Middle(ready)) => return middle_session::serve(ready).await,
     };
     let end = (&mut ready.relay).await;
     shared.doppelganger().add_paced_records(ready.relay.down.transform.paced_records());

@@ -45,6 +45,7 @@ pub(crate) enum Name {
     UserFrontedByLimit,
     MiddleProxyFetches,
     MiddleProxyEndpoints,
+    MiddleProxyFallbacks,
 }
 
 /// How a metric's value moves (and so how statsd sends it).
@@ -59,7 +60,7 @@ pub(crate) enum Kind {
 }
 
 impl Name {
-    const ALL: [Self; 17] = [
+    const ALL: [Self; 18] = [
         Self::ClientConnections,
         Self::TelegramConnections,
         Self::DomainFrontingConnections,
@@ -77,6 +78,7 @@ impl Name {
         Self::UserFrontedByLimit,
         Self::MiddleProxyFetches,
         Self::MiddleProxyEndpoints,
+        Self::MiddleProxyFallbacks,
     ];
 
     /// The name without prefix.
@@ -99,6 +101,7 @@ impl Name {
             Self::UserFrontedByLimit => "user_fronted_by_limit",
             Self::MiddleProxyFetches => "middle_proxy_fetches",
             Self::MiddleProxyEndpoints => "middle_proxy_endpoints",
+            Self::MiddleProxyFallbacks => "middle_proxy_fallbacks",
         }
     }
 
@@ -141,6 +144,9 @@ impl Name {
             }
             Self::MiddleProxyFetches => "Fetches of the middle-proxy secret and lists, by outcome",
             Self::MiddleProxyEndpoints => "Middle-proxy addresses in the current snapshot",
+            Self::MiddleProxyFallbacks => {
+                "Sessions of tagged users served direct (no tag) because no middle proxy was reachable"
+            }
         }
     }
 }
@@ -342,6 +348,11 @@ impl Metrics {
     /// A connection was closed on accept: the concurrency limit was reached.
     pub fn concurrency_limited(&self) {
         self.store.concurrency_limited.inc();
+    }
+
+    /// A tagged user's session went direct because no middle proxy took it (`reason`).
+    pub fn middle_proxy_fallback(&self, reason: &str) {
+        self.store.counter(Name::MiddleProxyFallbacks, vec![("reason", reason.into())]).inc();
     }
 
     /// A connection was refused by the IP list `list` (`blocklist` or `allowlist`).

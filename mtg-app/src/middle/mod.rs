@@ -7,11 +7,17 @@
 //! - [`bootstrap`]: the decisions of the bootstrap (which body replaces the last good copy,
 //!   when a snapshot is due, clock skew, failure streaks), without I/O;
 //! - [`refresh`]: the bootstrap's I/O: the `cache-dir` copies, the fetches, publishing;
-//! - the connection pool is added next to them.
+//! - [`conn`]: one multiplexed middle-proxy connection (handshake, reader and writer tasks,
+//!   per-client answer queues);
+//! - [`pool`]: connections per endpoint, made on demand, least-loaded choice, backoff.
 
 pub mod bootstrap;
+pub mod conn;
+pub mod pool;
 pub mod refresh;
 pub mod store;
 
+pub use conn::{Answer, ClientSlot, MiddleConn};
+pub use pool::MiddlePool;
 pub use refresh::Bootstrapper;
 pub use store::{MiddleSnapshot, MiddleStore};

@@ -1,0 +1,295 @@
+//! A tagged user's session through a middle proxy (issue 13): the client's plaintext is split
+//! into transport packets, each forwardable one goes to the middle proxy as `RPC_PROXY_REQ`
+//! with the user's ad tag, and answers come back framed in the client's transport.
+//!
+//! ```text
+//!  client ─► ClientIn ─► TransportDeframer ─► forwardable? ─► ProxyReq ─► ClientSlot::send
+//!  client ◄─ ClientOut ◄─ encode_packet / simple_ack_bytes ◄─ ClientSlot::recv
+//! ```
+//! Accounting is the direct relay's: the same user counters (`Admitted`), the same traffic
+//! meters, the same idle timeout and the same revocation by a reload.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{Either, select};
+use futures_util::{AsyncReadExt, AsyncWriteExt};
+use mtg_proto::middle::{ProxyReq, Transport, TransportDeframer, kdf, rpc, transport};
+use mtg_proto::{ClientIn, ClientLeg, ClientOut, Established};
+use rand::seq::SliceRandom;
+use tracing::{debug, info};
+
+use crate::config::AdTag;
+use crate::metrics::{GaugeGuard, Traffic};
+use crate::middle::conn::{Answer, CONNECT_TIMEOUT, ClientSlot, HANDSHAKE_TIMEOUT};
+use crate::runtime::Runtime;
+use crate::users::accounting::Admitted;
+
+use super::relay::{End, READ_CHUNK};
+use super::{Shared, with_timeout};
+
+/// Least time between two fallback log lines.
+const FALLBACK_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Finds a middle proxy for a client of signed DC `dc`: the group's endpoints in random order,
+/// the next on failure, all within the connect + handshake deadline. `Err` names why the
+/// client goes direct instead.
+pub(super) async fn route<R: Runtime>(
+    runtime: &R,
+    shared: &Shared,
+    dc: i16,
+) -> Result<ClientSlot, &'static str> {
+    let Some(snapshot) = shared.middle().current() else {
+        return Err("no_config");
+    };
+    let mut group = snapshot.v4.group(dc).to_vec();
+    if group.is_empty() {
+        return Err("no_endpoint");
+    }
+    group.shuffle(&mut rand::rng());
+    let config = &shared.settings.config;
+    let (v4, v6) = (config.public_ipv4, config.public_ipv6);
+    let attempts = async {
+        let mut last = "unreachable";
+        for addr in group {
+            match shared.middle_pool().open_client(runtime, addr, &snapshot.secret, v4, v6).await {
+                Ok(slot) => return Ok(slot),
+                Err(e) => last = e.label(),
+            }
+        }
+        Err(last)
+    };
+    with_timeout::<R, _>(CONNECT_TIMEOUT + HANDSHAKE_TIMEOUT, attempts).await.unwrap_or(Err("timeout"))
+}
+
+/// Counts a tagged session that goes direct and logs it, at most once per
+/// [`FALLBACK_LOG_EVERY`].
+pub(super) fn fell_back(shared: &Shared, name: &str, reason: &'static str) {
+    static LAST_LOG_MS: AtomicU64 = AtomicU64::new(0);
+    shared.metrics().middle_proxy_fallback(reason);
+    let now = super::unix_ms().max(0) as u64;
+    let last = LAST_LOG_MS.load(Ordering::Relaxed);
+    if reason != "no_config"
+        && now.saturating_sub(last) >= FALLBACK_LOG_EVERY.as_millis() as u64
+        && LAST_LOG_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        info!(user = %name, reason, "no middle proxy reachable: serving a tagged user direct, without its ad tag");
+    } else {
+        debug!(user = %name, reason, "tagged user served direct");
+    }
+}
+
+/// What a middle-proxy session's task holds.
+pub(super) struct MiddleReady<R: Runtime> {
+    pub(super) client: R::Stream,
+    pub(super) transport: Transport,
+    pub(super) client_in: ClientIn,
+    pub(super) client_out: ClientOut,
+    pub(super) slot: ClientSlot,
+    /// The request fields every packet of this client shares.
+    pub(super) base: ProxyReq,
+    /// What the client sent after its handshake (still encrypted).
+    pub(super) leftover: Vec<u8>,
+    pub(super) admitted: Admitted,
+    pub(super) meters: [Traffic; 2],
+    pub(super) watch: async_channel::Receiver<()>,
+    pub(super) idle: Duration,
+    pub(super) name: String,
+    pub(super) dc: i16,
+    pub(super) started: Instant,
+    /// The gauges this session holds up (client, user, middle proxy) until it ends.
+    pub(super) _live: [GaugeGuard; 3],
+}
+
+/// The per-session parts of a middle-proxy session, before its counters are attached.
+pub(super) struct Leg {
+    pub(super) leg: ClientLeg,
+    pub(super) base: ProxyReq,
+}
+
+/// Takes the client's own leg from its handshake and builds the request fields: `client` its
+/// address, `ours` the client-facing socket's local address as seen from outside.
+pub(super) fn client_leg<R: Runtime>(
+    shared: &Shared,
+    client: &R::Stream,
+    peer: SocketAddr,
+    established: Established,
+    slot: &ClientSlot,
+    tag: AdTag,
+) -> Option<Leg> {
+    let leg = established.into_client_leg()?;
+    let config = &shared.settings.config;
+    let local = R::local_addr(client).ok()?;
+    let ours = kdf::as_seen_from_outside(local, config.public_ipv4, config.public_ipv6);
+    let base = ProxyReq {
+        conn_id: slot.conn_id(),
+        transport: leg.transport,
+        quick_ack: false,
+        client: peer,
+        ours,
+        ad_tag: Some(*tag.as_bytes()),
+    };
+    Some(Leg { leg, base })
+}
+
+/// One thing that happened to a session.
+enum Event {
+    Read(std::io::Result<usize>),
+    Answer(Option<Answer>),
+    Revoked,
+    Timer,
+}
+
+/// Relays a middle-proxy session until either side ends it; returns why.
+pub(super) async fn relay<R: Runtime>(ready: &mut MiddleReady<R>) -> End {
+    let mut session = Session {
+        deframer: TransportDeframer::new(ready.transport),
+        out: vec![0u8; ClientOut::BUFFER_LEN],
+        encoded: Vec::new(),
+        reported: (0, 0),
+    };
+    let mut leftover = std::mem::take(&mut ready.leftover);
+    if let Err(end) = session.forward_client_bytes(ready, &mut leftover).await {
+        return end;
+    }
+    drop(leftover);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut last_activity = Instant::now();
+    let mut timer = R::timer_at(last_activity + ready.idle);
+    loop {
+        let event = {
+            let read = std::pin::pin!(ready.client.read(&mut buf));
+            let answer = std::pin::pin!(ready.slot.recv());
+            let revoked = std::pin::pin!(ready.watch.recv());
+            match select(select(read, answer), select(revoked, &mut timer)).await {
+                Either::Left((Either::Left((read, _)), _)) => Event::Read(read),
+                Either::Left((Either::Right((answer, _)), _)) => Event::Answer(answer),
+                Either::Right((Either::Left(_), _)) => Event::Revoked,
+                Either::Right((Either::Right(_), _)) => Event::Timer,
+            }
+        };
+        let step = match event {
+            Event::Read(Ok(0)) => Err(End::ClientClosed),
+            Event::Read(Ok(n)) => session.forward_client_bytes(ready, &mut buf[..n]).await,
+            Event::Read(Err(e)) => Err(End::Io(e)),
+            Event::Answer(None) => Err(End::UpstreamClosed),
+            Event::Answer(Some(answer)) => session.write_answer(ready, answer).await,
+            Event::Revoked => Err(End::Revoked),
+            Event::Timer => {
+                let deadline = last_activity + ready.idle;
+                if Instant::now() >= deadline {
+                    return End::Idle;
+                }
+                R::reset(&mut timer, deadline);
+                continue;
+            }
+        };
+        if let Err(end) = step {
+            session.report(ready);
+            return end;
+        }
+        session.report(ready);
+        last_activity = Instant::now();
+    }
+}
+
+/// A session's reusable buffers and reported byte counts.
+struct Session {
+    deframer: TransportDeframer,
+    /// Headroom + one record of plaintext for [`ClientOut::process`].
+    out: Vec<u8>,
+    /// One answer framed in the client's transport.
+    encoded: Vec<u8>,
+    reported: (u64, u64),
+}
+
+impl Session {
+    /// Decrypts bytes read from the client and forwards every whole, forwardable packet.
+    async fn forward_client_bytes<R: Runtime>(
+        &mut self,
+        ready: &mut MiddleReady<R>,
+        bytes: &mut [u8],
+    ) -> Result<(), End> {
+        let range = ready.client_in.process(bytes).map_err(End::Protocol)?;
+        let mut input = &bytes[range];
+        loop {
+            let (req, packet) = match self.deframer.next(&mut input) {
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(End::Transport(e)),
+                Ok(Some(packet)) => {
+                    if let Err(reason) = rpc::forwardable(packet.data) {
+                        debug!(user = %ready.name, %reason, "client packet not forwarded");
+                        continue;
+                    }
+                    let mut buf = ready.slot.request_buffer();
+                    buf.extend_from_slice(packet.data);
+                    (ProxyReq { quick_ack: packet.quick_ack, ..ready.base }, buf)
+                }
+            };
+            if !ready.slot.send(req, packet).await {
+                return Err(End::UpstreamClosed);
+            }
+        }
+    }
+
+    /// Frames one answer for the client and writes it, in records of at most one chunk.
+    async fn write_answer<R: Runtime>(
+        &mut self,
+        ready: &mut MiddleReady<R>,
+        answer: Answer,
+    ) -> Result<(), End> {
+        self.encoded.clear();
+        match answer {
+            Answer::Data(data) => {
+                let encoded =
+                    transport::encode_packet(ready.transport, &data, &mut rand::rng(), &mut self.encoded);
+                ready.slot.recycle_answer(data);
+                if let Err(e) = encoded {
+                    debug!(user = %ready.name, error = %e, "answer not encodable, dropped");
+                    return Ok(());
+                }
+            }
+            Answer::Ack(confirm) => {
+                self.encoded.extend_from_slice(&transport::simple_ack_bytes(ready.transport, confirm));
+            }
+        }
+        for chunk in self.encoded.chunks(ClientOut::MAX_CHUNK) {
+            self.out[ClientOut::HEADROOM..ClientOut::HEADROOM + chunk.len()].copy_from_slice(chunk);
+            let range = ready.client_out.process(&mut self.out, chunk.len()).map_err(End::Protocol)?;
+            ready.client.write_all(&self.out[range]).await.map_err(End::Io)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the bytes moved since the last call to the user's counters and the meters.
+    fn report<R: Runtime>(&mut self, ready: &MiddleReady<R>) {
+        let (up, down) = (ready.client_in.bytes(), ready.client_out.bytes());
+        let (new_up, new_down) = (up - self.reported.0, down - self.reported.1);
+        if new_up == 0 && new_down == 0 {
+            return;
+        }
+        self.reported = (up, down);
+        ready.admitted.stats().add_bytes(new_up, new_down);
+        for traffic in &ready.meters {
+            traffic.add(new_up, new_down);
+        }
+    }
+}
+
+/// Serves a middle-proxy session to its end and logs it.
+pub(super) async fn serve<R: Runtime>(mut ready: MiddleReady<R>) {
+    let end = relay(&mut ready).await;
+    let _ = ready.client.close().await;
+    info!(
+        user = %ready.name,
+        dc = ready.dc,
+        middle_proxy = %ready.slot.endpoint(),
+        conn_id = ready.slot.conn_id(),
+        bytes_in = ready.client_in.bytes(),
+        bytes_out = ready.client_out.bytes(),
+        duration_ms = ready.started.elapsed().as_millis() as u64,
+        reason = %end,
+        "session ended"
+    );
+}
