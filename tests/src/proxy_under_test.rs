@@ -55,6 +55,7 @@ impl ProxyUnderTest {
             loaded.config.prometheus.bind_to = Some("127.0.0.1:0".parse().expect("literal address"));
         }
         loaded.config.bind_to = vec!["127.0.0.1:0".parse().expect("literal address")];
+        keep_middle_proxy_offline(&mut loaded.config.middle_proxy);
         if loaded.config.api_bind_to.is_some() {
             loaded.config.api_bind_to = Some("127.0.0.1:0".parse().expect("literal address"));
         }
@@ -163,6 +164,22 @@ impl Drop for ProxyUnderTest {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Points `[middle-proxy]` sources left at Telegram's defaults at a closed loopback port: a
+/// test that gives a user an ad tag never reaches for core.telegram.org.
+fn keep_middle_proxy_offline(sources: &mut mtg_app::config::MiddleProxy) {
+    use mtg_app::config::ListSource;
+    let offline = |url: &str| ListSource::Url(format!("http://127.0.0.1:1/{url}"));
+    for (source, name) in [
+        (&mut sources.secret_url, "getProxySecret"),
+        (&mut sources.config_url, "getProxyConfig"),
+        (&mut sources.config_url_v6, "getProxyConfigV6"),
+    ] {
+        if matches!(source, ListSource::Url(url) if url.contains("core.telegram.org")) {
+            *source = offline(name);
         }
     }
 }

@@ -11,6 +11,8 @@ use mtg_app::middle::MiddleSnapshot;
 use mtg_proto::Secret;
 use mtg_proto::middle::{ProxyMap, proxy_config, rpc};
 use mtg_tests::client::ProxyClient;
+use mtg_tests::config_text::OFFLINE_MIDDLE_PROXY;
+use mtg_tests::fake_bootstrap::{Doc, FakeBootstrap};
 use mtg_tests::fake_middle::{FakeMiddle, Seen, random_ping_id, test_secret};
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::runtime::block_on;
@@ -39,13 +41,19 @@ fn tag_bytes(hex: &str) -> [u8; 16] {
 
 /// Alice and bob; `top` keys (the global tag), bob's own tag, the fake DC for DC 2, metrics on.
 fn config(front: &FrontingSite, dc: &FakeDc, top: &str) -> String {
+    config_with(front, dc, top, OFFLINE_MIDDLE_PROXY)
+}
+
+/// [`config`] with its own `[middle-proxy]` table.
+fn config_with(front: &FrontingSite, dc: &FakeDc, top: &str, middle_proxy: &str) -> String {
     format!(
         "bind-to = \"127.0.0.1:1\"\n{top}\n[secrets]\nalice = \"{}\"\nbob = \"{}\"\n\
          [secret-ad-tags]\nbob = \"{BOB_TAG}\"\n\
          [domain-fronting]\nhost = \"127.0.0.1\"\nport = {}\n\
          [network.timeout]\nhandshake = \"2s\"\nidle = \"30s\"\ntcp = \"2s\"\n\
          [network.dc-overrides]\n2 = [\"{}\"]\n\
-         [stats.prometheus]\nenabled = true\nbind-to = \"127.0.0.1:1\"\nhttp-path = \"/metrics\"\n",
+         [stats.prometheus]\nenabled = true\nbind-to = \"127.0.0.1:1\"\nhttp-path = \"/metrics\"\n\
+         {middle_proxy}",
         alice().to_hex(),
         bob().to_hex(),
         front.addr().port(),
@@ -121,6 +129,28 @@ fn a_tagged_client_gets_res_pq_through_the_middle_proxy_with_the_global_tag() {
     assert_eq!(seen.res_pq_nonces, vec![nonce], "the fake answered this nonce");
     assert_eq!(s.dc.connections(), 0, "nothing went direct");
     drop(client);
+}
+
+#[test]
+fn the_bootstrap_finds_the_middle_proxy_a_tagged_client_then_reaches() {
+    // The whole chain: getProxySecret/getProxyConfig from a fake bootstrap server name the
+    // fake middle proxy; nothing is published by hand.
+    let dc = FakeDc::start(DcMode::Telegram);
+    let front = FrontingSite::start(HOST);
+    let middle = FakeMiddle::start();
+    let boot = FakeBootstrap::start(&[(2, middle.addr())]);
+    boot.set(Doc::Secret, 200, test_secret().as_bytes());
+    let top = format!("ad-tag = \"{GLOBAL_TAG}\"");
+    let proxy = ProxyUnderTest::start(&config_with(&front, &dc, &top, &boot.section("1h", "")));
+    assert!(proxy.wait_middle_generation(1, WAIT), "the snapshot was published from the fake server");
+    let addr = proxy.addr();
+    let (_client, local, nonce) = block_on(async move { res_pq(addr, alice()).await }).expect("resPQ");
+    assert!(middle.wait_until(WAIT, |seen| seen.requests.len() == 1));
+    let seen = middle.seen();
+    assert_eq!(seen.requests[0].ad_tag, Some(tag_bytes(GLOBAL_TAG)));
+    assert_eq!(seen.requests[0].client, local);
+    assert_eq!(seen.res_pq_nonces, vec![nonce]);
+    assert_eq!(dc.connections(), 0, "nothing went direct");
 }
 
 #[test]
