@@ -87,12 +87,18 @@ fn setup(name: &str, secret: &Secret, secured: bool) -> Setup {
 /// The one line a closing note can quote.
 fn print_request(client: &str, req: &Request) {
     println!(
-        "{client} via fake middle proxy: flags {:#010x}, ad tag {}, client {}, ours {}, packet {} bytes",
+        "{client} via fake middle proxy: flags {:#010x}, ad tag {}, client {}, ours {}, packet {} bytes, \
+         unencrypted constructor {}",
         req.flags,
         req.ad_tag.map(|t| hex(&t)).unwrap_or_else(|| "none".to_owned()),
         req.client,
         req.ours,
-        req.packet.len()
+        req.packet.len(),
+        req.packet
+            .get(20..24)
+            .filter(|_| req.packet[..8] == [0; 8])
+            .map(|c| format!("{:#010x}", u32::from_le_bytes(c.try_into().unwrap())))
+            .unwrap_or_else(|| "none (encrypted)".to_owned())
     );
 }
 
