@@ -118,28 +118,37 @@ impl DcToClient {
     /// Transforms the `len` bytes read from the DC into `buf[HEADROOM..HEADROOM + len]` in
     /// place and returns the range of `buf` to write to the client.
     pub fn process(&mut self, buf: &mut [u8], len: usize) -> Result<Range<usize>, RelayError> {
-        if len > Self::MAX_CHUNK || buf.len() < Self::HEADROOM + len {
-            return Err(RelayError::ChunkTooLarge);
-        }
-        Keystream::apply_pair(
-            &mut self.from_dc,
-            &mut self.to_client,
-            &mut buf[Self::HEADROOM..Self::HEADROOM + len],
-        );
+        let payload = chunk_at_headroom(buf, len)?;
+        Keystream::apply_pair(&mut self.from_dc, &mut self.to_client, &mut buf[payload]);
         self.bytes += len as u64;
-        if self.framed {
-            let mut header = [0u8; HEADER_LEN];
-            record::write_app_data_header(&mut header, len);
-            buf[..HEADER_LEN].copy_from_slice(&header);
-            Ok(0..HEADER_LEN + len)
-        } else {
-            Ok(Self::HEADROOM..Self::HEADROOM + len)
-        }
+        Ok(seal(self.framed, buf, len))
     }
 
     /// MTProto payload bytes relayed so far (the `/stats` `bytes_out`).
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+}
+
+/// Where the `len` payload bytes of a client-bound chunk sit (after the record header's
+/// headroom), or an error when they do not fit one record or the buffer.
+fn chunk_at_headroom(buf: &[u8], len: usize) -> Result<Range<usize>, RelayError> {
+    if len > MAX_RECORD_PAYLOAD || buf.len() < HEADER_LEN + len {
+        return Err(RelayError::ChunkTooLarge);
+    }
+    Ok(HEADER_LEN..HEADER_LEN + len)
+}
+
+/// The range of `buf` to write to the client for an encrypted chunk of `len` bytes at the
+/// headroom: preceded by its ApplicationData record header when `framed` (FakeTLS).
+fn seal(framed: bool, buf: &mut [u8], len: usize) -> Range<usize> {
+    if framed {
+        let mut header = [0u8; HEADER_LEN];
+        record::write_app_data_header(&mut header, len);
+        buf[..HEADER_LEN].copy_from_slice(&header);
+        0..HEADER_LEN + len
+    } else {
+        HEADER_LEN..HEADER_LEN + len
     }
 }
 
@@ -200,19 +209,10 @@ impl ClientOut {
     /// Encrypts the `len` plaintext bytes in `buf[HEADROOM..HEADROOM + len]` in place and
     /// returns the range of `buf` to write to the client.
     pub fn process(&mut self, buf: &mut [u8], len: usize) -> Result<Range<usize>, RelayError> {
-        if len > Self::MAX_CHUNK || buf.len() < Self::HEADROOM + len {
-            return Err(RelayError::ChunkTooLarge);
-        }
-        self.to_client.apply(&mut buf[Self::HEADROOM..Self::HEADROOM + len]);
+        let payload = chunk_at_headroom(buf, len)?;
+        self.to_client.apply(&mut buf[payload]);
         self.bytes += len as u64;
-        if self.framed {
-            let mut header = [0u8; HEADER_LEN];
-            record::write_app_data_header(&mut header, len);
-            buf[..HEADER_LEN].copy_from_slice(&header);
-            Ok(0..HEADER_LEN + len)
-        } else {
-            Ok(Self::HEADROOM..Self::HEADROOM + len)
-        }
+        Ok(seal(self.framed, buf, len))
     }
 
     /// Plaintext bytes sent to the client so far (the `/stats` `bytes_out`).
