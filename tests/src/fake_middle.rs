@@ -96,7 +96,8 @@ enum Command {
 
 #[derive(Debug)]
 struct State {
-    secret: ProxySecret,
+    /// The secret later handshakes use (live connections keep their keys).
+    secret: Mutex<ProxySecret>,
     seen: Mutex<Seen>,
     changed: Condvar,
     hooks: Mutex<Hooks>,
@@ -155,11 +156,16 @@ impl FakeMiddle {
 
     /// Starts a fake middle proxy on `127.0.0.1:0` with `secret`.
     pub fn start_with(secret: ProxySecret) -> Self {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake middle proxy");
+        Self::start_on("127.0.0.1:0".parse().expect("an address"), secret)
+    }
+
+    /// Starts a fake middle proxy on `bind` (a loopback address, port 0) with `secret`.
+    pub fn start_on(bind: SocketAddr, secret: ProxySecret) -> Self {
+        let std_listener = std::net::TcpListener::bind(bind).expect("bind the fake middle proxy");
         std_listener.set_nonblocking(true).expect("non-blocking listener");
         let addr = std_listener.local_addr().expect("fake middle proxy address");
         let state = Arc::new(State {
-            secret,
+            secret: Mutex::new(secret),
             seen: Mutex::default(),
             changed: Condvar::new(),
             hooks: Mutex::default(),
@@ -194,6 +200,12 @@ impl FakeMiddle {
             }
             seen = self.state.changed.wait_timeout(seen, left).unwrap_or_else(PoisonError::into_inner).0;
         }
+    }
+
+    /// Uses `secret` for later handshakes (a rotated proxy secret); live connections keep
+    /// their keys.
+    pub fn set_secret(&self, secret: ProxySecret) {
+        *self.state.secret.lock().unwrap_or_else(PoisonError::into_inner) = secret;
     }
 
     /// Closes new connections right after accepting them (`true`) or serves them again.
@@ -279,7 +291,8 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr()?;
     let endpoints = Endpoints::new(peer, local).map_err(std::io::Error::other)?;
-    let mut hs = MiddleServerHandshake::new(&state.secret, unix_secs(), endpoints, &mut rand::rng());
+    let secret = state.secret.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let mut hs = MiddleServerHandshake::new(&secret, unix_secs(), endpoints, &mut rand::rng());
     if let Some(code) = state.hooks().reject_handshake {
         hs = hs.reject_handshake_with(code);
     }

@@ -123,6 +123,11 @@ impl ProxyUnderTest {
         self.control.data.middle()
     }
 
+    /// Publishes a middle-proxy snapshot as the bootstrap does (retiring stale connections).
+    pub fn publish_middle(&self, snapshot: mtg_app::middle::MiddleSnapshot) {
+        self.control.data.publish_middle(snapshot);
+    }
+
     /// Waits until the middle-proxy store's generation is at least `n`, up to `timeout`;
     /// whether it got there.
     pub fn wait_middle_generation(&self, n: u64, timeout: Duration) -> bool {

@@ -123,6 +123,12 @@ fn a_client_that_stops_reading_stops_the_reads_from_the_dc() {
     let client = block_on(async move { ProxyClient::connect_ee(addr, &alice(), 2).await }).unwrap();
     // The DC writes until every buffer between it and the silent client is full, then blocks.
     let sent = |dc: &FakeDc| dc.snapshot().first().map_or(0, |c| c.bytes_sent);
+    // The plateau is looked for from the first bytes the DC sent (the proxy dials it after
+    // the client's handshake, which may take a while on a loaded machine).
+    assert!(
+        dc.wait_until(Duration::from_secs(30), |conns| conns.first().is_some_and(|c| c.bytes_sent > 0)),
+        "the DC never got to send"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = u64::MAX;
     let mut still = 0;

@@ -17,6 +17,7 @@ use mtg_tests::config_text::{Timeouts, closed_port, proxy_config};
 use mtg_tests::fake_bootstrap::{
     Doc, FakeBootstrap, config_text, default_secret, middle_section, secret_with,
 };
+use mtg_tests::fake_middle::{FakeMiddle, test_secret};
 use mtg_tests::proxy_process::{Launch, ProxyProcess};
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::runtime::block_on;
@@ -298,4 +299,32 @@ fn the_skew_warning_and_its_end_are_logged() {
     assert!(fixed.unwrap().contains("INFO"));
     // The IPv6 list answers 404: warned about once, whatever the number of refreshes.
     assert_eq!(proxy.count_lines("middle-proxy IPv6 config unreachable"), 1, "{}", proxy.log());
+}
+
+#[test]
+fn handshakes_failing_on_two_endpoints_fetch_the_secret_again() {
+    // Both middle proxies use a secret the bootstrap has not served yet: Telegram rotated it.
+    let dc = FakeDc::start(DcMode::Telegram);
+    let (a, b) = (FakeMiddle::start(), FakeMiddle::start());
+    let server = FakeBootstrap::start(&[(2, a.addr()), (2, b.addr())]);
+    let proxy = ProxyUnderTest::start(&config(dc.addr(), true, &server.section("1h", "")));
+    assert!(proxy.wait_middle_generation(1, WAIT));
+    let fetched = server.requests(Doc::Secret);
+    server.set(Doc::Secret, 200, test_secret().as_bytes());
+    // The stale secret fails on both endpoints: the client is served direct, and the
+    // failures ask for the secret again long before `update-each` (1h).
+    assert!(served(proxy.addr(), &alice()), "not served direct");
+    assert_eq!((a.seen().handshakes, b.seen().handshakes), (0, 0));
+    assert!(server.wait_requests(Doc::Secret, fetched + 1, WAIT), "no refetch after failing handshakes");
+    assert!(proxy.wait_middle_generation(2, WAIT), "the new secret was not published");
+    // The new secret is tried at once (the old one's backoff ended) and works.
+    let addr = proxy.addr();
+    let nonce = block_on(async move {
+        let mut client = ProxyClient::connect_ee(addr, &alice(), 2).await?;
+        client.req_pq().await.map(|res| res.nonce)
+    })
+    .expect("resPQ");
+    let answered = [&a, &b].iter().filter(|m| m.seen().res_pq_nonces.contains(&nonce)).count();
+    assert_eq!(answered, 1, "a middle proxy answered with the new secret");
+    assert_eq!(dc.req_pq_nonces().len(), 1, "only the first client went direct");
 }

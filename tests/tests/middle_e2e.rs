@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use mtg_app::middle::MiddleSnapshot;
 use mtg_proto::Secret;
-use mtg_proto::middle::{ProxyMap, proxy_config, rpc};
+use mtg_proto::middle::{ProxyMap, ProxySecret, proxy_config, rpc};
 use mtg_tests::client::ProxyClient;
-use mtg_tests::config_text::OFFLINE_MIDDLE_PROXY;
-use mtg_tests::fake_bootstrap::{Doc, FakeBootstrap};
+use mtg_tests::config_text::{OFFLINE_MIDDLE_PROXY, closed_port};
+use mtg_tests::fake_bootstrap::{Doc, FakeBootstrap, secret_with};
 use mtg_tests::fake_middle::{FakeMiddle, Seen, random_ping_id, test_secret};
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::runtime::block_on;
@@ -76,7 +76,7 @@ fn setup(top: &str) -> Setup {
     let proxy = ProxyUnderTest::start(&config(&front, &dc, top));
     let text = format!("proxy_for 2 {};\ndefault 2;\n", middle.addr());
     let v4 = proxy_config::parse(&text).map;
-    proxy.middle().publish(MiddleSnapshot { secret: test_secret(), v4, v6: ProxyMap::default() });
+    proxy.publish_middle(MiddleSnapshot { secret: test_secret(), v4, v6: ProxyMap::default() });
     Setup { proxy, dc, middle, _front: front }
 }
 
@@ -286,6 +286,8 @@ fn a_handshake_error_means_direct_fallback_and_the_endpoint_backs_off() {
     let text = metrics_text(&s.proxy);
     assert_eq!(metric(&text, "mtg_middle_proxy_fallbacks_total{reason=\"handshake\"}"), Some(1), "{text}");
     assert_eq!(metric(&text, "mtg_middle_proxy_fallbacks_total{reason=\"backoff\"}"), Some(1), "{text}");
+    assert_eq!(metric(&text, "mtg_middle_proxy_dials_total{outcome=\"handshake\"}"), Some(1), "{text}");
+    assert_eq!(metric(&text, "mtg_middle_proxy_dials_total{outcome=\"ok\"}"), None, "{text}");
 }
 
 #[test]
@@ -427,4 +429,78 @@ fn a_silent_middle_proxy_is_pinged_and_one_that_stops_answering_is_dropped() {
     block_on(async move { client.wait_closed().await })
         .expect("the client is closed with the dead connection");
     assert_eq!(s.proxy.middle_pool().connections(s.middle.addr()), 0, "the dead connection is gone");
+}
+
+/// A snapshot with `secret` naming `v4` and `v6` for DC 2 (the default group).
+fn snapshot(secret: ProxySecret, v4: &[SocketAddr], v6: &[SocketAddr]) -> MiddleSnapshot {
+    let map = |addrs: &[SocketAddr]| {
+        let lines: String = addrs.iter().map(|a| format!("proxy_for 2 {a};\n")).collect();
+        proxy_config::parse(&format!("{lines}default 2;\n")).map
+    };
+    MiddleSnapshot { secret, v4: map(v4), v6: map(v6) }
+}
+
+#[test]
+fn a_rotated_secret_retires_the_old_connection_once_its_last_client_leaves() {
+    let s = with_global_tag();
+    let addr = s.proxy.addr();
+    let (mut old, _, _) = block_on(async move { res_pq(addr, alice()).await }).expect("resPQ");
+    let rotated = ProxySecret::new(&secret_with(9)).unwrap();
+    s.middle.set_secret(rotated.clone());
+    s.proxy.publish_middle(snapshot(rotated, &[s.middle.addr()], &[]));
+    // The live client keeps its connection (and its keys); a new client gets a new connection
+    // made with the new secret, and only that one takes clients now.
+    let (old, new_local, mut new) = block_on(async move {
+        old.req_pq().await?;
+        let (new, new_local, _) = res_pq(addr, alice()).await?;
+        std::io::Result::Ok((old, new_local, new))
+    })
+    .expect("the old client and a new one served");
+    let seen = s.middle.seen();
+    assert_eq!((seen.handshakes, seen.ended), (2, 0), "a second connection, nothing cut");
+    assert_eq!(seen.requests.iter().map(|r| r.connection).collect::<Vec<_>>(), [0, 0, 1]);
+    assert_eq!(seen.requests[2].client, new_local);
+    assert_eq!(s.proxy.middle_pool().connections(s.middle.addr()), 1, "the old one takes no clients");
+    let open = format!("mtg_middle_proxy_connections{{endpoint=\"{}\"}}", s.middle.addr());
+    let text = metrics_text(&s.proxy);
+    assert_eq!(metric(&text, &open), Some(2), "{text}");
+    assert_eq!(metric(&text, "mtg_middle_proxy_dials_total{outcome=\"ok\"}"), Some(2), "{text}");
+    // The retired connection closes with its last client, the new one stays.
+    drop(old);
+    assert!(s.middle.wait_until(WAIT, |seen| seen.ended == 1), "the retired connection stayed open");
+    assert_eq!(metric(&metrics_text(&s.proxy), &open), Some(1));
+    block_on(async move { new.req_pq().await }).expect("the new connection still serves");
+    assert_eq!(s.middle.seen().ended, 1);
+    assert_eq!(s.dc.connections(), 0, "nothing went direct");
+}
+
+#[test]
+fn an_idle_connection_to_an_endpoint_left_out_of_the_lists_closes_at_once() {
+    let s = with_global_tag();
+    let addr = s.proxy.addr();
+    let (client, _, _) = block_on(async move { res_pq(addr, alice()).await }).expect("resPQ");
+    drop(client);
+    // The session ended: its RPC_CLOSE_CONN reached the fake, the connection is idle.
+    assert!(s.middle.wait_until(WAIT, |seen| seen.close_conns.len() == 1), "no RPC_CLOSE_CONN");
+    let other = FakeMiddle::start();
+    s.proxy.publish_middle(snapshot(test_secret(), &[other.addr()], &[]));
+    assert!(s.middle.wait_until(WAIT, |seen| seen.ended == 1), "the unlisted endpoint's connection stayed");
+    let (_, _, nonce) = block_on(async move { res_pq(addr, alice()).await }).expect("resPQ");
+    assert!(other.seen().res_pq_nonces.contains(&nonce), "the listed endpoint answered");
+    assert_eq!(s.middle.seen().accepted, 1, "nothing more went to the unlisted one");
+}
+
+#[test]
+fn an_ipv6_middle_proxy_serves_when_no_ipv4_one_answers() {
+    let s = with_global_tag();
+    let v6 = FakeMiddle::start_on("[::1]:0".parse().unwrap(), test_secret());
+    s.proxy.publish_middle(snapshot(test_secret(), &[closed_port()], &[v6.addr()]));
+    let addr = s.proxy.addr();
+    let (_client, local, nonce) = block_on(async move { res_pq(addr, alice()).await }).expect("resPQ");
+    let seen = v6.seen();
+    assert_eq!(seen.res_pq_nonces, vec![nonce], "the IPv6 middle proxy answered");
+    assert_eq!(seen.requests[0].ad_tag, Some(tag_bytes(GLOBAL_TAG)));
+    assert_eq!(seen.requests[0].client, local, "the (IPv4) client's address");
+    assert_eq!(s.middle.seen().accepted, 0);
+    assert_eq!(s.dc.connections(), 0, "nothing went direct");
 }

@@ -80,7 +80,7 @@ fn setup(name: &str, secret: &Secret, secured: bool) -> Setup {
     let proxy = ProxyUnderTest::start(&config);
     let text = format!("proxy_for 2 {};\ndefault 2;\n", middle.addr());
     let v4 = proxy_config::parse(&text).map;
-    proxy.middle().publish(MiddleSnapshot { secret: test_secret(), v4, v6: ProxyMap::default() });
+    proxy.publish_middle(MiddleSnapshot { secret: test_secret(), v4, v6: ProxyMap::default() });
     Setup { proxy, dc, middle }
 }
 

@@ -93,8 +93,9 @@ pub(super) async fn refresh_list(shared: &Shared, list: ListKind) {
 const MIDDLE_IDLE_CHECK: Duration = Duration::from_secs(5);
 
 /// The middle-proxy bootstrap: while some user has an effective ad tag, fetches the secret
-/// and lists at once, then every `update-each` plus up to 5 % jitter; while none has, only
-/// looks again every [`MIDDLE_IDLE_CHECK`] (a tag set by a reload or the API starts it).
+/// and lists at once, then every `update-each` plus up to 5 % jitter, or sooner when the pool
+/// sees handshakes failing on several endpoints; while none has, only looks again every
+/// [`MIDDLE_IDLE_CHECK`] (a tag set by a reload or the API starts it).
 pub(super) async fn middle_loop<R: Runtime>(
     shared: Arc<Shared>,
     mut bootstrap: crate::middle::Bootstrapper,
@@ -109,7 +110,9 @@ pub(super) async fn middle_loop<R: Runtime>(
         } else {
             MIDDLE_IDLE_CHECK
         };
-        if until_stopped(R::sleep(wait), &stopped).await.is_none() {
+        let slept = std::pin::pin!(R::sleep(wait));
+        let refetch = std::pin::pin!(shared.middle_pool().refetch_wanted());
+        if until_stopped(futures_util::future::select(slept, refetch), &stopped).await.is_none() {
             return;
         }
     }

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, select};
 use futures_util::{AsyncReadExt, AsyncWriteExt};
-use mtg_proto::middle::{ProxyReq, Transport, TransportDeframer, kdf, rpc, transport};
+use mtg_proto::middle::{ProxyMap, ProxyReq, Transport, TransportDeframer, kdf, rpc, transport};
 use mtg_proto::{ClientIn, ClientLeg, ClientOut, Established};
 use rand::seq::SliceRandom;
 use tracing::{debug, info};
 
-use crate::config::AdTag;
+use crate::config::{AdTag, PreferIp};
 use crate::metrics::{GaugeGuard, Traffic};
+use crate::middle::MiddleSnapshot;
 use crate::middle::conn::{Answer, CONNECT_TIMEOUT, ClientSlot, HANDSHAKE_TIMEOUT};
 use crate::runtime::Runtime;
 use crate::users::accounting::Admitted;
@@ -32,9 +33,32 @@ use super::{Shared, with_timeout};
 /// Least time between two fallback log lines.
 const FALLBACK_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Finds a middle proxy for a client of signed DC `dc`: the group's endpoints in random order,
-/// the next on failure, all within the connect + handshake deadline. `Err` names why the
-/// client goes direct instead.
+/// The middle proxies to try for signed DC `dc`, in order: IPv4 ones first (in random order),
+/// then IPv6 ones, as a fallback when no IPv4 one answers; `only-ipv6` takes the IPv6 ones
+/// alone, `only-ipv4` the IPv4 ones alone. IPv6 middle proxies come second whatever
+/// `prefer-ip` says otherwise: they are known to be flaky (spec §10), and `prefer-ipv6` is
+/// the default, not a choice.
+fn candidates(snapshot: &MiddleSnapshot, prefer: PreferIp, dc: i16) -> Vec<SocketAddr> {
+    let mut rng = rand::rng();
+    let mut family = |map: &ProxyMap| {
+        let mut group = map.group(dc).to_vec();
+        group.shuffle(&mut rng);
+        group
+    };
+    match prefer {
+        PreferIp::OnlyIpv4 => family(&snapshot.v4),
+        PreferIp::OnlyIpv6 => family(&snapshot.v6),
+        PreferIp::PreferIpv4 | PreferIp::PreferIpv6 => {
+            let mut all = family(&snapshot.v4);
+            all.extend(family(&snapshot.v6));
+            all
+        }
+    }
+}
+
+/// Finds a middle proxy for a client of signed DC `dc`: the [`candidates`] in order, the next
+/// on failure, all within the connect + handshake deadline. `Err` names why the client goes
+/// direct instead.
 pub(super) async fn route<R: Runtime>(
     runtime: &R,
     shared: &Shared,
@@ -43,17 +67,17 @@ pub(super) async fn route<R: Runtime>(
     let Some(snapshot) = shared.middle().current() else {
         return Err("no_config");
     };
-    let mut group = snapshot.v4.group(dc).to_vec();
+    let config = &shared.settings.config;
+    let group = candidates(&snapshot, config.prefer_ip, dc);
     if group.is_empty() {
         return Err("no_endpoint");
     }
-    group.shuffle(&mut rand::rng());
-    let config = &shared.settings.config;
     let (v4, v6) = (config.public_ipv4, config.public_ipv6);
     let attempts = async {
         let mut last = "unreachable";
         for addr in group {
-            match shared.middle_pool().open_client(runtime, addr, &snapshot.secret, v4, v6).await {
+            let pool = shared.middle_pool();
+            match pool.open_client(runtime, shared.metrics(), addr, &snapshot.secret, (v4, v6)).await {
                 Ok(slot) => return Ok(slot),
                 Err(e) => last = e.label(),
             }
@@ -292,4 +316,38 @@ pub(super) async fn serve<R: Runtime>(mut ready: MiddleReady<R>) {
         reason = %end,
         "session ended"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mtg_proto::middle::{ProxySecret, proxy_config};
+
+    fn snapshot() -> MiddleSnapshot {
+        let parse = |text: &str| proxy_config::parse(text).map;
+        MiddleSnapshot {
+            secret: ProxySecret::new(&[7; 128]).expect("a valid length"),
+            v4: parse("proxy_for 2 10.0.0.1:8888;\nproxy_for 2 10.0.0.2:8888;\nproxy_for 4 10.0.0.4:8888;\n"),
+            v6: parse("proxy_for 2 [2001:db8::1]:80;\n"),
+        }
+    }
+
+    #[test]
+    fn ipv4_middle_proxies_come_first_and_ipv6_ones_only_as_a_fallback() {
+        let s = snapshot();
+        let v4: [SocketAddr; 2] = ["10.0.0.1:8888".parse().unwrap(), "10.0.0.2:8888".parse().unwrap()];
+        let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
+        for prefer in [PreferIp::PreferIpv4, PreferIp::PreferIpv6] {
+            let got = candidates(&s, prefer, 2);
+            assert_eq!(got.len(), 3, "{prefer:?}");
+            assert!(v4.contains(&got[0]) && v4.contains(&got[1]) && got[0] != got[1], "{prefer:?} {got:?}");
+            assert_eq!(got[2], v6, "{prefer:?}");
+        }
+        let only_v4 = candidates(&s, PreferIp::OnlyIpv4, 2);
+        assert!(only_v4.len() == 2 && only_v4.iter().all(|a| v4.contains(a)), "{only_v4:?}");
+        assert_eq!(candidates(&s, PreferIp::OnlyIpv6, 2), [v6]);
+        // DC 4 has IPv4 proxies of its own; its IPv6 group is the default (DC 2) one.
+        assert_eq!(candidates(&s, PreferIp::PreferIpv4, 4), ["10.0.0.4:8888".parse().unwrap(), v6]);
+        assert_eq!(candidates(&s, PreferIp::OnlyIpv6, -4), [v6]);
+    }
 }

@@ -383,6 +383,13 @@ impl Shared {
         &self.middle_pool
     }
 
+    /// Publishes a new middle-proxy snapshot for new sessions and retires the pool's
+    /// connections it makes stale (another secret, an endpoint no longer listed).
+    pub fn publish_middle(&self, snapshot: crate::middle::MiddleSnapshot) {
+        let snapshot = self.middle.publish(snapshot);
+        self.middle_pool.retire_stale(&snapshot);
+    }
+
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.settings

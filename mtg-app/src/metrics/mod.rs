@@ -46,6 +46,8 @@ pub(crate) enum Name {
     MiddleProxyFetches,
     MiddleProxyEndpoints,
     MiddleProxyFallbacks,
+    MiddleProxyConnections,
+    MiddleProxyDials,
 }
 
 /// How a metric's value moves (and so how statsd sends it).
@@ -60,7 +62,7 @@ pub(crate) enum Kind {
 }
 
 impl Name {
-    const ALL: [Self; 18] = [
+    const ALL: [Self; 20] = [
         Self::ClientConnections,
         Self::TelegramConnections,
         Self::DomainFrontingConnections,
@@ -79,6 +81,8 @@ impl Name {
         Self::MiddleProxyFetches,
         Self::MiddleProxyEndpoints,
         Self::MiddleProxyFallbacks,
+        Self::MiddleProxyConnections,
+        Self::MiddleProxyDials,
     ];
 
     /// The name without prefix.
@@ -102,6 +106,8 @@ impl Name {
             Self::MiddleProxyFetches => "middle_proxy_fetches",
             Self::MiddleProxyEndpoints => "middle_proxy_endpoints",
             Self::MiddleProxyFallbacks => "middle_proxy_fallbacks",
+            Self::MiddleProxyConnections => "middle_proxy_connections",
+            Self::MiddleProxyDials => "middle_proxy_dials",
         }
     }
 
@@ -115,7 +121,8 @@ impl Name {
             Self::ClientConnections
             | Self::TelegramConnections
             | Self::DomainFrontingConnections
-            | Self::UserConnections => Kind::Gauge,
+            | Self::UserConnections
+            | Self::MiddleProxyConnections => Kind::Gauge,
             Self::IplistSize | Self::MiddleProxyEndpoints => Kind::Level,
             _ => Kind::Counter,
         }
@@ -147,6 +154,8 @@ impl Name {
             Self::MiddleProxyFallbacks => {
                 "Sessions of tagged users served direct (no tag) because no middle proxy was reachable"
             }
+            Self::MiddleProxyConnections => "Open multiplexed connections to a middle proxy",
+            Self::MiddleProxyDials => "Connection attempts to middle proxies, by outcome",
         }
     }
 }
@@ -418,6 +427,19 @@ impl Metrics {
     pub fn middle_proxy_fetch(&self, document: &str, outcome: &str) {
         let labels: Labels = vec![("document", document.into()), ("outcome", outcome.into())];
         self.store.counter(Name::MiddleProxyFetches, labels).inc();
+    }
+
+    /// A multiplexed connection to the middle proxy `endpoint` is open:
+    /// `middle_proxy_connections{endpoint}` while the guard lives.
+    pub fn middle_proxy_connection(&self, endpoint: SocketAddr) -> GaugeGuard {
+        GaugeGuard::new(
+            self.store.gauge(Name::MiddleProxyConnections, vec![("endpoint", endpoint.to_string())]),
+        )
+    }
+
+    /// A dial of a middle proxy ended with `outcome` (`ok`, `connect`, `handshake`).
+    pub fn middle_proxy_dial(&self, outcome: &str) {
+        self.store.counter(Name::MiddleProxyDials, vec![("outcome", outcome.into())]).inc();
     }
 
     /// The current middle-proxy snapshot lists `n` distinct addresses of `family` (`ipv4`,

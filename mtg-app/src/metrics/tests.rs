@@ -50,6 +50,10 @@ fn events_reach_their_series_with_mtg_labels() {
     metrics.middle_proxy_fetch("config_v6", "failed");
     metrics.middle_proxy_fetch("config_v6", "failed");
     metrics.middle_proxy_endpoints("ipv4", 3);
+    metrics.middle_proxy_dial("ok");
+    metrics.middle_proxy_dial("handshake");
+    metrics.middle_proxy_dial("handshake");
+    let middle_conn = metrics.middle_proxy_connection("[2001:db8::1]:8888".parse().unwrap());
     let text = metrics.prometheus_text(Format::Text);
     for want in [
         "proxy_client_connections{ip_family=\"ipv4\"} 1\n",
@@ -70,12 +74,18 @@ fn events_reach_their_series_with_mtg_labels() {
         "proxy_middle_proxy_fetches_total{document=\"config_v6\",outcome=\"failed\"} 2\n",
         "# TYPE proxy_middle_proxy_endpoints gauge\n",
         "proxy_middle_proxy_endpoints{family=\"ipv4\"} 3\n",
+        "proxy_middle_proxy_dials_total{outcome=\"ok\"} 1\n",
+        "proxy_middle_proxy_dials_total{outcome=\"handshake\"} 2\n",
+        "# TYPE proxy_middle_proxy_connections gauge\n",
+        "proxy_middle_proxy_connections{endpoint=\"[2001:db8::1]:8888\"} 1\n",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
     drop(client);
+    drop(middle_conn);
     let text = metrics.prometheus_text(Format::Text);
     assert!(text.contains("proxy_client_connections{ip_family=\"ipv4\"} 0\n"), "{text}");
+    assert!(text.contains("proxy_middle_proxy_connections{endpoint=\"[2001:db8::1]:8888\"} 0\n"), "{text}");
 }
 
 #[test]

@@ -11,7 +11,8 @@
 //! full for [`SLOW_CLIENT`] is dropped (its queue closed, `RPC_CLOSE_CONN` sent) so it cannot
 //! stall the others. After [`IDLE_PING`] without input the reader sends `RPC_PING`; after as
 //! long again the connection is dead. A dead connection closes every client's queue (the
-//! sessions end) and takes no new clients.
+//! sessions end) and takes no new clients. A retired connection (its secret rotated, or its
+//! endpoint left the lists) takes no new clients either and closes when its last one leaves.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,6 +31,7 @@ use rand::Rng;
 use tracing::{debug, info};
 
 use crate::engine::with_timeout;
+use crate::metrics::{GaugeGuard, Metrics};
 use crate::runtime::Runtime;
 
 /// Deadline of the TCP connect to a middle proxy.
@@ -116,8 +118,14 @@ pub struct MiddleConn {
     outbound: async_channel::Sender<Outbound>,
     slots: Mutex<HashMap<u64, Registered>>,
     dead: AtomicBool,
+    /// Set (under the `slots` lock) when retired: no new clients, close when empty.
+    retired: AtomicBool,
+    /// The proxy secret the handshake used.
+    secret: ProxySecret,
     /// Closed when the connection dies: wakes the reader.
     stop: async_channel::Sender<()>,
+    /// Holds `middle_proxy_connections{endpoint}` up until the connection dies.
+    live: Mutex<Option<GaugeGuard>>,
 }
 
 impl fmt::Debug for MiddleConn {
@@ -126,6 +134,7 @@ impl fmt::Debug for MiddleConn {
             .field("endpoint", &self.endpoint)
             .field("clients", &self.load())
             .field("dead", &self.is_dead())
+            .field("retired", &self.retired.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -154,13 +163,15 @@ impl MiddleConn {
     /// Dials `endpoint`, runs the nonce exchange and handshake with `secret` (our KDF address:
     /// the socket's local address, translated to `public_v4`/`public_v6` when private) and
     /// spawns the reader and writer tasks on `runtime`; the reader pings after `idle_ping` of
-    /// silence and gives up after as long again.
+    /// silence and gives up after as long again. The connection is counted in `metrics` while
+    /// it lives.
     pub async fn connect<R: Runtime>(
         runtime: &R,
         endpoint: SocketAddr,
         secret: &ProxySecret,
         (public_v4, public_v6): (Option<Ipv4Addr>, Option<Ipv6Addr>),
         idle_ping: Duration,
+        metrics: &Metrics,
     ) -> Result<Arc<Self>, ConnectError> {
         let mut stream = match with_timeout::<R, _>(CONNECT_TIMEOUT, R::connect(endpoint)).await {
             None => return Err(ConnectError::ConnectTimeout),
@@ -183,7 +194,10 @@ impl MiddleConn {
             outbound,
             slots: Mutex::default(),
             dead: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            secret: secret.clone(),
             stop,
+            live: Mutex::new(Some(metrics.middle_proxy_connection(endpoint))),
         });
         let (rd, wr) = stream.split();
         runtime.spawn(read_loop::<R>(rd, reader, leftover, conn.clone(), stopped, idle_ping));
@@ -207,17 +221,36 @@ impl MiddleConn {
         self.dead.load(Ordering::Relaxed)
     }
 
+    /// Whether the handshake used `secret`.
+    pub fn made_with(&self, secret: &ProxySecret) -> bool {
+        self.secret == *secret
+    }
+
+    /// Takes no new clients from now on and closes once the last client leaves (at once when
+    /// it has none): what a connection made with a rotated secret, or to an endpoint no longer
+    /// listed, becomes. Its clients are never cut.
+    pub fn retire(&self) {
+        let slots = self.lock();
+        self.retired.store(true, Ordering::Relaxed);
+        let empty = slots.is_empty();
+        drop(slots);
+        if empty {
+            self.die();
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Registered>> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a new client with a fresh random non-zero `conn_id`; `None` when dead.
+    /// Registers a new client with a fresh random non-zero `conn_id`; `None` when dead or
+    /// retired.
     pub fn open_client(self: &Arc<Self>) -> Option<ClientSlot> {
         let (tx, answers) = async_channel::bounded(ANSWER_QUEUE);
         let (answer_spare, spare) = async_channel::bounded(SPARE_BUFFERS);
         let request_spare = async_channel::bounded(SPARE_BUFFERS);
         let mut slots = self.lock();
-        if self.is_dead() {
+        if self.is_dead() || self.retired.load(Ordering::Relaxed) {
             return None;
         }
         let mut rng = rand::rng();
@@ -240,9 +273,12 @@ impl MiddleConn {
         let slots = std::mem::take(&mut *self.lock());
         let clients = slots.len();
         drop(slots);
+        // The gauge first: whoever sees the socket close sees the gauge down.
+        drop(self.live.lock().unwrap_or_else(PoisonError::into_inner).take());
         self.outbound.close();
         self.stop.close();
-        info!(endpoint = %self.endpoint, clients, "middle-proxy connection closed");
+        let retired = self.retired.load(Ordering::Relaxed);
+        info!(endpoint = %self.endpoint, clients, retired, "middle-proxy connection closed");
     }
 
     /// Sends `RPC_CLOSE_CONN` for a client we dropped (never waits).
@@ -311,8 +347,13 @@ impl ClientSlot {
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        let was_open = self.conn.lock().remove(&self.conn_id).is_some();
-        if was_open && !self.conn.is_dead() {
+        let mut slots = self.conn.lock();
+        let was_open = slots.remove(&self.conn_id).is_some();
+        let last_of_retired = slots.is_empty() && self.conn.retired.load(Ordering::Relaxed);
+        drop(slots);
+        if last_of_retired {
+            self.conn.die();
+        } else if was_open && !self.conn.is_dead() {
             self.conn.close_conn(self.conn_id);
         }
     }

@@ -9,10 +9,13 @@
 //! - [`refresh`]: the bootstrap's I/O: the `cache-dir` copies, the fetches, publishing;
 //! - [`conn`]: one multiplexed middle-proxy connection (handshake, reader and writer tasks,
 //!   per-client answer queues);
-//! - [`pool`]: connections per endpoint, made on demand, least-loaded choice, backoff.
+//! - [`pool`]: connections per endpoint, made on demand, least-loaded choice, backoff,
+//!   retirement of what a new snapshot makes stale;
+//! - [`dial_guard`]: the global dial rate cap and the refetch after failing handshakes.
 
 pub mod bootstrap;
 pub mod conn;
+pub mod dial_guard;
 pub mod pool;
 pub mod refresh;
 pub mod store;

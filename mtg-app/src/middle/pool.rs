@@ -1,12 +1,18 @@
 //! The middle-proxy connection pool: per endpoint, connections made on demand (one dial at a
 //! time per endpoint), the least-loaded live one chosen for each new client, at most
 //! [`MAX_CONNECTIONS`] connections of [`MAX_CLIENTS`] clients each, and an exponential backoff
-//! after failed attempts (during which the endpoint is skipped at once).
+//! after failed attempts (during which the endpoint is skipped at once). Over all endpoints,
+//! at most [`DIALS_PER_SECOND`] dials start per second; handshakes failing on several endpoints
+//! in a row ask the bootstrap for the proxy secret again ([`MiddlePool::refetch_wanted`]).
+//!
+//! A new snapshot retires what it makes stale ([`MiddlePool::retire_stale`]): connections made
+//! with another secret, and every connection to an endpoint no longer listed, take no new
+//! clients and close when their last client leaves. Nothing is cut.
 //!
 //! The pool itself holds no sockets: connections own their tasks (spawned on the runtime
 //! passed in) and are shared as `Arc`s, so one pool type serves either runtime.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,9 +20,12 @@ use std::time::{Duration, Instant};
 
 use mtg_proto::middle::ProxySecret;
 use rand::Rng;
-use tracing::info;
+use tracing::{info, warn};
 
+use super::MiddleSnapshot;
 use super::conn::{ClientSlot, ConnectError, IDLE_PING, MiddleConn};
+use super::dial_guard::{DIALS_PER_SECOND, DialRate, HandshakeFailures};
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 
 /// Most connections per middle-proxy endpoint.
@@ -35,6 +44,8 @@ pub enum PoolError {
     Backoff,
     /// Every connection is full and no more may be made.
     Full,
+    /// [`DIALS_PER_SECOND`] dials already started this second.
+    DialRate,
     /// The attempt failed.
     Connect(ConnectError),
 }
@@ -44,6 +55,7 @@ impl std::fmt::Display for PoolError {
         match self {
             Self::Backoff => f.write_str("in backoff after a failed attempt"),
             Self::Full => write!(f, "{MAX_CONNECTIONS} connections of {MAX_CLIENTS} clients all full"),
+            Self::DialRate => write!(f, "{DIALS_PER_SECOND} middle-proxy dials already started this second"),
             Self::Connect(e) => e.fmt(f),
         }
     }
@@ -55,6 +67,7 @@ impl PoolError {
         match self {
             Self::Backoff => "backoff",
             Self::Full => "full",
+            Self::DialRate => "dial_rate",
             Self::Connect(e) => e.label(),
         }
     }
@@ -106,11 +119,12 @@ impl Endpoint {
         Self { conns: Mutex::default(), backoff: Mutex::default(), gate }
     }
 
-    /// A slot on the least-loaded live connection with room; `Err(full)` when there is none,
-    /// `full` telling whether no connection may be added.
-    fn pick(&self) -> Result<ClientSlot, bool> {
+    /// A slot on the least-loaded live connection made with `secret` that has room (others
+    /// are retired); `Err(full)` when there is none, `full` telling whether no connection may
+    /// be added.
+    fn pick(&self, secret: &ProxySecret) -> Result<ClientSlot, bool> {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        conns.retain(|c| !c.is_dead());
+        retire_where(&mut conns, |c| !c.made_with(secret));
         let best = conns
             .iter()
             .map(|c| (c.load(), c))
@@ -123,6 +137,29 @@ impl Endpoint {
     fn blocked(&self) -> bool {
         self.backoff.lock().unwrap_or_else(PoisonError::into_inner).blocked(Instant::now())
     }
+
+    /// Retires the connections `stale` picks; returns how many.
+    fn retire(&self, stale: impl Fn(&MiddleConn) -> bool) -> usize {
+        retire_where(&mut self.conns.lock().unwrap_or_else(PoisonError::into_inner), stale)
+    }
+}
+
+/// Forgets dead connections and retires (and forgets) the ones `stale` picks: they live on
+/// through their clients' slots and close with the last one. Returns how many were retired.
+fn retire_where(conns: &mut Vec<Arc<MiddleConn>>, stale: impl Fn(&MiddleConn) -> bool) -> usize {
+    let mut retired = 0;
+    conns.retain(|c| {
+        if c.is_dead() {
+            return false;
+        }
+        if stale(c) {
+            c.retire();
+            retired += 1;
+            return false;
+        }
+        true
+    });
+    retired
 }
 
 /// Gives the dial token back when dropped.
@@ -140,11 +177,24 @@ pub struct MiddlePool {
     endpoints: Mutex<HashMap<SocketAddr, Arc<Endpoint>>>,
     /// Silence before a ping, for connections made from now on (milliseconds).
     idle_ping_ms: AtomicU64,
+    dial_rate: Mutex<DialRate>,
+    failures: Mutex<HandshakeFailures>,
+    /// Holds one token while a refetch of the proxy secret is wanted.
+    refetch: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    /// The secret of the last snapshot seen by [`MiddlePool::retire_stale`].
+    secret: Mutex<Option<ProxySecret>>,
 }
 
 impl Default for MiddlePool {
     fn default() -> Self {
-        Self { endpoints: Mutex::default(), idle_ping_ms: AtomicU64::new(IDLE_PING.as_millis() as u64) }
+        Self {
+            endpoints: Mutex::default(),
+            idle_ping_ms: AtomicU64::new(IDLE_PING.as_millis() as u64),
+            dial_rate: Mutex::default(),
+            failures: Mutex::default(),
+            refetch: async_channel::bounded(1),
+            secret: Mutex::default(),
+        }
     }
 }
 
@@ -160,7 +210,7 @@ impl MiddlePool {
         map.entry(addr).or_insert_with(|| Arc::new(Endpoint::new())).clone()
     }
 
-    /// Live connections to `addr` now (for tests and diagnostics).
+    /// Live connections to `addr` that take new clients now (for tests and diagnostics).
     pub fn connections(&self, addr: SocketAddr) -> usize {
         let endpoint = self.endpoint(addr);
         let mut conns = endpoint.conns.lock().unwrap_or_else(PoisonError::into_inner);
@@ -168,19 +218,81 @@ impl MiddlePool {
         conns.len()
     }
 
+    /// Retires what `snapshot` makes stale: every connection to an endpoint it no longer
+    /// lists, and every connection made with another proxy secret. They take no new clients
+    /// and close when their last client leaves. A new secret also ends every endpoint's
+    /// backoff: failures with the old one say nothing about the new. Returns how many
+    /// connections were retired.
+    pub fn retire_stale(&self, snapshot: &MiddleSnapshot) -> usize {
+        let rotated = {
+            let mut last = self.secret.lock().unwrap_or_else(PoisonError::into_inner);
+            let rotated = last.as_ref().is_some_and(|s| *s != snapshot.secret);
+            *last = Some(snapshot.secret.clone());
+            rotated
+        };
+        if rotated {
+            self.failures.lock().unwrap_or_else(PoisonError::into_inner).succeeded();
+        }
+        let listed: HashSet<SocketAddr> = [&snapshot.v4, &snapshot.v6]
+            .iter()
+            .flat_map(|map| map.by_dc.values().flatten().copied())
+            .collect();
+        let mut map = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut retired = 0;
+        map.retain(|addr, endpoint| {
+            if listed.contains(addr) {
+                retired += endpoint.retire(|c| !c.made_with(&snapshot.secret));
+                if rotated {
+                    endpoint.backoff.lock().unwrap_or_else(PoisonError::into_inner).succeeded();
+                }
+                true
+            } else {
+                retired += endpoint.retire(|_| true);
+                false
+            }
+        });
+        drop(map);
+        if retired > 0 {
+            info!(
+                connections = retired,
+                "middle-proxy connections retired by the new snapshot; they close when their clients leave"
+            );
+        }
+        retired
+    }
+
+    /// Resolves when handshakes failing on several endpoints ask for the proxy secret to be
+    /// fetched again (at most once per `REFETCH_EVERY`).
+    pub async fn refetch_wanted(&self) {
+        // The sender lives in `self`, so `recv` cannot fail.
+        let _ = self.refetch.1.recv().await;
+    }
+
+    /// Counts a failed dial; a handshake failure may ask for a refetch of the secret.
+    fn dial_failed(&self, addr: SocketAddr, error: &ConnectError) {
+        if !matches!(error, ConnectError::Handshake(_) | ConnectError::HandshakeTimeout) {
+            return;
+        }
+        let refetch =
+            self.failures.lock().unwrap_or_else(PoisonError::into_inner).failed(addr, Instant::now());
+        if refetch && self.refetch.0.try_send(()).is_ok() {
+            warn!("middle-proxy handshakes fail on several endpoints: fetching the proxy secret again");
+        }
+    }
+
     /// A client slot on a connection to `addr`: an existing one with room, else a new one
-    /// (dialled with `secret` and our public addresses), unless the endpoint is in backoff or
-    /// full. The caller bounds the wait.
+    /// (dialled with `secret` and our `public` addresses, counted in `metrics`), unless the
+    /// endpoint is in backoff or full. The caller bounds the wait.
     pub async fn open_client<R: Runtime>(
         &self,
         runtime: &R,
+        metrics: &Metrics,
         addr: SocketAddr,
         secret: &ProxySecret,
-        public_v4: Option<Ipv4Addr>,
-        public_v6: Option<Ipv6Addr>,
+        public: (Option<Ipv4Addr>, Option<Ipv6Addr>),
     ) -> Result<ClientSlot, PoolError> {
         let endpoint = self.endpoint(addr);
-        match endpoint.pick() {
+        match endpoint.pick(secret) {
             Ok(slot) => return Ok(slot),
             Err(true) => return Err(PoolError::Full),
             Err(false) => {}
@@ -192,7 +304,7 @@ impl MiddlePool {
         let _ = endpoint.gate.1.recv().await;
         let _token = Token(&endpoint.gate.0);
         // Someone else may have dialled (or failed) while we waited.
-        match endpoint.pick() {
+        match endpoint.pick(secret) {
             Ok(slot) => return Ok(slot),
             Err(true) => return Err(PoolError::Full),
             Err(false) => {}
@@ -200,10 +312,16 @@ impl MiddlePool {
         if endpoint.blocked() {
             return Err(PoolError::Backoff);
         }
+        if !self.dial_rate.lock().unwrap_or_else(PoisonError::into_inner).try_start(Instant::now()) {
+            return Err(PoolError::DialRate);
+        }
         let idle_ping = Duration::from_millis(self.idle_ping_ms.load(Ordering::Relaxed));
-        match MiddleConn::connect(runtime, addr, secret, (public_v4, public_v6), idle_ping).await {
+        let dialled = MiddleConn::connect(runtime, addr, secret, public, idle_ping, metrics).await;
+        metrics.middle_proxy_dial(dialled.as_ref().map_or_else(ConnectError::label, |_| "ok"));
+        match dialled {
             Ok(conn) => {
                 endpoint.backoff.lock().unwrap_or_else(PoisonError::into_inner).succeeded();
+                self.failures.lock().unwrap_or_else(PoisonError::into_inner).succeeded();
                 let slot = conn.open_client();
                 endpoint.conns.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
                 slot.ok_or(PoolError::Full)
@@ -211,6 +329,7 @@ impl MiddlePool {
             Err(e) => {
                 info!(endpoint = %addr, error = %e, "middle proxy unreachable");
                 endpoint.backoff.lock().unwrap_or_else(PoisonError::into_inner).failed(Instant::now());
+                self.dial_failed(addr, &e);
                 Err(PoolError::Connect(e))
             }
         }

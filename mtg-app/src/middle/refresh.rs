@@ -231,7 +231,7 @@ impl Bootstrapper {
         shared.metrics().middle_proxy_endpoints("ipv4", v4);
         shared.metrics().middle_proxy_endpoints("ipv6", v6);
         log_published(&snapshot, from, v4, v6);
-        shared.middle().publish(snapshot);
+        shared.publish_middle(snapshot);
     }
 }
 

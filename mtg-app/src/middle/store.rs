@@ -25,8 +25,7 @@ pub struct MiddleStore {
     /// Set while our clock is more than 30 s off Telegram's: middle proxies would refuse
     /// every handshake, so sessions go direct.
     skewed: AtomicBool,
-    /// Bumped by every [`MiddleStore::publish`]: connections made with an older snapshot
-    /// take no new clients.
+    /// Bumped by every [`MiddleStore::publish`] (tests and diagnostics wait on it).
     generation: AtomicU64,
 }
 
@@ -40,10 +39,13 @@ impl MiddleStore {
         self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Swaps in a new good copy for new sessions (live ones keep theirs).
-    pub fn publish(&self, snapshot: MiddleSnapshot) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(snapshot));
+    /// Swaps in a new good copy for new sessions (live ones keep theirs) and returns it.
+    /// `Shared::publish_middle` also retires the pool's connections it makes stale.
+    pub fn publish(&self, snapshot: MiddleSnapshot) -> Arc<MiddleSnapshot> {
+        let snapshot = Arc::new(snapshot);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(snapshot.clone());
         self.generation.fetch_add(1, Ordering::Relaxed);
+        snapshot
     }
 
     /// The number of snapshots published so far.
