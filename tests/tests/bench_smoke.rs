@@ -102,13 +102,14 @@ fn latency_has_percentiles() {
 #[test]
 fn middle_bulk_moves_bytes_through_the_middle_proxy_direct_and_the_relay() {
     let figures = run(Mode::MiddleBulk);
-    assert_eq!(figures.len(), 2 * 3 * 4, "{figures:#?}");
+    assert_eq!(figures.len(), 2 * 3 * 6, "{figures:#?}");
     for streams in ["1 stream", "2 streams"] {
         for direction in ["upload", "download", "both ways"] {
             for via in ["middle", "direct"] {
                 let f = figure(&figures, &format!("{via} bulk {direction}, {streams}: throughput"));
                 assert!(f.ours > 0.0 && f.baseline.is_some_and(|b| b > 0.0), "{f:?}");
                 figure(&figures, &format!("{via} bulk {direction}, {streams}: CPU per GiB"));
+                figure(&figures, &format!("{via} bulk {direction}, {streams}: load generator CPU per GiB"));
             }
         }
     }

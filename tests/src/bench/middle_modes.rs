@@ -287,13 +287,14 @@ async fn drive(
     }
 }
 
-/// Throughput (packet bytes per second) and CPU seconds per GiB through the middle proxy.
+/// Throughput (packet bytes per second), the proxy's CPU seconds per GiB and the load
+/// generator's (clients and the bench middle proxy) through the middle proxy.
 async fn bulk_once(
     m: &MiddleRig,
     direction: Direction,
     streams: usize,
     options: &Options,
-) -> io::Result<(f64, f64)> {
+) -> io::Result<(f64, f64, f64)> {
     let plan = Arc::new(Plan::new(direction, options.middle_packet));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -307,9 +308,9 @@ async fn bulk_once(
         up + down
     };
     tokio::time::sleep(modes::secs(options.warmup_secs)).await;
-    let (b0, s0, t0) = (moved(), m.rig.subject.sample()?, Instant::now());
+    let (b0, s0, l0, t0) = (moved(), m.rig.subject.sample()?, modes::load_sample()?, Instant::now());
     tokio::time::sleep(modes::secs(options.bulk_secs)).await;
-    let (b1, s1, t1) = (moved(), m.rig.subject.sample()?, Instant::now());
+    let (b1, s1, l1, t1) = (moved(), m.rig.subject.sample()?, modes::load_sample()?, Instant::now());
     let _ = stop.send(true);
     let drained = tokio::time::timeout(IO_TIMEOUT, async {
         while let Some(joined) = tasks.join_next().await {
@@ -323,10 +324,11 @@ async fn bulk_once(
     if bytes == 0.0 {
         return Err(io::Error::other(format!("middle bulk {}: no bytes moved", direction.name())));
     }
-    let rate = bytes / (t1 - t0).as_secs_f64();
-    let cpu_per_gib = (s1.cpu_secs - s0.cpu_secs) / bytes * f64::from(1u32 << 30);
-    Ok((rate, cpu_per_gib))
+    Ok(modes::bulk_figures(bytes, t1 - t0, (s0, s1), (l0, l1)))
 }
+
+/// Throughput, subject CPU per GiB, load generator CPU per GiB.
+type Bulk = (f64, f64, f64);
 
 /// Each bulk case through the middle proxy, direct and the plain relay, one after the other.
 pub(super) async fn bulk(options: &Options) -> io::Result<Vec<Figure>> {
@@ -358,10 +360,10 @@ pub(super) async fn bulk(options: &Options) -> io::Result<Vec<Figure>> {
                 modes::bulk_once(&rig, direction, streams, options).await?
             };
             let case = modes::bulk_case(direction, streams);
-            for (what, unit, scale, pick) in
-                [("throughput", "MB/s", 1e-6, 0), ("CPU per GiB", "CPU s", 1.0, 1)]
-            {
-                let get = |r: (f64, f64)| if pick == 0 { r.0 * scale } else { r.1 * scale };
+            let rows =
+                [("throughput", "MB/s"), ("CPU per GiB", "CPU s"), ("load generator CPU per GiB", "CPU s")];
+            for (i, (what, unit)) in rows.into_iter().enumerate() {
+                let get = |r: Bulk| [r.0 / 1e6, r.1, r.2][i];
                 figures.push(Figure::pair(
                     format!("middle {case}: {what}"),
                     unit,

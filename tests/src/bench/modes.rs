@@ -209,13 +209,14 @@ impl Direction {
     }
 }
 
-/// Throughput (payload bytes per second) and CPU seconds per GiB through one subject.
+/// Throughput (payload bytes per second), the subject's CPU seconds per GiB and the load
+/// generator's (this process: clients and far end) through one subject.
 pub(super) async fn bulk_once(
     rig: &Rig,
     direction: Direction,
     streams: usize,
     options: &Options,
-) -> io::Result<(f64, f64)> {
+) -> io::Result<(f64, f64, f64)> {
     let downloaded = Arc::new(AtomicU64::new(0));
     let records = Arc::new(wire::records(4, BULK_RECORD));
     let mut tasks = JoinSet::new();
@@ -249,17 +250,33 @@ pub(super) async fn bulk_once(
         up + downloaded.load(Ordering::Relaxed)
     };
     tokio::time::sleep(secs(options.warmup_secs)).await;
-    let (b0, s0, t0) = (moved(), rig.subject.sample()?, Instant::now());
+    let (b0, s0, l0, t0) = (moved(), rig.subject.sample()?, load_sample()?, Instant::now());
     tokio::time::sleep(secs(options.bulk_secs)).await;
-    let (b1, s1, t1) = (moved(), rig.subject.sample()?, Instant::now());
+    let (b1, s1, l1, t1) = (moved(), rig.subject.sample()?, load_sample()?, Instant::now());
     tasks.abort_all();
     let bytes = (b1 - b0) as f64;
     if bytes == 0.0 {
         return Err(io::Error::other(format!("bulk {}: no bytes moved", direction.name())));
     }
-    let rate = bytes / (t1 - t0).as_secs_f64();
-    let cpu_per_gib = (s1.cpu_secs - s0.cpu_secs) / bytes * f64::from(1u32 << 30);
-    Ok((rate, cpu_per_gib))
+    Ok(bulk_figures(bytes, t1 - t0, (s0, s1), (l0, l1)))
+}
+
+/// This process now (the load generator).
+pub(super) fn load_sample() -> io::Result<ProcSample> {
+    super::proc_stats::sample(std::process::id())
+}
+
+/// (bytes per second, subject CPU seconds per GiB, load generator CPU seconds per GiB) of
+/// `bytes` moved in `took` between two samples of each.
+pub(super) fn bulk_figures(
+    bytes: f64,
+    took: Duration,
+    subject: (ProcSample, ProcSample),
+    load: (ProcSample, ProcSample),
+) -> (f64, f64, f64) {
+    let per_gib =
+        |(a, b): (ProcSample, ProcSample)| (b.cpu_secs - a.cpu_secs) / bytes * f64::from(1u32 << 30);
+    (bytes / took.as_secs_f64(), per_gib(subject), per_gib(load))
 }
 
 /// "bulk upload, 1 stream" and the like.
