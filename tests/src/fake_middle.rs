@@ -289,31 +289,13 @@ async fn serve(
     commands: mpsc::UnboundedReceiver<CommandBox>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr()?;
-    let endpoints = Endpoints::new(peer, local).map_err(std::io::Error::other)?;
-    let secret = state.secret.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    let mut hs = MiddleServerHandshake::new(&secret, unix_secs(), endpoints, &mut rand::rng());
-    if let Some(code) = state.hooks().reject_handshake {
-        hs = hs.reject_handshake_with(code);
-    }
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
-    let (connection, leftover) = loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        let mut input = &buf[..n];
-        let step = hs.feed(&mut input, &mut out).map_err(std::io::Error::other)?;
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
-        }
-        match step {
-            ServerStep::NeedMore(next) => hs = next,
-            ServerStep::Rejected { .. } => return Ok(()),
-            ServerStep::Ready(connection) => break (connection, input.to_vec()),
-        }
+    let secret = state.secret.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let reject = state.hooks().reject_handshake;
+    let Some((connection, leftover)) = accept_handshake(&mut stream, peer, &secret, reject, &mut buf).await?
+    else {
+        return Ok(());
     };
     state.update(|s| s.handshakes += 1);
     let (rd, mut wr) = stream.into_split();
@@ -338,6 +320,44 @@ async fn serve(
             Next::Command(Command::CloseExt(id)) => writer.batch(&mut out).close_ext(id),
             Next::Command(Command::Ping(id)) => writer.batch(&mut out).ping(id),
             Next::Command(Command::Wake) => {}
+        }
+    }
+}
+
+/// The middle proxy's side of a connection's nonce exchange and handshake over `stream`
+/// (accepted from `peer`), reading into `buf`: the established connection and the bytes that
+/// followed the handshake, or `None` when the peer closed first or the handshake was answered
+/// with `RPC_HANDSHAKE_ERROR` and `reject`'s code. Shared by this fake and the benchmark's
+/// middle proxy ([`crate::bench::middle`]).
+pub async fn accept_handshake(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    secret: &ProxySecret,
+    reject: Option<i32>,
+    buf: &mut [u8],
+) -> std::io::Result<Option<(MiddleConnection, Vec<u8>)>> {
+    let local = stream.local_addr()?;
+    let endpoints = Endpoints::new(peer, local).map_err(std::io::Error::other)?;
+    let mut hs = MiddleServerHandshake::new(secret, unix_secs(), endpoints, &mut rand::rng());
+    if let Some(code) = reject {
+        hs = hs.reject_handshake_with(code);
+    }
+    let mut out = Vec::new();
+    loop {
+        let n = stream.read(buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut input = &buf[..n];
+        let step = hs.feed(&mut input, &mut out).map_err(std::io::Error::other)?;
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        match step {
+            ServerStep::NeedMore(next) => hs = next,
+            ServerStep::Rejected { .. } => return Ok(None),
+            ServerStep::Ready(connection) => return Ok(Some((connection, input.to_vec()))),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Keeps `mtg-bench` from rotting: every mode at a tiny size against the in-process proxy (on
 //! the runtime this crate was built with) and the real `mtg-bench plain-relay` process. Asserts
 //! what each mode must have done (every session held, every probe fronted with the site's exact
-//! reply, bytes moved), never a speed.
+//! reply, bytes moved), never a speed. The middle modes check themselves that every packet was
+//! byte-exact, every byte accounted for and no session went direct (a mode errs otherwise).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,7 @@ fn options() -> Options {
         pings: 20,
         concurrency: 4,
         settle: Duration::from_millis(50),
+        middle_packet: 4096,
     }
 }
 
@@ -95,4 +97,34 @@ fn latency_has_percentiles() {
     let p99 = figure(&figures, "latency 1 KiB ping-pong: p99");
     assert!(p50.ours > 0.0 && p50.ours <= p99.ours, "{p50:?} {p99:?}");
     assert!(p50.baseline.unwrap() > 0.0 && p50.baseline <= p99.baseline);
+}
+
+#[test]
+fn middle_bulk_moves_bytes_through_the_middle_proxy_direct_and_the_relay() {
+    let figures = run(Mode::MiddleBulk);
+    assert_eq!(figures.len(), 2 * 3 * 6, "{figures:#?}");
+    for streams in ["1 stream", "2 streams"] {
+        for direction in ["upload", "download", "both ways"] {
+            for via in ["middle", "direct"] {
+                let f = figure(&figures, &format!("{via} bulk {direction}, {streams}: throughput"));
+                assert!(f.ours > 0.0 && f.baseline.is_some_and(|b| b > 0.0), "{f:?}");
+                figure(&figures, &format!("{via} bulk {direction}, {streams}: CPU per GiB"));
+                figure(&figures, &format!("{via} bulk {direction}, {streams}: load generator CPU per GiB"));
+            }
+        }
+    }
+}
+
+#[test]
+fn middle_idle_holds_every_session_through_the_middle_proxy() {
+    let figures = run(Mode::MiddleIdle);
+    for via in ["middle", "direct"] {
+        let held = figure(&figures, &format!("{via} idle: sessions held (of 20)"));
+        assert_eq!((held.ours, held.baseline), (20.0, Some(20.0)), "{via}");
+        figure(&figures, &format!("{via} idle: RSS growth per session"));
+    }
+    // The readiness probe, the warm-up's 20 and the 20 held.
+    let seen = figure(&figures, "middle idle: sessions the middle proxy saw (warm-up included)");
+    assert!(seen.ours >= 41.0, "{seen:?}");
+    assert!(figure(&figures, "middle idle: middle-proxy connections").ours >= 1.0);
 }

@@ -76,14 +76,19 @@ pub async fn handshake(proxy: SocketAddr, secret: &Secret) -> io::Result<TcpStre
 pub async fn open(addr: SocketAddr, framing: Framing, secret: &Secret) -> io::Result<TcpStream> {
     match framing {
         Framing::Raw => connect(addr).await,
-        Framing::Tls => {
-            let mut stream = handshake(addr, secret).await?;
-            let mut first = Vec::new();
-            ClientSession::start(secret, DC, &mut rand::rng(), &mut first);
-            bounded("sending the frame", stream.write_all(&first)).await?;
-            Ok(stream)
-        }
+        Framing::Tls => Ok(open_session(addr, secret).await?.0),
     }
+}
+
+/// Opens a session through the proxy (handshake, then the obfuscated2 frame with the padded
+/// intermediate tag) and keeps its cipher, for clients that send real transport packets (the
+/// middle-proxy modes).
+pub async fn open_session(addr: SocketAddr, secret: &Secret) -> io::Result<(TcpStream, ClientSession)> {
+    let mut stream = handshake(addr, secret).await?;
+    let mut first = Vec::new();
+    let session = ClientSession::start(secret, DC, &mut rand::rng(), &mut first);
+    bounded("sending the frame", stream.write_all(&first)).await?;
+    Ok((stream, session))
 }
 
 /// Sends `record` and waits until `payload` bytes came back; the stream stays open.

@@ -12,12 +12,16 @@
 //! * [`subject`]: starting the proxy (binary or in-process) and the plain relay.
 //! * [`plain_relay`]: the baseline relay itself.
 //! * [`proc_stats`]: CPU and memory from `/proc`, the open-file limit.
-//! * [`modes`]: bulk, idle, handshake, probe and latency.
+//! * [`middle`]: the bench middle proxy (middle-proxy modes) and its packets.
+//! * [`modes`]: bulk, idle, handshake, probe and latency; `middle_modes`: bulk and idle
+//!   through a middle proxy, next to direct and the plain relay.
 //! * [`figures`]: medians and the Markdown table.
 
 pub mod client;
 pub mod dc;
 pub mod figures;
+pub mod middle;
+mod middle_modes;
 pub mod modes;
 pub mod plain_relay;
 pub mod proc_stats;

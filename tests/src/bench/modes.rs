@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use super::client::{self, bounded};
 use super::dc::{Behavior, BenchDc, FRAME_LEN};
 use super::figures::Figure;
+use super::middle_modes;
 use super::proc_stats::ProcSample;
 use super::subject::{HOST, ProxySetup, ProxySource, Subject};
 use super::wire::{self, BULK_RECORD, Counter, Framing};
@@ -56,6 +57,9 @@ pub struct Options {
     pub concurrency: usize,
     /// Pause before memory is read, so freed memory and closed sockets settle.
     pub settle: Duration,
+    /// Bytes of each bulk packet in the middle-proxy modes (whole words,
+    /// [`super::middle::MIN_PACKET`]..=[`super::middle::MAX_PACKET`]).
+    pub middle_packet: usize,
 }
 
 /// One benchmark mode.
@@ -71,13 +75,26 @@ pub enum Mode {
     Probe,
     /// 1 KiB ping-pong latency.
     Latency,
+    /// Bulk through a middle proxy, next to direct and the plain relay.
+    MiddleBulk,
+    /// Memory per idle session through a middle proxy, next to direct and the plain relay.
+    MiddleIdle,
 }
 
 impl Mode {
     /// Every mode, in report order.
-    pub const ALL: [Self; 5] = [Self::Bulk, Self::Idle, Self::Handshake, Self::Probe, Self::Latency];
+    pub const ALL: [Self; 7] = [
+        Self::Bulk,
+        Self::Idle,
+        Self::Handshake,
+        Self::Probe,
+        Self::Latency,
+        Self::MiddleBulk,
+        Self::MiddleIdle,
+    ];
 
-    /// Parses a mode name (`bulk`, `idle`, `handshake`, `probe`, `latency`).
+    /// Parses a mode name (`bulk`, `idle`, `handshake`, `probe`, `latency`, `middle-bulk`,
+    /// `middle-idle`).
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|m| m.name() == name)
     }
@@ -90,6 +107,8 @@ impl Mode {
             Self::Handshake => "handshake",
             Self::Probe => "probe",
             Self::Latency => "latency",
+            Self::MiddleBulk => "middle-bulk",
+            Self::MiddleIdle => "middle-idle",
         }
     }
 
@@ -101,33 +120,47 @@ impl Mode {
             Self::Handshake => handshake(options).await,
             Self::Probe => probe(options).await,
             Self::Latency => latency(options).await,
+            Self::MiddleBulk => middle_modes::bulk(options).await,
+            Self::MiddleIdle => middle_modes::idle(options).await,
         }
     }
 }
 
 /// A subject with its far end.
-struct Rig {
-    subject: Subject,
-    far: BenchDc,
-    secret: Secret,
+pub(super) struct Rig {
+    pub(super) subject: Subject,
+    pub(super) far: BenchDc,
+    pub(super) secret: Secret,
 }
 
 impl Rig {
-    async fn proxy(
+    pub(super) async fn proxy(
         options: &Options,
         far: Behavior,
         site: Behavior,
         users: usize,
     ) -> io::Result<(Self, ProxySetup, BenchDc)> {
+        Self::proxy_with(options, far, site, users, None).await
+    }
+
+    /// [`Self::proxy`] with a `[middle-proxy]` table (and so an ad tag for every user).
+    pub(super) async fn proxy_with(
+        options: &Options,
+        far: Behavior,
+        site: Behavior,
+        users: usize,
+        middle_proxy: Option<String>,
+    ) -> io::Result<(Self, ProxySetup, BenchDc)> {
         let far = BenchDc::start(far, FRAME_LEN).await?;
         let site = BenchDc::start(site, 0).await?;
-        let setup = ProxySetup::with_users(users.max(1), far.addr(), site.addr());
+        let mut setup = ProxySetup::with_users(users.max(1), far.addr(), site.addr());
+        setup.middle_proxy = middle_proxy;
         let subject = Subject::proxy(&options.proxy, &setup).await?;
         let secret = setup.users[0].clone();
         Ok((Self { subject, far, secret }, setup, site))
     }
 
-    async fn plain(options: &Options, far: Behavior) -> io::Result<Self> {
+    pub(super) async fn plain(options: &Options, far: Behavior) -> io::Result<Self> {
         let far = BenchDc::start(far, 0).await?;
         let subject = Subject::plain_relay(&options.bench, far.addr()).await?;
         let secret = Secret::fake_tls(rand::random(), HOST).expect("a valid ee secret");
@@ -150,21 +183,24 @@ impl Rig {
     }
 }
 
-fn secs(d: f64) -> Duration {
+pub(super) fn secs(d: f64) -> Duration {
     Duration::from_secs_f64(d.max(0.0))
 }
 
 // ---- bulk ----
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
+pub(super) enum Direction {
     Up,
     Down,
     Both,
 }
 
 impl Direction {
-    fn name(self) -> &'static str {
+    /// Every direction, in report order.
+    pub(super) const ALL: [Self; 3] = [Self::Up, Self::Down, Self::Both];
+
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Up => "upload",
             Self::Down => "download",
@@ -173,13 +209,14 @@ impl Direction {
     }
 }
 
-/// Throughput (payload bytes per second) and CPU seconds per GiB through one subject.
-async fn bulk_once(
+/// Throughput (payload bytes per second), the subject's CPU seconds per GiB and the load
+/// generator's (this process: clients and far end) through one subject.
+pub(super) async fn bulk_once(
     rig: &Rig,
     direction: Direction,
     streams: usize,
     options: &Options,
-) -> io::Result<(f64, f64)> {
+) -> io::Result<(f64, f64, f64)> {
     let downloaded = Arc::new(AtomicU64::new(0));
     let records = Arc::new(wire::records(4, BULK_RECORD));
     let mut tasks = JoinSet::new();
@@ -213,23 +250,44 @@ async fn bulk_once(
         up + downloaded.load(Ordering::Relaxed)
     };
     tokio::time::sleep(secs(options.warmup_secs)).await;
-    let (b0, s0, t0) = (moved(), rig.subject.sample()?, Instant::now());
+    let (b0, s0, l0, t0) = (moved(), rig.subject.sample()?, load_sample()?, Instant::now());
     tokio::time::sleep(secs(options.bulk_secs)).await;
-    let (b1, s1, t1) = (moved(), rig.subject.sample()?, Instant::now());
+    let (b1, s1, l1, t1) = (moved(), rig.subject.sample()?, load_sample()?, Instant::now());
     tasks.abort_all();
     let bytes = (b1 - b0) as f64;
     if bytes == 0.0 {
         return Err(io::Error::other(format!("bulk {}: no bytes moved", direction.name())));
     }
-    let rate = bytes / (t1 - t0).as_secs_f64();
-    let cpu_per_gib = (s1.cpu_secs - s0.cpu_secs) / bytes * f64::from(1u32 << 30);
-    Ok((rate, cpu_per_gib))
+    Ok(bulk_figures(bytes, t1 - t0, (s0, s1), (l0, l1)))
+}
+
+/// This process now (the load generator).
+pub(super) fn load_sample() -> io::Result<ProcSample> {
+    super::proc_stats::sample(std::process::id())
+}
+
+/// (bytes per second, subject CPU seconds per GiB, load generator CPU seconds per GiB) of
+/// `bytes` moved in `took` between two samples of each.
+pub(super) fn bulk_figures(
+    bytes: f64,
+    took: Duration,
+    subject: (ProcSample, ProcSample),
+    load: (ProcSample, ProcSample),
+) -> (f64, f64, f64) {
+    let per_gib =
+        |(a, b): (ProcSample, ProcSample)| (b.cpu_secs - a.cpu_secs) / bytes * f64::from(1u32 << 30);
+    (bytes / took.as_secs_f64(), per_gib(subject), per_gib(load))
+}
+
+/// "bulk upload, 1 stream" and the like.
+pub(super) fn bulk_case(direction: Direction, streams: usize) -> String {
+    format!("bulk {}, {streams} stream{}", direction.name(), if streams == 1 { "" } else { "s" })
 }
 
 async fn bulk(options: &Options) -> io::Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for &streams in &options.streams {
-        for direction in [Direction::Up, Direction::Down, Direction::Both] {
+        for direction in Direction::ALL {
             let far = if direction == Direction::Up { Behavior::Sink } else { Behavior::Source };
             let ours = {
                 let (rig, _, _site) = Rig::proxy(options, far, Behavior::Sink, 1).await?;
@@ -239,8 +297,7 @@ async fn bulk(options: &Options) -> io::Result<Vec<Figure>> {
                 let rig = Rig::plain(options, far).await?;
                 bulk_once(&rig, direction, streams, options).await?
             };
-            let case =
-                format!("bulk {}, {streams} stream{}", direction.name(), if streams == 1 { "" } else { "s" });
+            let case = bulk_case(direction, streams);
             figures.push(Figure::pair(format!("{case}: throughput"), "MB/s", ours.0 / 1e6, base.0 / 1e6));
             figures.push(Figure::pair(format!("{case}: CPU per GiB"), "CPU s", ours.1, base.1));
         }
@@ -251,7 +308,7 @@ async fn bulk(options: &Options) -> io::Result<Vec<Figure>> {
 // ---- idle ----
 
 /// Opens `count` sessions (`concurrency` at a time), each proven by one echoed ping.
-async fn open_pinged(rig: &Rig, count: usize, concurrency: usize) -> io::Result<Vec<TcpStream>> {
+pub(super) async fn open_pinged(rig: &Rig, count: usize, concurrency: usize) -> io::Result<Vec<TcpStream>> {
     let (record, back) = rig.ping_record();
     let record = Arc::new(record);
     let workers = concurrency.clamp(1, count.max(1));
@@ -278,17 +335,29 @@ async fn open_pinged(rig: &Rig, count: usize, concurrency: usize) -> io::Result<
 }
 
 /// (RSS growth per session KiB, sessions held, RSS after closing them minus before KiB, VmHWM KiB).
-async fn idle_once(rig: &Rig, options: &Options) -> io::Result<(f64, usize, f64, u64)> {
-    drop(open_pinged(rig, 64.min(options.idle_sessions), options.concurrency).await?);
+pub(super) async fn idle_once(rig: &Rig, options: &Options) -> io::Result<(f64, usize, f64, u64)> {
+    idle_measure(&rig.subject, options, |count| open_pinged(rig, count, options.concurrency)).await
+}
+
+/// [`idle_once`] with `open(count)` opening and proving `count` sessions.
+pub(super) async fn idle_measure<T, Fut>(
+    subject: &Subject,
+    options: &Options,
+    open: impl Fn(usize) -> Fut,
+) -> io::Result<(f64, usize, f64, u64)>
+where
+    Fut: Future<Output = io::Result<Vec<T>>>,
+{
+    drop(open(64.min(options.idle_sessions)).await?);
     tokio::time::sleep(options.settle).await;
-    let before = rig.subject.sample()?;
-    let held = open_pinged(rig, options.idle_sessions, options.concurrency).await?;
+    let before = subject.sample()?;
+    let held = open(options.idle_sessions).await?;
     tokio::time::sleep(options.settle).await;
-    let during = rig.subject.sample()?;
+    let during = subject.sample()?;
     let count = held.len();
     drop(held);
     tokio::time::sleep(options.settle * 2).await;
-    let after = rig.subject.sample()?;
+    let after = subject.sample()?;
     let per_session = (during.rss_kib as f64 - before.rss_kib as f64) / count.max(1) as f64;
     Ok((per_session, count, after.rss_kib as f64 - before.rss_kib as f64, during.hwm_kib))
 }

@@ -38,19 +38,29 @@ pub struct ProxySetup {
     pub dc: SocketAddr,
     /// The fronting site (`[domain-fronting]` host and port).
     pub site: SocketAddr,
+    /// A `[middle-proxy]` table: set, every user gets [`AD_TAG`] and is routed through a
+    /// middle proxy.
+    pub middle_proxy: Option<String>,
 }
+
+/// The ad tag of the middle-proxy modes.
+pub const AD_TAG: &str = "0123456789abcdef0123456789abcdef";
 
 impl ProxySetup {
     /// `count` users with random keys on [`HOST`].
     pub fn with_users(count: usize, dc: SocketAddr, site: SocketAddr) -> Self {
         let users =
             (0..count).map(|_| Secret::fake_tls(rand::random(), HOST).expect("a valid ee secret")).collect();
-        Self { users, dc, site }
+        Self { users, dc, site, middle_proxy: None }
     }
 
     /// The config text, listening on `bind`.
     pub fn config(&self, bind: SocketAddr) -> String {
-        let mut text = format!("bind-to = \"{bind}\"\nconcurrency = 65000\n\n[secrets]\n");
+        let mut text = format!("bind-to = \"{bind}\"\nconcurrency = 65000\n");
+        if self.middle_proxy.is_some() {
+            text.push_str(&format!("ad-tag = \"{AD_TAG}\"\n"));
+        }
+        text.push_str("\n[secrets]\n");
         for (i, user) in self.users.iter().enumerate() {
             text.push_str(&format!("u{i:05} = \"{}\"\n", user.to_hex()));
         }
@@ -62,6 +72,10 @@ impl ProxySetup {
         ));
         for dc in [1, 2, 3, 4, 5] {
             text.push_str(&format!("{dc} = [\"{}\"]\n", self.dc));
+        }
+        if let Some(section) = &self.middle_proxy {
+            text.push('\n');
+            text.push_str(section);
         }
         text
     }
@@ -141,7 +155,7 @@ impl Subject {
             }
             ProxySource::Binary(binary) => {
                 let addr = free_port()?;
-                let dir = unique_dir()?;
+                let dir = unique_dir("mtg-bench")?;
                 let config = dir.join("config.toml");
                 std::fs::write(&config, setup.config(addr))?;
                 let log = std::fs::File::create(dir.join("proxy.log"))?;
@@ -188,12 +202,15 @@ impl Subject {
     }
 }
 
-fn unique_dir() -> io::Result<PathBuf> {
+/// A fresh directory under the temporary directory, named `prefix`-pid-nanos.
+pub(super) fn unique_dir(prefix: &str) -> io::Result<PathBuf> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!("mtg-bench-{}-{nanos}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

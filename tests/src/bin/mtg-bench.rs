@@ -1,7 +1,8 @@
 //! `mtg-bench`: the load generator of mtg-multi (see `BENCHMARKS.md`).
 //!
 //! ```text
-//! mtg-bench run --proxy target/release/mtg-multi [--mode bulk,idle,...] [--repeat 3] [sizes]
+//! mtg-bench run --proxy target/release/mtg-multi [--mode bulk,idle,...,middle-bulk,middle-idle]
+//!                [--repeat 3] [sizes]
 //! mtg-bench plain-relay LISTEN TARGET     (the baseline relay; started by `run` itself)
 //! ```
 //! Loopback only. Prints each mode's figures (medians over the repeats) as a Markdown table.
@@ -39,7 +40,9 @@ struct RunArgs {
     /// The mtg-multi binary to measure (a release build).
     #[arg(long)]
     proxy: PathBuf,
-    /// Modes, comma-separated: bulk, idle, handshake, probe, latency.
+    /// Modes, comma-separated: bulk, idle, handshake, probe, latency, middle-bulk, middle-idle.
+    /// The middle modes run each case through a bench middle proxy (the proxy gets an ad tag
+    /// and a `[middle-proxy]` table naming it), direct and through the plain relay, in turn.
     #[arg(long, value_delimiter = ',', default_value = "bulk,idle,handshake,probe,latency")]
     mode: Vec<String>,
     /// Runs of each mode; figures are medians.
@@ -82,6 +85,9 @@ struct RunArgs {
     /// Milliseconds to wait before reading memory.
     #[arg(long, default_value_t = 1500)]
     settle_ms: u64,
+    /// Bytes of each bulk packet in the middle modes (whole words, 64 to 1044480).
+    #[arg(long, default_value_t = 32 * 1024)]
+    middle_packet: usize,
     /// Worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -92,8 +98,10 @@ fn run(args: RunArgs) -> Result<(), String> {
         .mode
         .iter()
         .map(|m| {
-            Mode::parse(m)
-                .ok_or_else(|| format!("unknown mode {m:?} (bulk, idle, handshake, probe, latency)"))
+            Mode::parse(m).ok_or_else(|| {
+                let known: Vec<&str> = Mode::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown mode {m:?} ({})", known.join(", "))
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if !args.proxy.is_file() {
@@ -117,6 +125,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         pings: args.pings,
         concurrency: args.concurrency,
         settle: Duration::from_millis(args.settle_ms),
+        middle_packet: args.middle_packet,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
