@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the core: handshake search cost by user count, and relay cost per
-//! byte for 16 KiB chunks.
+//! byte for 16 KiB chunks, and the middle-proxy leg's CBC per byte.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -140,9 +140,23 @@ fn relay(c: &mut Criterion) {
     group.finish();
 }
 
+/// The middle-proxy leg's AES-256-CBC: 32 KiB each way (one RPC frame's worth).
+fn middle_cbc(c: &mut Criterion) {
+    use mtg_proto::middle::cbc::{CbcDecryptor, CbcEncryptor};
+    const LEN: usize = 32 * 1024;
+    let mut group = c.benchmark_group("middle_cbc");
+    group.throughput(Throughput::Bytes(LEN as u64));
+    let mut data = vec![0x5au8; LEN];
+    let mut enc = CbcEncryptor::from_raw(&[7; 32], &[9; 16]);
+    group.bench_function("encrypt_32k", |b| b.iter(|| enc.encrypt_in_place(black_box(&mut data)).unwrap()));
+    let mut dec = CbcDecryptor::from_raw(&[7; 32], &[9; 16]);
+    group.bench_function("decrypt_32k", |b| b.iter(|| dec.decrypt_in_place(black_box(&mut data)).unwrap()));
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(30);
-    targets = handshake, relay
+    targets = handshake, relay, middle_cbc
 }
 criterion_main!(benches);

@@ -11,10 +11,11 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_util::AsyncWriteExt;
 use futures_util::future::{Either, select};
-use futures_util::{AsyncReadExt, AsyncWriteExt};
 use mtg_proto::middle::{ProxyMap, ProxyReq, Transport, TransportDeframer, kdf, rpc, transport};
 use mtg_proto::{ClientIn, ClientLeg, ClientOut, Established};
 use rand::seq::SliceRandom;
@@ -27,6 +28,7 @@ use crate::middle::conn::{Answer, CONNECT_TIMEOUT, ClientSlot, HANDSHAKE_TIMEOUT
 use crate::runtime::Runtime;
 use crate::users::accounting::Admitted;
 
+use super::buffer_pool;
 use super::relay::{End, READ_CHUNK};
 use super::{Shared, with_timeout};
 
@@ -157,9 +159,31 @@ pub(super) fn client_leg<R: Runtime>(
     Some(Leg { leg, base })
 }
 
+/// Reads from the client into a pooled buffer taken for each poll and given back when the
+/// read is pending, so an idle session holds no read buffer (as the direct relay's pumps).
+/// The caller gives the buffer back after use.
+fn read_pooled<S: futures_util::AsyncRead + Unpin>(
+    client: &mut S,
+) -> impl Future<Output = std::io::Result<(Box<[u8]>, usize)>> + '_ {
+    std::future::poll_fn(move |cx| {
+        let mut buf = buffer_pool::take();
+        match std::pin::Pin::new(&mut *client).poll_read(cx, &mut buf[..READ_CHUNK]) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok((buf, n))),
+            Poll::Ready(Err(e)) => {
+                buffer_pool::give(buf);
+                Poll::Ready(Err(e))
+            }
+            Poll::Pending => {
+                buffer_pool::give(buf);
+                Poll::Pending
+            }
+        }
+    })
+}
+
 /// One thing that happened to a session.
 enum Event {
-    Read(std::io::Result<usize>),
+    Read(std::io::Result<(Box<[u8]>, usize)>),
     Answer(Option<Answer>),
     Revoked,
     Timer,
@@ -167,23 +191,18 @@ enum Event {
 
 /// Relays a middle-proxy session until either side ends it; returns why.
 pub(super) async fn relay<R: Runtime>(ready: &mut MiddleReady<R>) -> End {
-    let mut session = Session {
-        deframer: TransportDeframer::new(ready.transport),
-        out: vec![0u8; ClientOut::BUFFER_LEN],
-        encoded: Vec::new(),
-        reported: (0, 0),
-    };
+    let mut session =
+        Session { deframer: TransportDeframer::new(ready.transport), encoded: Vec::new(), reported: (0, 0) };
     let mut leftover = std::mem::take(&mut ready.leftover);
     if let Err(end) = session.forward_client_bytes(ready, &mut leftover).await {
         return end;
     }
     drop(leftover);
-    let mut buf = vec![0u8; READ_CHUNK];
     let mut last_activity = Instant::now();
     let mut timer = R::timer_at(last_activity + ready.idle);
     loop {
         let event = {
-            let read = std::pin::pin!(ready.client.read(&mut buf));
+            let read = std::pin::pin!(read_pooled(&mut ready.client));
             let answer = std::pin::pin!(ready.slot.recv());
             let revoked = std::pin::pin!(ready.watch.recv());
             match select(select(read, answer), select(revoked, &mut timer)).await {
@@ -194,8 +213,15 @@ pub(super) async fn relay<R: Runtime>(ready: &mut MiddleReady<R>) -> End {
             }
         };
         let step = match event {
-            Event::Read(Ok(0)) => Err(End::ClientClosed),
-            Event::Read(Ok(n)) => session.forward_client_bytes(ready, &mut buf[..n]).await,
+            Event::Read(Ok((buf, 0))) => {
+                buffer_pool::give(buf);
+                Err(End::ClientClosed)
+            }
+            Event::Read(Ok((mut buf, n))) => {
+                let forwarded = session.forward_client_bytes(ready, &mut buf[..n]).await;
+                buffer_pool::give(buf);
+                forwarded
+            }
             Event::Read(Err(e)) => Err(End::Io(e)),
             Event::Answer(None) => Err(End::UpstreamClosed),
             Event::Answer(Some(answer)) => session.write_answer(ready, answer).await,
@@ -218,11 +244,14 @@ pub(super) async fn relay<R: Runtime>(ready: &mut MiddleReady<R>) -> End {
     }
 }
 
-/// A session's reusable buffers and reported byte counts.
+/// Largest capacity of the framed-answer buffer kept between answers; a bigger one (after an
+/// unusually large answer) is freed.
+const ENCODED_KEEP: usize = 64 * 1024;
+
+/// A session's reusable state and reported byte counts. The record buffer of each write is
+/// taken from the thread's pool and given back after it, so idle sessions hold none.
 struct Session {
     deframer: TransportDeframer,
-    /// Headroom + one record of plaintext for [`ClientOut::process`].
-    out: Vec<u8>,
     /// One answer framed in the client's transport.
     encoded: Vec<u8>,
     reported: (u64, u64),
@@ -278,12 +307,14 @@ impl Session {
                 self.encoded.extend_from_slice(&transport::simple_ack_bytes(ready.transport, confirm));
             }
         }
-        for chunk in self.encoded.chunks(ClientOut::MAX_CHUNK) {
-            self.out[ClientOut::HEADROOM..ClientOut::HEADROOM + chunk.len()].copy_from_slice(chunk);
-            let range = ready.client_out.process(&mut self.out, chunk.len()).map_err(End::Protocol)?;
-            ready.client.write_all(&self.out[range]).await.map_err(End::Io)?;
+        const { assert!(ClientOut::BUFFER_LEN <= buffer_pool::BUF_LEN, "pooled buffers too short") };
+        let mut out = buffer_pool::take();
+        let written = write_records(ready, &self.encoded, &mut out[..ClientOut::BUFFER_LEN]).await;
+        buffer_pool::give(out);
+        if self.encoded.capacity() > ENCODED_KEEP {
+            self.encoded = Vec::new();
         }
-        Ok(())
+        written
     }
 
     /// Adds the bytes moved since the last call to the user's counters and the meters.
@@ -299,6 +330,21 @@ impl Session {
             traffic.add(new_up, new_down);
         }
     }
+}
+
+/// Seals `encoded` into records of at most one chunk each (in `out`, headroom + one chunk)
+/// and writes them to the client.
+async fn write_records<R: Runtime>(
+    ready: &mut MiddleReady<R>,
+    encoded: &[u8],
+    out: &mut [u8],
+) -> Result<(), End> {
+    for chunk in encoded.chunks(ClientOut::MAX_CHUNK) {
+        out[ClientOut::HEADROOM..ClientOut::HEADROOM + chunk.len()].copy_from_slice(chunk);
+        let range = ready.client_out.process(out, chunk.len()).map_err(End::Protocol)?;
+        ready.client.write_all(&out[range]).await.map_err(End::Io)?;
+    }
+    Ok(())
 }
 
 /// Serves a middle-proxy session to its end and logs it.

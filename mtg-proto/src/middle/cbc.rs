@@ -12,7 +12,11 @@
 
 use core::fmt;
 
-use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use aes::cipher::consts::U16;
+use aes::cipher::{
+    BlockCipherDecrypt, BlockCipherEncBackend, BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser,
+    KeyInit,
+};
 use aes::{Aes256Dec, Aes256Enc, Block};
 use zeroize::Zeroize;
 
@@ -73,16 +77,36 @@ impl CbcEncryptor {
         if !data.len().is_multiple_of(BLOCK) {
             return Err(NotBlocks { len: data.len() });
         }
-        for chunk in data.chunks_exact_mut(BLOCK) {
-            let mut block = Block::default();
-            for ((b, p), c) in block.iter_mut().zip(&self.prev).zip(chunk.iter()) {
-                *b = p ^ c;
-            }
-            self.aes.encrypt_block(&mut block);
-            chunk.copy_from_slice(&block);
-            self.prev.copy_from_slice(&block);
-        }
+        // One backend dispatch for the whole slice (not one per block): CBC encryption is
+        // serial, so the gain is the per-call CPU-feature check and indirection.
+        self.aes.encrypt_with_backend(EncryptChain { prev: &mut self.prev, data });
         Ok(())
+    }
+}
+
+/// The CBC chain over whole blocks, run with the `aes` backend chosen once.
+struct EncryptChain<'a> {
+    prev: &'a mut [u8; BLOCK],
+    data: &'a mut [u8],
+}
+
+impl BlockSizeUser for EncryptChain<'_> {
+    type BlockSize = U16;
+}
+
+impl BlockCipherEncClosure for EncryptChain<'_> {
+    #[inline(always)]
+    fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
+        let mut block = Block::from(*self.prev);
+        for chunk in self.data.chunks_exact_mut(BLOCK) {
+            for (b, c) in block.iter_mut().zip(chunk.iter()) {
+                *b ^= c;
+            }
+            backend.encrypt_block_inplace(&mut block);
+            chunk.copy_from_slice(&block);
+        }
+        self.prev.copy_from_slice(&block);
+        block.zeroize();
     }
 }
 
