@@ -147,7 +147,19 @@ impl ClientSession {
     /// ChangeCipherSpec and the frame in an ApplicationData record for `ee`, the bare frame for
     /// `dd`).
     pub fn start(secret: &Secret, dc: i16, rng: &mut (impl RngCore + ?Sized), out: &mut Vec<u8>) -> Self {
-        let (frame, cipher) = obfs2::initiate(rng, TAG_PADDED_INTERMEDIATE, dc, Some(secret.key()));
+        Self::start_with_tag(secret, dc, TAG_PADDED_INTERMEDIATE, rng, out)
+    }
+
+    /// Like [`Self::start`] with another transport `tag` in the frame (`[0xef; 4]` abridged,
+    /// `[0xee; 4]` intermediate), as clients other than Telegram's apps may send.
+    pub fn start_with_tag(
+        secret: &Secret,
+        dc: i16,
+        tag: [u8; 4],
+        rng: &mut (impl RngCore + ?Sized),
+        out: &mut Vec<u8>,
+    ) -> Self {
+        let (frame, cipher) = obfs2::initiate(rng, tag, dc, Some(secret.key()));
         let mode = match secret.kind() {
             SecretKind::FakeTls => {
                 out.extend_from_slice(&[0x14, 3, 3, 0, 1, 1]);

@@ -138,7 +138,9 @@ impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BadRecord(e) => write!(f, "bad record: {e}"),
-            Self::BadTransportTag => f.write_str("obfuscated2 tag is not padded intermediate"),
+            Self::BadTransportTag => f.write_str(
+                "obfuscated2 tag names no transport (abridged, intermediate, padded intermediate)",
+            ),
         }
     }
 }
@@ -479,7 +481,11 @@ impl AwaitingFrame {
             return FrameStep::NeedMore(Self { user, state });
         }
         let (header, client) = obfs2::respond(&frame, Some(&key.0));
-        if header.tag != TAG_PADDED_INTERMEDIATE {
+        // Inside FakeTLS (already signed with the secret) any of the three transports: every
+        // Telegram app sends padded intermediate, other clients may not. Bare `dd` frames
+        // must be padded intermediate: that is what the `dd` prefix asks for, and the tag is
+        // all that tells a `dd` user's frame from a stranger's.
+        if crate::middle::Transport::from_tag(header.tag).is_none() {
             return FrameStep::Reject(RejectReason::BadTransportTag);
         }
         FrameStep::Ready(Established {
@@ -536,9 +542,11 @@ impl Established {
     }
 
     /// Opens the DC leg for `dc` (normally the client's DC, or the fallback the app chose) and
-    /// returns the relay session and the 64-byte frame to send to the DC first.
+    /// returns the relay session and the 64-byte frame to send to the DC first. The DC leg
+    /// carries the client's transport tag: the relay passes the client's packets through as
+    /// they are, so the DC must parse the same transport.
     pub fn into_session(self, dc: i16, rng: &mut (impl RngCore + ?Sized)) -> (Session, [u8; FRAME_LEN]) {
-        let (frame, dc_leg) = obfs2::initiate(rng, TAG_PADDED_INTERMEDIATE, dc, None);
+        let (frame, dc_leg) = obfs2::initiate(rng, self.dc.tag, dc, None);
         let session = Session {
             user: self.user,
             mode: self.mode,
@@ -550,7 +558,7 @@ impl Established {
 
     /// Keeps only the client's leg, for middle-proxy mode (the app splits the plaintext into
     /// transport packets itself); `None` when the frame's tag names no known transport
-    /// (the handshake only accepts `dd`, so this does not happen for an accepted client).
+    /// (the handshake accepts none such, so this does not happen for an accepted client).
     pub fn into_client_leg(self) -> Option<ClientLeg> {
         let transport = crate::middle::Transport::from_tag(self.dc.tag)?;
         Some(ClientLeg {

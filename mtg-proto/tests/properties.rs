@@ -499,6 +499,26 @@ fn bad_transport_tag_after_the_hello_is_rejected() {
 }
 
 #[test]
+fn fake_tls_clients_may_use_any_of_the_three_transports_and_the_dc_leg_carries_it() {
+    let s = secret(4, "tag.example");
+    let users = UserTable::new([&s]);
+    for tag in [[0xef; 4], [0xee; 4], [0xdd; 4]] {
+        let mut r = rng(6);
+        let mut wire = Vec::new();
+        mtg_proto::client::FakeTlsHello::build(&s, NOW, &mut r, &mut wire).unwrap();
+        let _client = ClientSession::start_with_tag(&s, -3, tag, &mut r, &mut wire);
+        let fed =
+            feed(&users, &mut NoReplayCheck, HandshakeConfig::default(), now(), &wire, &[wire.len()], 1);
+        let established = fed.established.unwrap_or_else(|| panic!("tag {tag:02x?}: {:?}", fed.events));
+        assert_eq!((established.dc().tag, established.dc().dc), (tag, -3));
+        // The DC is asked for the same transport the client speaks.
+        let (_, frame) = established.into_session(3, &mut r);
+        let (header, _) = obfs2::respond(&frame, None);
+        assert_eq!((header.tag, header.dc), (tag, 3), "tag {tag:02x?}");
+    }
+}
+
+#[test]
 fn dd_frame_starting_with_the_tls_record_byte_is_accepted() {
     // Found as a flaky end-to-end test: a random dd frame began with 0x16 and was taken for TLS.
     let dd = Secret::secured([6; 16]).unwrap();

@@ -38,11 +38,20 @@ pub struct EeOptions {
     pub source: Option<IpAddr>,
     /// Bytes sent before the hello (a PROXY protocol header, say).
     pub preamble: Vec<u8>,
+    /// The transport tag of the obfuscated2 frame (padded intermediate unless set).
+    pub tag: [u8; 4],
 }
 
 impl Default for EeOptions {
     fn default() -> Self {
-        Self { sni: None, unix_secs: None, hello_len: DEFAULT_HELLO_LEN, source: None, preamble: Vec::new() }
+        Self {
+            sni: None,
+            unix_secs: None,
+            hello_len: DEFAULT_HELLO_LEN,
+            source: None,
+            preamble: Vec::new(),
+            tag: mtg_proto::obfs2::TAG_PADDED_INTERMEDIATE,
+        }
     }
 }
 
@@ -160,7 +169,7 @@ impl ProxyClient {
             }
         };
         let mut first = Vec::new();
-        let session = ClientSession::start(secret, dc, &mut rand::rng(), &mut first);
+        let session = ClientSession::start_with_tag(secret, dc, options.tag, &mut rand::rng(), &mut first);
         stream.write_all(&first).await?;
         let mut client = Self {
             stream,

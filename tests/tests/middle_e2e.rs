@@ -504,3 +504,51 @@ fn an_ipv6_middle_proxy_serves_when_no_ipv4_one_answers() {
     assert_eq!(s.middle.seen().accepted, 0);
     assert_eq!(s.dc.connections(), 0, "nothing went direct");
 }
+
+#[test]
+fn abridged_and_intermediate_clients_inside_fake_tls_are_served_in_their_transport() {
+    use mtg_proto::middle::{Transport, TransportDeframer, transport};
+    use mtg_tests::client::EeOptions;
+    use mtg_tests::mtproto;
+    let s = with_global_tag();
+    let addr = s.proxy.addr();
+    for (kind, flag) in
+        [(Transport::Abridged, rpc::FLAG_ABRIDGED), (Transport::Intermediate, rpc::FLAG_INTERMEDIATE)]
+    {
+        let seen_before = s.middle.seen().requests.len();
+        let nonce = block_on(async move {
+            let options = EeOptions { tag: kind.tag(), ..EeOptions::default() };
+            let mut client = ProxyClient::connect_ee_with(addr, &alice(), 2, &options).await?;
+            let nonce = [0x3c; 16];
+            let message = mtproto::unencrypted(
+                mtproto::client_msg_id(mtproto::unix_now()),
+                &mtproto::req_pq_multi_body(&nonce),
+            );
+            let mut packet = Vec::new();
+            transport::encode_packet(kind, &message, &mut rand::rng(), &mut packet).expect("encodable");
+            client.send(&packet).await?;
+            // The answer comes framed in the client's own transport.
+            let mut deframer = TransportDeframer::new(kind);
+            let mut received = Vec::new();
+            let answer = loop {
+                received.extend(client.recv_exact(1).await?);
+                let mut input = &received[..];
+                if let Some(packet) = deframer.next(&mut input).map_err(std::io::Error::other)? {
+                    break packet.data.to_vec();
+                }
+                received.clear();
+            };
+            let res = mtproto::parse_res_pq_payload(&answer).map_err(std::io::Error::other)?;
+            assert_eq!(res.nonce, nonce, "{kind:?}");
+            std::io::Result::Ok(nonce)
+        })
+        .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        assert!(s.middle.wait_until(WAIT, |seen| seen.requests.len() == seen_before + 1));
+        let seen = s.middle.seen();
+        let req = &seen.requests[seen_before];
+        assert_eq!(req.flags & flag, flag, "{kind:?}: flags {:#x}", req.flags);
+        assert_eq!(req.ad_tag, Some(tag_bytes(GLOBAL_TAG)));
+        assert!(seen.res_pq_nonces.contains(&nonce));
+    }
+    assert_eq!(s.dc.connections(), 0, "nothing went direct");
+}
