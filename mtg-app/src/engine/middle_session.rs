@@ -180,7 +180,9 @@ pub(super) async fn relay<R: Runtime>(ready: &mut MiddleReady<R>) -> End {
     drop(leftover);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut last_activity = Instant::now();
-    let mut timer = R::timer_at(last_activity + ready.idle);
+    let expiry = |now: Instant| ready.admitted.until_expiry().map(|left| now + left);
+    let first = last_activity + ready.idle;
+    let mut timer = R::timer_at(expiry(last_activity).map_or(first, |at| at.min(first)));
     loop {
         let event = {
             let read = std::pin::pin!(ready.client.read(&mut buf));
@@ -201,9 +203,17 @@ pub(super) async fn relay<R: Runtime>(ready: &mut MiddleReady<R>) -> End {
             Event::Answer(Some(answer)) => session.write_answer(ready, answer).await,
             Event::Revoked => Err(End::Revoked),
             Event::Timer => {
-                let deadline = last_activity + ready.idle;
-                if Instant::now() >= deadline {
+                let now = Instant::now();
+                let mut deadline = last_activity + ready.idle;
+                if now >= deadline {
                     return End::Idle;
+                }
+                // The user's `expires` as it is now (a reload may have moved it).
+                if let Some(at) = ready.admitted.until_expiry().map(|left| now + left) {
+                    if at <= now {
+                        return End::Expired;
+                    }
+                    deadline = deadline.min(at);
                 }
                 R::reset(&mut timer, deadline);
                 continue;
@@ -294,7 +304,7 @@ impl Session {
             return;
         }
         self.reported = (up, down);
-        ready.admitted.stats().add_bytes(new_up, new_down);
+        ready.admitted.add_bytes(new_up, new_down);
         for traffic in &ready.meters {
             traffic.add(new_up, new_down);
         }

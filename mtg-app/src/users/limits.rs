@@ -1,5 +1,6 @@
-//! Per-user limits (`[secret-limits.NAME]`): who is refused (disabled, expired, over quota —
-//! all domain-fronted like a wrong secret) and each user's own connection cap.
+//! Per-user limits (`[secret-limits.NAME]`, else `[secret-limits-default]`): who is refused
+//! (disabled, expired, over quota, one client address too many — all domain-fronted like a
+//! wrong secret) and each user's own connection cap.
 
 use crate::config::{QuotaReset, SecretLimits};
 
@@ -14,6 +15,20 @@ pub enum Refusal {
     Expired,
     /// `quota` used up in this period.
     OverQuota,
+    /// A new client address while `max-ips` others have live sessions.
+    MaxIps,
+}
+
+impl Refusal {
+    /// The `reason` label of the `user_fronted_by_limit` metric.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Expired => "expired",
+            Self::OverQuota => "quota",
+            Self::MaxIps => "max_ips",
+        }
+    }
 }
 
 impl std::fmt::Display for Refusal {
@@ -22,6 +37,7 @@ impl std::fmt::Display for Refusal {
             Self::Disabled => "user disabled",
             Self::Expired => "user expired",
             Self::OverQuota => "user over quota",
+            Self::MaxIps => "user at max-ips client addresses",
         })
     }
 }
