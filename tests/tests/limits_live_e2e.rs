@@ -265,3 +265,76 @@ fn disabled_at_reload_or_through_the_api_ends_live_sessions_and_the_default_tabl
     drop((a, proxy));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The proxy serving alice (`limits` in her table) through a fake middle proxy (global ad tag).
+struct Middle {
+    proxy: ProxyUnderTest,
+    middle: mtg_tests::fake_middle::FakeMiddle,
+    _dc: FakeDc,
+    _front: FrontingSite,
+}
+
+fn through_a_middle_proxy(limits: &str) -> Middle {
+    use mtg_app::middle::MiddleSnapshot;
+    use mtg_proto::middle::{ProxyMap, proxy_config};
+    let dc = FakeDc::start(DcMode::Telegram);
+    let front = FrontingSite::start(HOST);
+    let middle = mtg_tests::fake_middle::FakeMiddle::start();
+    let text = format!(
+        "ad-tag = \"0123456789abcdef0123456789abcdef\"\n{}[secret-limits.a]\n{limits}{}",
+        config(&["a"], dc.addr(), &front, ""),
+        mtg_tests::config_text::OFFLINE_MIDDLE_PROXY
+    );
+    let proxy = ProxyUnderTest::start(&text);
+    let map = proxy_config::parse(&format!("proxy_for 2 {};\ndefault 2;\n", middle.addr())).map;
+    proxy.publish_middle(MiddleSnapshot {
+        secret: mtg_tests::fake_middle::test_secret(),
+        v4: map,
+        v6: ProxyMap::default(),
+    });
+    Middle { proxy, middle, _dc: dc, _front: front }
+}
+
+#[test]
+fn through_a_middle_proxy_crossing_the_quota_ends_every_session_of_the_user() {
+    // One req_pq exchange is well over 100 bytes of payload.
+    let m = through_a_middle_proxy("quota = 100\n");
+    let addr = m.proxy.addr();
+    block_on(async move {
+        let mut idle = ProxyClient::connect_ee(addr, &user(1), 2).await.unwrap();
+        let mut busy = ProxyClient::connect_ee(addr, &user(1), 2).await.unwrap();
+        busy.req_pq().await.expect("the first exchange passes");
+        let started = Instant::now();
+        for c in [&mut busy, &mut idle] {
+            let closed = c.wait_closed().await;
+            assert!(closed.is_ok() || closed.unwrap_err().kind() != std::io::ErrorKind::TimedOut);
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "ended after {:?}", started.elapsed());
+    });
+    assert!(m.middle.seen().requests.len() <= 2, "nothing more was forwarded");
+    wait_stats(&m.proxy, "sessions gone", |s| s["users"]["a"]["connections"] == 0);
+    let used = stats(&m.proxy)["users"]["a"]["quota_used"].as_u64().unwrap();
+    assert!((100..=100 + (1 << 20)).contains(&used), "{used}");
+}
+
+#[test]
+fn through_a_middle_proxy_reaching_expires_ends_a_live_session_on_time() {
+    let expires = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 2;
+    let at = UNIX_EPOCH + Duration::from_secs(expires);
+    let m = through_a_middle_proxy(&format!(
+        "expires = \"{}\"\n",
+        mtg_app::users::stats_json::rfc3339_ms(expires as i64 * 1000)
+    ));
+    let addr = m.proxy.addr();
+    let ended = block_on(async move {
+        let mut c = ProxyClient::connect_ee(addr, &user(1), 2).await.unwrap();
+        c.req_pq().await.expect("through the middle proxy");
+        let closed = c.wait_closed().await;
+        assert!(closed.is_ok() || closed.unwrap_err().kind() != std::io::ErrorKind::TimedOut);
+        SystemTime::now()
+    });
+    assert!(m.middle.wait_until(Duration::from_secs(5), |seen| seen.requests.len() == 1));
+    assert!(ended >= at, "ended {:?} before expires", at.duration_since(ended).unwrap_or_default());
+    let late = ended.duration_since(at).unwrap();
+    assert!(late < Duration::from_secs(1), "ended {late:?} after expires");
+}
