@@ -63,7 +63,8 @@ fn wait_stats(proxy: &ProxyUnderTest, what: &str, pred: impl Fn(&Value) -> bool)
 fn max_ips_counts_distinct_live_addresses_and_spares_a_burst_from_one() {
     let dc = FakeDc::start(DcMode::Echo);
     let front = FrontingSite::start(HOST);
-    let extra = "[secret-limits.a]\nmax-ips = 2\n[secret-limits.b]\nmax-ips = 1\n";
+    let extra = "[secret-limits.a]\nmax-ips = 2\n[secret-limits.b]\nmax-ips = 1\n\
+                 [stats.prometheus]\nenabled = true\nbind-to = \"127.0.0.1:1\"\nhttp-path = \"/metrics\"\n";
     let proxy = ProxyUnderTest::start(&config(&["a", "b", "c"], dc.addr(), &front, extra));
     let addr = proxy.addr();
 
@@ -81,8 +82,13 @@ fn max_ips_counts_distinct_live_addresses_and_spares_a_burst_from_one() {
     assert_eq!((s["users"]["a"]["max_ips"].as_u64(), s["users"]["a"]["ips"].as_u64()), (Some(2), Some(2)));
     assert_eq!(s["users"]["a"]["connections"], 4);
     assert!(s["users"]["c"].get("max_ips").is_none() && s["users"]["c"].get("ips").is_none());
-    // The refusal was fronted like a wrong secret: the site got the hello.
+    // The refusal was fronted like a wrong secret: the site got the hello; it is counted.
     assert!(front.wait_until(Duration::from_secs(5), |c| c.len() == 1));
+    let metrics = request(proxy.metrics().unwrap(), "GET", "/metrics", None, "").1;
+    assert!(
+        metrics.contains("mtg_user_fronted_by_limit_total{user=\"a\",reason=\"max_ips\"} 1\n"),
+        "{metrics}"
+    );
 
     // .3 counts until its last session ends.
     let [first, second] = three;

@@ -112,4 +112,30 @@ mod tests {
         assert_eq!(tighter(None, Some(5)), Some(5));
         assert_eq!(tighter(None, None), None);
     }
+
+    #[test]
+    fn a_monthly_reset_readmits_a_user_whose_sessions_the_quota_ended() {
+        use super::super::gate::UserGate;
+        use std::sync::Arc;
+        // 2026-11-22 and 2026-12-01 (UTC).
+        let (nov, dec) = (1_795_305_600_000, 1_796_083_200_000);
+        let limits =
+            SecretLimits { quota: Some(100), quota_reset: QuotaReset::Monthly, ..SecretLimits::default() };
+        let stats = Arc::new(UserStats::default());
+        stats.set_limits(&limits);
+        let gate = Arc::new(UserGate::default());
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        assert_eq!(refusal(&limits, &stats, nov), None);
+        let session = stats.try_admit(None, ip, 0, nov, gate.clone()).unwrap();
+        session.add_bytes(70, 30);
+        assert!(session.watch().is_closed(), "crossing the quota ends the session");
+        assert_eq!(refusal(&limits, &stats, nov), Some(Refusal::OverQuota));
+        drop(session);
+        // December: the quota starts over, the next session is admitted and stays open.
+        assert_eq!(refusal(&limits, &stats, dec), None);
+        let session = stats.try_admit(None, ip, 0, dec, gate).unwrap();
+        assert!(!session.watch().is_closed());
+        session.add_bytes(10, 10);
+        assert!(!session.watch().is_closed());
+    }
 }
