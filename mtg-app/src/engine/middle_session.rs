@@ -180,9 +180,10 @@ pub(super) async fn relay<R: Runtime>(ready: &mut MiddleReady<R>) -> End {
     drop(leftover);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut last_activity = Instant::now();
-    let expiry = |now: Instant| ready.admitted.until_expiry().map(|left| now + left);
-    let first = last_activity + ready.idle;
-    let mut timer = R::timer_at(expiry(last_activity).map_or(first, |at| at.min(first)));
+    // The idle deadline, or the user's `expires` when that comes first.
+    let idle_at = last_activity + ready.idle;
+    let expires_at = ready.admitted.until_expiry().map(|left| last_activity + left);
+    let mut timer = R::timer_at(expires_at.map_or(idle_at, |at| at.min(idle_at)));
     loop {
         let event = {
             let read = std::pin::pin!(ready.client.read(&mut buf));
