@@ -43,7 +43,7 @@ pub fn build_shared(config: &Config, settings: Settings) -> std::sync::Arc<Share
     };
     Shared::new(
         settings,
-        Directory::new(&users, &config.secret_limits, &config.ad_tags()),
+        Directory::new(&users, &config.secret_limits, &config.secret_limits_default, &config.ad_tags()),
         replay,
         Box::new(IpLists::from_config(config)),
         Metrics::from_config(config),

@@ -172,6 +172,7 @@ fn minimal_config_gets_every_effective_default() {
         },
         secured: false,
         secret_limits: BTreeMap::new(),
+        secret_limits_default: SecretLimits::default(),
         ad_tag: None,
         secret_ad_tags: BTreeMap::new(),
         middle_proxy: MiddleProxy {
@@ -232,6 +233,11 @@ quota = "1gib"
 quota-reset = "monthly"
 expires = "2027-01-01"
 disabled = true
+max-ips = 4
+
+[secret-limits-default]
+max-ips = 3
+quota = "20gib"
 
 [secret-limits."bob the builder"]
 quota = 1048576
@@ -431,6 +437,7 @@ enabled = true
                     quota_reset: QuotaReset::Monthly,
                     expires: Some(1_798_761_600),
                     disabled: true,
+                    max_ips: 4,
                 },
             ),
             (
@@ -442,6 +449,7 @@ enabled = true
                 },
             ),
         ]),
+        secret_limits_default: SecretLimits { max_ips: 3, quota: Some(20 << 30), ..SecretLimits::default() },
         ad_tag: Some(tag("00112233445566778899aabbccddeeff")),
         secret_ad_tags: BTreeMap::from([(
             "bob the builder".to_owned(),

@@ -245,6 +245,26 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             with("[secret-limits.default]\nquota = \"a lot\"\n"),
             "invalid value for secret-limits.default.quota: \"a lot\": expected a byte size like 512kib, 1mib, 4KB (base 2) or a number of bytes",
         ),
+        (
+            "bad max-ips",
+            with("[secret-limits.default]\nmax-ips = -1\n"),
+            "invalid value for secret-limits.default.max-ips: -1: expected a whole number from 1 to 4294967295 (0 means the default)",
+        ),
+        (
+            "bad default max-ips",
+            with("[secret-limits-default]\nmax-ips = \"two\"\n"),
+            "invalid value for secret-limits-default.max-ips: \"two\": expected a whole number from 1 to 4294967295 (0 means the default)",
+        ),
+        (
+            "bad default quota",
+            with("[secret-limits-default]\nquota = \"a lot\"\n"),
+            "invalid value for secret-limits-default.quota: \"a lot\": expected a byte size like 512kib, 1mib, 4KB (base 2) or a number of bytes",
+        ),
+        (
+            "default limits not a table",
+            with("secret-limits-default = 3\n"),
+            "invalid value for secret-limits-default: 3: expected a table",
+        ),
         // [network.dc-overrides].
         (
             "dc-overrides with a hostname",

@@ -91,7 +91,7 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
     settings.shutdown_grace = Duration::from_secs(1);
     let shared = Shared::new(
         settings,
-        Directory::new(users, &Default::default(), &Default::default()),
+        Directory::new(users, &Default::default(), &Default::default(), &Default::default()),
         Box::new(NoReplayCheck),
         Box::new(AllowAll),
         mtg_app::metrics::Metrics::new("mtg"),

@@ -97,6 +97,9 @@ pub struct Config {
     pub secured: bool,
     /// `[secret-limits.NAME]` by user name (every name is a configured user).
     pub secret_limits: BTreeMap<String, SecretLimits>,
+    /// `[secret-limits-default]`: the limits of every user without a `[secret-limits.NAME]`
+    /// table of its own (a user with one uses its own table only).
+    pub secret_limits_default: SecretLimits,
     /// `ad-tag`: the @MTProxybot proxy tag of every user without one of its own (`None`:
     /// direct to the DCs).
     pub ad_tag: Option<AdTag>,
@@ -145,6 +148,7 @@ impl fmt::Debug for Config {
             prometheus,
             secured,
             secret_limits,
+            secret_limits_default,
             ad_tag,
             secret_ad_tags,
             middle_proxy,
@@ -176,6 +180,7 @@ impl fmt::Debug for Config {
             .field("prometheus", prometheus)
             .field("secured", secured)
             .field("secret_limits", secret_limits)
+            .field("secret_limits_default", secret_limits_default)
             .field("ad_tag", ad_tag)
             .field("secret_ad_tags", secret_ad_tags)
             .field("middle_proxy", middle_proxy)
@@ -363,6 +368,8 @@ pub struct SecretLimits {
     pub expires: Option<i64>,
     /// `disabled`: the user is refused.
     pub disabled: bool,
+    /// `max-ips`: most distinct client addresses with live sessions; 0 = no limit.
+    pub max_ips: u32,
 }
 
 impl SecretLimits {
@@ -372,7 +379,7 @@ impl SecretLimits {
     }
 
     /// Reads limits from a table holding the keys of one `[secret-limits.NAME]` table
-    /// (`quota`, `quota-reset`, `expires`, `disabled`, `max-connections`) with the config's own
+    /// (`quota`, `quota-reset`, `expires`, `disabled`, `max-connections`, `max-ips`) with the config's own
     /// rules; errors name the key as written. Unknown keys are ignored.
     pub fn from_table(table: &toml::Table) -> Result<Self, ConfigError> {
         users::limits_at(&reader::Reader(table), "")
@@ -402,11 +409,19 @@ impl SecretLimits {
         if self.disabled {
             table.insert("disabled", toml_edit::value(true));
         }
+        if self.max_ips > 0 {
+            table.insert("max-ips", toml_edit::value(i64::from(self.max_ips)));
+        }
         Some(table)
     }
 }
 
 impl Config {
+    /// The limits `user` gets: its `[secret-limits.NAME]` table, else `[secret-limits-default]`.
+    pub fn effective_limits(&self, user: &str) -> &SecretLimits {
+        self.secret_limits.get(user).unwrap_or(&self.secret_limits_default)
+    }
+
     /// The ad tag `user` gets: its `[secret-ad-tags]` entry, else `ad-tag`, else none (direct
     /// to the DCs).
     pub fn effective_ad_tag(&self, user: &str) -> Option<AdTag> {

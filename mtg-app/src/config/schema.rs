@@ -68,6 +68,7 @@ const LIMITS: &[(&str, Node)] = &[
     ("quota-reset", Node::Leaf),
     ("expires", Node::Leaf),
     ("disabled", Node::Leaf),
+    ("max-ips", Node::Leaf),
 ];
 const SECURED: &[(&str, Node)] = &[("enabled", Node::Leaf)];
 const MIDDLE_PROXY: &[(&str, Node)] = &[
@@ -101,6 +102,7 @@ pub(super) const ROOT: &[(&str, Node)] = &[
     ("ad-tag", Node::Leaf),
     ("secrets", Node::Map(&Node::Leaf)),
     ("secret-limits", Node::Map(&Node::Table(LIMITS))),
+    ("secret-limits-default", Node::Table(LIMITS)),
     ("secret-ad-tags", Node::Map(&Node::Leaf)),
     ("middle-proxy", Node::Table(MIDDLE_PROXY)),
     ("throttle", Node::Table(THROTTLE)),

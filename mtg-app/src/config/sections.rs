@@ -112,6 +112,7 @@ pub(super) fn read(r: &Reader<'_>, warnings: &mut Vec<ConfigWarning>) -> Result<
         },
         secured,
         secret_limits: users::limits(r, &users)?,
+        secret_limits_default: users::default_limits(r)?,
         users,
         ad_tag,
         secret_ad_tags,

@@ -109,6 +109,15 @@ pub(super) fn limits(
     Ok(out)
 }
 
+/// Reads `[secret-limits-default]`: the limits of users without a table of their own.
+pub(super) fn default_limits(r: &Reader<'_>) -> Result<SecretLimits, ConfigError> {
+    match r.value("secret-limits-default") {
+        None => Ok(SecretLimits::default()),
+        Some(toml::Value::Table(_)) => limits_at(r, "secret-limits-default"),
+        Some(other) => Err(Reader::invalid("secret-limits-default", other, "a table of limits")),
+    }
+}
+
 /// Reads one user's limits from the table at the dotted path `prefix` (`secret-limits.NAME`;
 /// empty for the root table, as the management API passes them). Errors name the key.
 pub(super) fn limits_at(r: &Reader<'_>, prefix: &str) -> Result<SecretLimits, ConfigError> {
@@ -126,6 +135,7 @@ pub(super) fn limits_at(r: &Reader<'_>, prefix: &str) -> Result<SecretLimits, Co
         quota_reset: r.parsed(&field("quota-reset"), values::quota_reset)?.unwrap_or_default(),
         expires,
         disabled: r.flag(&field("disabled"))?,
+        max_ips: r.count(&field("max-ips"))?.unwrap_or(0),
     })
 }
 

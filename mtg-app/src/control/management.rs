@@ -66,6 +66,9 @@ pub struct UserView {
     /// Present (and `true`) when the user is disabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
+    /// Most distinct client addresses with live sessions (absent = no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ips: Option<u32>,
     /// The user's own ad tag (`[secret-ad-tags]`), 32 hex; absent when it has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ad_tag: Option<String>,
@@ -88,6 +91,7 @@ impl UserView {
             quota_reset: (limits.quota_reset == QuotaReset::Monthly).then_some("monthly"),
             expires: limits.expires.map(|at| crate::users::stats_json::rfc3339_ms(at.saturating_mul(1000))),
             disabled: limits.disabled.then_some(true),
+            max_ips: Some(limits.max_ips).filter(|&n| n > 0),
         }
     }
 }
@@ -95,7 +99,7 @@ impl UserView {
 /// The limit fields both `POST /secrets` and `PUT /secrets` entries take: the values of the
 /// `[secret-limits.NAME]` keys, in the same formats (`quota`: bytes or a size string;
 /// `quota_reset`: `none`/`monthly`; `expires`: RFC 3339 or `YYYY-MM-DD`; `disabled`: bool;
-/// `max_connections`: a count). Absent, `null`, `""`, `0` and `false` mean "no limit".
+/// `max_connections`, `max_ips`: counts). Absent, `null`, `""`, `0` and `false` mean "no limit".
 #[derive(Debug, Default)]
 struct LimitFields {
     max_connections: Option<Value>,
@@ -103,6 +107,7 @@ struct LimitFields {
     quota_reset: Option<Value>,
     expires: Option<Value>,
     disabled: Option<Value>,
+    max_ips: Option<Value>,
 }
 
 impl LimitFields {
@@ -115,6 +120,7 @@ impl LimitFields {
             ("quota-reset", self.quota_reset),
             ("expires", self.expires),
             ("disabled", self.disabled),
+            ("max-ips", self.max_ips),
         ] {
             if let Some(value) = value.and_then(json_to_toml) {
                 table.insert(key.to_owned(), value);
@@ -181,6 +187,7 @@ struct AddUser {
     quota_reset: Option<Value>,
     expires: Option<Value>,
     disabled: Option<Value>,
+    max_ips: Option<Value>,
 }
 
 /// One user in the body of `PUT /secrets`.
@@ -194,6 +201,7 @@ struct Entry {
     quota_reset: Option<Value>,
     expires: Option<Value>,
     disabled: Option<Value>,
+    max_ips: Option<Value>,
 }
 
 /// The body of `PUT /secrets`: the whole new set of users, and the global ad tag (absent =
@@ -225,12 +233,12 @@ impl State {
     fn current(control: &Control) -> Self {
         let directory = control.data.users();
         let users = directory.names().iter().cloned().zip(directory.secrets().iter().cloned()).collect();
+        // Own tables only: users without one keep getting `[secret-limits-default]`.
         let limits = directory
             .names()
             .iter()
-            .zip(directory.all_limits())
-            .filter(|(_, l)| !l.is_unlimited())
-            .map(|(n, l)| (n.clone(), l.clone()))
+            .zip(directory.own_limits())
+            .filter_map(|(n, l)| Some((n.clone(), l.clone().filter(|l| !l.is_unlimited())?)))
             .collect();
         Self { users, limits, tags: directory.ad_tag_config() }
     }
@@ -265,14 +273,16 @@ impl State {
     }
 }
 
-/// `GET /secrets`: every user by name.
+/// `GET /secrets`: every user by name, with its own limits (those `POST /secrets` sets; a
+/// user without them gets `[secret-limits-default]`).
 pub fn list(control: &Control) -> BTreeMap<String, UserView> {
     let users = control.data.users();
+    let none = SecretLimits::default();
     (0..users.len())
         .map(|i| {
             let view = UserView::new(
                 &users.secrets()[i],
-                &users.all_limits()[i],
+                users.own_limits()[i].as_ref().unwrap_or(&none),
                 users.own_ad_tags()[i],
                 users.all_ad_tags()[i],
             );
@@ -344,6 +354,7 @@ pub async fn add(control: &Control, body: &[u8]) -> Result<Added, ApiError> {
         quota_reset: request.quota_reset,
         expires: request.expires,
         disabled: request.disabled,
+        max_ips: request.max_ips,
     }
     .parse("")?;
     let name = request.name;
@@ -410,6 +421,7 @@ pub async fn replace(control: &Control, body: &[u8]) -> Result<BTreeMap<String, 
             quota_reset: entry.quota_reset,
             expires: entry.expires,
             disabled: entry.disabled,
+            max_ips: entry.max_ips,
         }
         .parse(&format!("secrets.{name}."))?;
         let own_tag = parse_ad_tag(entry.ad_tag, &format!("secrets.{name}.ad_tag"))?;
@@ -494,7 +506,8 @@ fn apply(control: &Control, state: &State) -> Result<(), ApiError> {
         persist(path, &state.users, &state.limits, &state.tags)
             .map_err(|e| ApiError::new(500, format!("cannot write {}: {e}", path.display())))?;
     }
-    let summary = control.data.reload_users(&state.users, &state.limits, &state.tags);
+    let default_limits = control.data.users().default_limits().clone();
+    let summary = control.data.reload_users(&state.users, &state.limits, &default_limits, &state.tags);
     tracing::info!(
         added = ?summary.added, removed = ?summary.removed, rekeyed = ?summary.rekeyed,
         relimited = ?summary.relimited, retagged = ?summary.retagged, "users changed through the API"
@@ -695,6 +708,25 @@ mod tests {
     }
 
     #[test]
+    fn the_default_limits_table_is_kept() {
+        let (a, b) = (user(1), user(2));
+        let text =
+            config(&[("alice", &a)], "[secret-limits-default] # everyone\nmax-ips = 3\nquota = \"20gib\"\n");
+        let bob = SecretLimits { max_ips: 1, ..SecretLimits::default() };
+        let want = state(&[("alice", &a), ("bob", &b)], &[("bob", bob)]);
+        let out = rewrite(&text, &want.users, &want.limits, &want.tags).unwrap();
+        assert!(
+            out.contains("[secret-limits-default] # everyone\nmax-ips = 3\nquota = \"20gib\"\n"),
+            "{out}"
+        );
+        assert_eq!(reread(&out), want, "{out}");
+        let c = Config::from_toml_str(&out).unwrap().config;
+        assert_eq!(c.effective_limits("alice").max_ips, 3);
+        assert_eq!(c.effective_limits("bob").max_ips, 1);
+        assert_eq!(c.effective_limits("bob").quota, None, "own table only, nothing merged");
+    }
+
+    #[test]
     fn removing_a_user_removes_its_tables() {
         let (a, b) = (user(1), user(2));
         let text = config(
@@ -722,6 +754,7 @@ mod tests {
             quota_reset: QuotaReset::Monthly,
             expires: Some(1_798_761_599),
             disabled: true,
+            max_ips: 2,
         };
         let some = SecretLimits { quota: Some(5), ..SecretLimits::default() };
         let want = state(&[("alice", &a), ("bob", &b), ("carol", &c)], &[("bob", full), ("carol", some)]);
@@ -830,12 +863,13 @@ mod tests {
                 quota_reset: get("quota_reset"),
                 expires: get("expires"),
                 disabled: get("disabled"),
+                max_ips: get("max_ips"),
             }
             .parse("")
         };
         let ok = fields(serde_json::json!({
             "quota": "10GB", "quota_reset": "Monthly", "expires": "2026-12-31",
-            "disabled": true, "max_connections": 2
+            "disabled": true, "max_connections": 2, "max_ips": 3
         }))
         .unwrap();
         assert_eq!(
@@ -846,6 +880,7 @@ mod tests {
                 quota_reset: QuotaReset::Monthly,
                 expires: Some(1_798_675_200),
                 disabled: true,
+                max_ips: 3,
             }
         );
         assert_eq!(fields(serde_json::json!({"quota": 1024})).unwrap().quota, Some(1024));
@@ -867,6 +902,8 @@ mod tests {
             (serde_json::json!({"disabled": "yes"}), "field `disabled`"),
             (serde_json::json!({"max_connections": -2}), "field `max_connections`"),
             (serde_json::json!({"max_connections": {"a": 1}}), "field `max_connections`"),
+            (serde_json::json!({"max_ips": -1}), "field `max_ips`"),
+            (serde_json::json!({"max_ips": "two"}), "field `max_ips`"),
         ] {
             let e = fields(body.clone()).unwrap_err();
             assert_eq!(e.status, 400, "{body}");

@@ -30,7 +30,13 @@ impl Control {
             }
             let users: Vec<(String, Secret)> =
                 loaded.config.users.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
-            self.data.reload_users(&users, &loaded.config.secret_limits, &loaded.config.ad_tags())
+            let config = &loaded.config;
+            self.data.reload_users(
+                &users,
+                &config.secret_limits,
+                &config.secret_limits_default,
+                &config.ad_tags(),
+            )
         });
         match &result {
             Ok(s) => tracing::info!(

@@ -23,6 +23,8 @@ impl Control {
                         .expires
                         .map(|at| crate::users::stats_json::rfc3339_ms(at.saturating_mul(1000))),
                     disabled: limits.disabled.then_some(true),
+                    max_ips: (limits.max_ips > 0).then_some(u64::from(limits.max_ips)),
+                    ips: (limits.max_ips > 0).then(|| stats.addresses() as u64),
                 };
                 (name.as_str(), stats.snapshot(), extra)
             })

@@ -199,7 +199,10 @@ pub(super) async fn relay<R: Runtime>(ready: &mut MiddleReady<R>) -> End {
     }
     drop(leftover);
     let mut last_activity = Instant::now();
-    let mut timer = R::timer_at(last_activity + ready.idle);
+    // The idle deadline, or the user's `expires` when that comes first.
+    let idle_at = last_activity + ready.idle;
+    let expires_at = ready.admitted.until_expiry().map(|left| last_activity + left);
+    let mut timer = R::timer_at(expires_at.map_or(idle_at, |at| at.min(idle_at)));
     loop {
         let event = {
             let read = std::pin::pin!(read_pooled(&mut ready.client));
@@ -227,9 +230,17 @@ pub(super) async fn relay<R: Runtime>(ready: &mut MiddleReady<R>) -> End {
             Event::Answer(Some(answer)) => session.write_answer(ready, answer).await,
             Event::Revoked => Err(End::Revoked),
             Event::Timer => {
-                let deadline = last_activity + ready.idle;
-                if Instant::now() >= deadline {
+                let now = Instant::now();
+                let mut deadline = last_activity + ready.idle;
+                if now >= deadline {
                     return End::Idle;
+                }
+                // The user's `expires` as it is now (a reload may have moved it).
+                if let Some(at) = ready.admitted.until_expiry().map(|left| now + left) {
+                    if at <= now {
+                        return End::Expired;
+                    }
+                    deadline = deadline.min(at);
                 }
                 R::reset(&mut timer, deadline);
                 continue;
@@ -325,7 +336,7 @@ impl Session {
             return;
         }
         self.reported = (up, down);
-        ready.admitted.stats().add_bytes(new_up, new_down);
+        ready.admitted.add_bytes(new_up, new_down);
         for traffic in &ready.meters {
             traffic.add(new_up, new_down);
         }

@@ -35,6 +35,7 @@ pub use crate::ip_filter::IpFilter;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::users::accounting::UserStats;
+use crate::users::gate::UserGate;
 use crate::users::throttle::Throttle;
 
 pub use crate::ip_filter::AllowAll;
@@ -50,8 +51,14 @@ pub struct Directory {
     secrets: Vec<Secret>,
     table: UserTable,
     stats: Vec<Arc<UserStats>>,
+    /// Each user's effective limits: its own table, else the default.
     limits: Vec<SecretLimits>,
-    switches: Vec<SessionSwitch>,
+    /// Each user's own `[secret-limits.NAME]` table, if any.
+    own_limits: Vec<Option<SecretLimits>>,
+    /// `[secret-limits-default]`.
+    default_limits: SecretLimits,
+    /// The switch each user's live sessions watch (kept across reloads while the secret is).
+    gates: Vec<Arc<UserGate>>,
     /// `ad-tag`.
     global_ad_tag: Option<AdTag>,
     /// Each user's own `[secret-ad-tags]` entry, by id.
@@ -60,30 +67,6 @@ pub struct Directory {
     ad_tags: Vec<Option<AdTag>>,
     /// The host [`Directory::default_host`] names, chosen once per build.
     default_host: Option<HostId>,
-}
-
-/// Closes every live session of one user (name and secret) when the user is removed,
-/// re-keyed or disabled: sessions hold the receiving end and end when it closes.
-#[derive(Debug, Clone)]
-pub(crate) struct SessionSwitch {
-    off: async_channel::Sender<()>,
-    watch: async_channel::Receiver<()>,
-}
-
-impl SessionSwitch {
-    fn new() -> Self {
-        let (off, watch) = async_channel::bounded(1);
-        Self { off, watch }
-    }
-
-    /// What a session watches.
-    pub(crate) fn watch(&self) -> async_channel::Receiver<()> {
-        self.watch.clone()
-    }
-
-    fn close_sessions(&self) {
-        self.off.close();
-    }
 }
 
 /// What a reload changed, by user name.
@@ -95,7 +78,8 @@ pub struct ReloadSummary {
     pub removed: Vec<String>,
     /// Users with a new secret (their sessions were closed).
     pub rekeyed: Vec<String>,
-    /// Users whose limits changed (sessions closed if now disabled or expired).
+    /// Users whose limits changed (sessions closed if now disabled, expired or over quota,
+    /// or restarted when `expires` moved earlier).
     pub relimited: Vec<String>,
     /// Users that stay and whose effective ad tag changed: new sessions get the new tag, live
     /// sessions are not touched.
@@ -103,11 +87,12 @@ pub struct ReloadSummary {
 }
 
 impl Directory {
-    /// Builds the directory from (name, secret) pairs, per-name limits and the ad tags; ids
-    /// follow the given order.
+    /// Builds the directory from (name, secret) pairs, per-name limits (users without their
+    /// own get `default_limits`) and the ad tags; ids follow the given order.
     pub fn new(
         users: &[(String, Secret)],
         limits: &BTreeMap<String, SecretLimits>,
+        default_limits: &SecretLimits,
         ad_tags: &AdTags,
     ) -> Self {
         let table = UserTable::new(users.iter().map(|(_, s)| s));
@@ -118,13 +103,20 @@ impl Directory {
             .filter_map(|(i, (name, _))| Some((name, table.user_host(UserId(i as u32))?)))
             .min_by(|a, b| a.0.cmp(b.0))
             .map(|(_, host)| host);
+        let limits_of = |n: &String| limits.get(n).unwrap_or(default_limits).clone();
+        let stats: Vec<Arc<UserStats>> = users.iter().map(|_| Arc::new(UserStats::default())).collect();
+        for (stats, (n, _)) in stats.iter().zip(users) {
+            stats.set_limits(&limits_of(n));
+        }
         Self {
             names: users.iter().map(|(n, _)| n.clone()).collect(),
             secrets: users.iter().map(|(_, s)| s.clone()).collect(),
             table,
-            stats: users.iter().map(|_| Arc::new(UserStats::default())).collect(),
-            limits: users.iter().map(|(n, _)| limits.get(n).cloned().unwrap_or_default()).collect(),
-            switches: users.iter().map(|_| SessionSwitch::new()).collect(),
+            stats,
+            limits: users.iter().map(|(n, _)| limits_of(n)).collect(),
+            own_limits: users.iter().map(|(n, _)| limits.get(n).cloned()).collect(),
+            default_limits: default_limits.clone(),
+            gates: users.iter().map(|_| Arc::default()).collect(),
             global_ad_tag: ad_tags.global,
             own_ad_tags: users.iter().map(|(n, _)| ad_tags.per_user.get(n).copied()).collect(),
             ad_tags: users.iter().map(|(n, _)| ad_tags.effective(n)).collect(),
@@ -134,16 +126,18 @@ impl Directory {
 
     /// The directory for new users, limits and ad tags, keeping the counters of every user that
     /// stays (by name) and the live sessions of every user whose secret did not change. A new
-    /// ad tag never closes a session: it applies to sessions admitted from then on. Returns the
-    /// switches to turn off and what changed.
+    /// ad tag never closes a session: it applies to sessions admitted from then on. Live
+    /// sessions read the new quota and `expires` at once. Returns the gates to close and what
+    /// changed.
     fn rebuild(
         &self,
         users: &[(String, Secret)],
         limits: &BTreeMap<String, SecretLimits>,
+        default_limits: &SecretLimits,
         ad_tags: &AdTags,
         now_ms: i64,
-    ) -> (Self, Vec<SessionSwitch>, ReloadSummary) {
-        let mut next = Self::new(users, limits, ad_tags);
+    ) -> (Self, Vec<Arc<UserGate>>, ReloadSummary) {
+        let mut next = Self::new(users, limits, default_limits, ad_tags);
         let mut summary = ReloadSummary::default();
         let mut to_close = Vec::new();
         for (i, name) in next.names.iter().enumerate() {
@@ -152,20 +146,27 @@ impl Directory {
                 continue;
             };
             next.stats[i] = self.stats[old].clone();
+            next.stats[i].set_limits(&next.limits[i]);
             if next.secrets[i] == self.secrets[old] {
-                next.switches[i] = self.switches[old].clone();
+                next.gates[i] = self.gates[old].clone();
             } else {
                 summary.rekeyed.push(name.clone());
-                to_close.push(self.switches[old].clone());
+                to_close.push(self.gates[old].clone());
             }
             if next.limits[i] != self.limits[old] {
                 summary.relimited.push(name.clone());
-                let now_refused = matches!(
-                    crate::users::limits::refusal(&next.limits[i], &next.stats[i], now_ms),
-                    Some(crate::users::limits::Refusal::Disabled | crate::users::limits::Refusal::Expired)
-                );
-                if now_refused {
-                    to_close.push(next.switches[i].clone());
+                let refused =
+                    crate::users::limits::refusal(&next.limits[i], &next.stats[i], now_ms).is_some();
+                // Live sessions armed their expiry timer for the old instant.
+                let earlier = next.limits[i]
+                    .expires
+                    .is_some_and(|at| self.limits[old].expires.is_none_or(|was| at < was));
+                if refused || earlier {
+                    to_close.push(next.gates[i].clone());
+                }
+                if !refused && next.gates[i].is_closed() && next.secrets[i] == self.secrets[old] {
+                    // Allowed again (re-enabled, quota raised): later sessions get an open gate.
+                    next.gates[i].reopen();
                 }
             }
             if next.ad_tags[i] != self.ad_tags[old] {
@@ -175,7 +176,7 @@ impl Directory {
         for (old, name) in self.names.iter().enumerate() {
             if !next.names.contains(name) {
                 summary.removed.push(name.clone());
-                to_close.push(self.switches[old].clone());
+                to_close.push(self.gates[old].clone());
             }
         }
         (next, to_close, summary)
@@ -217,9 +218,9 @@ impl Directory {
         }
     }
 
-    /// The session switch of a user id.
-    pub(crate) fn switch(&self, user: UserId) -> Option<&SessionSwitch> {
-        self.switches.get(user.0 as usize)
+    /// The session gate of a user id.
+    pub(crate) fn gate(&self, user: UserId) -> Option<&Arc<UserGate>> {
+        self.gates.get(user.0 as usize)
     }
 
     /// Every user's secret, by id.
@@ -227,9 +228,19 @@ impl Directory {
         &self.secrets
     }
 
-    /// Every user's limits, by id (all off when none are configured).
+    /// Every user's effective limits (its own table, else `[secret-limits-default]`), by id.
     pub fn all_limits(&self) -> &[SecretLimits] {
         &self.limits
+    }
+
+    /// Every user's own `[secret-limits.NAME]` table, by id (`None`: it gets the default).
+    pub fn own_limits(&self) -> &[Option<SecretLimits>] {
+        &self.own_limits
+    }
+
+    /// `[secret-limits-default]`.
+    pub fn default_limits(&self) -> &SecretLimits {
+        &self.default_limits
     }
 
     /// The limits of a user id (all off when none are configured).
@@ -335,22 +346,23 @@ impl Shared {
         })
     }
 
-    /// Swaps in new users, limits and ad tags (`Directory::rebuild` rules), closes the
-    /// sessions of removed, re-keyed, disabled and expired users (never for a tag change), and
-    /// recomputes the throttle caps.
+    /// Swaps in new users, limits (own tables and the default) and ad tags
+    /// (`Directory::rebuild` rules), closes the sessions of removed, re-keyed, disabled,
+    /// expired and over-quota users (never for a tag change), and recomputes the throttle caps.
     pub fn reload_users(
         &self,
         users: &[(String, Secret)],
         limits: &BTreeMap<String, SecretLimits>,
+        default_limits: &SecretLimits,
         ad_tags: &AdTags,
     ) -> ReloadSummary {
         let mut guard = self.users.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (next, to_close, summary) = guard.rebuild(users, limits, ad_tags, unix_ms());
+        let (next, to_close, summary) = guard.rebuild(users, limits, default_limits, ad_tags, unix_ms());
         let next = Arc::new(next);
         *guard = next.clone();
         drop(guard);
-        for switch in to_close {
-            switch.close_sessions();
+        for gate in to_close {
+            gate.close();
         }
         if let Some(throttle) = &self.throttle {
             throttle.recompute(next.all_stats());
@@ -463,6 +475,15 @@ pub(crate) async fn with_timeout<R: Runtime, F: Future>(d: Duration, future: F) 
 mod tests {
     use super::*;
 
+    const NO_LIMITS: SecretLimits = SecretLimits {
+        max_connections: 0,
+        quota: None,
+        quota_reset: crate::config::QuotaReset::None,
+        expires: None,
+        disabled: false,
+        max_ips: 0,
+    };
+
     fn user(name: &str, n: u8) -> (String, Secret) {
         (name.to_owned(), Secret::fake_tls([n; 16], "a.example").unwrap())
     }
@@ -477,24 +498,24 @@ mod tests {
     #[test]
     fn each_user_gets_its_own_tag_else_the_global_one() {
         let users = [user("alice", 1), user("bob", 2), user("carol", 3)];
-        let d = Directory::new(&users, &BTreeMap::new(), &tags(Some(9), &[("bob", 7)]));
+        let d = Directory::new(&users, &BTreeMap::new(), &NO_LIMITS, &tags(Some(9), &[("bob", 7)]));
         assert_eq!(d.ad_tag(UserId(0)), Some(AdTag::new([9; 16])));
         assert_eq!(d.ad_tag(UserId(1)), Some(AdTag::new([7; 16])));
         assert_eq!(d.ad_tag(UserId(3)), None);
         assert_eq!(d.own_ad_tags(), [None, Some(AdTag::new([7; 16])), None]);
         assert_eq!(d.ad_tag_config(), tags(Some(9), &[("bob", 7)]));
-        let untagged = Directory::new(&users, &BTreeMap::new(), &AdTags::default());
+        let untagged = Directory::new(&users, &BTreeMap::new(), &NO_LIMITS, &AdTags::default());
         assert_eq!(untagged.all_ad_tags(), [None, None, None]);
     }
 
     #[test]
     fn a_tag_change_reaches_new_sessions_and_closes_none() {
         let users = [user("alice", 1), user("bob", 2), user("carol", 3)];
-        let before = Directory::new(&users, &BTreeMap::new(), &tags(None, &[("carol", 5)]));
-        let live: Vec<_> = (0..3).map(|i| before.switch(UserId(i)).unwrap().watch()).collect();
+        let before = Directory::new(&users, &BTreeMap::new(), &NO_LIMITS, &tags(None, &[("carol", 5)]));
+        let live: Vec<_> = (0..3).map(|i| before.gate(UserId(i)).unwrap().watch()).collect();
         // alice gains the global tag, bob gets his own, carol's own tag goes (global now).
         let next_tags = tags(Some(9), &[("bob", 7)]);
-        let (after, to_close, summary) = before.rebuild(&users, &BTreeMap::new(), &next_tags, 0);
+        let (after, to_close, summary) = before.rebuild(&users, &BTreeMap::new(), &NO_LIMITS, &next_tags, 0);
         assert!(to_close.is_empty());
         assert_eq!(summary.retagged, ["alice", "bob", "carol"]);
         assert!(summary.added.is_empty() && summary.rekeyed.is_empty() && summary.removed.is_empty());
@@ -502,26 +523,76 @@ mod tests {
         // The live sessions keep their switch: still open, and the new directory shares it.
         for (i, watch) in live.iter().enumerate() {
             assert!(!watch.is_closed());
-            assert!(after.switch(UserId(i as u32)).unwrap().watch().same_channel(watch));
+            assert!(after.gate(UserId(i as u32)).unwrap().watch().same_channel(watch));
         }
         // The same tags again: nothing is retagged.
-        let (_, to_close, summary) = after.rebuild(&users, &BTreeMap::new(), &next_tags, 0);
+        let (_, to_close, summary) = after.rebuild(&users, &BTreeMap::new(), &NO_LIMITS, &next_tags, 0);
         assert!(to_close.is_empty());
         assert_eq!(summary, ReloadSummary::default());
     }
 
     #[test]
     fn a_rekey_with_a_tag_change_still_closes_that_user_only() {
-        let before =
-            Directory::new(&[user("alice", 1), user("bob", 2)], &BTreeMap::new(), &AdTags::default());
+        let before = Directory::new(
+            &[user("alice", 1), user("bob", 2)],
+            &BTreeMap::new(),
+            &NO_LIMITS,
+            &AdTags::default(),
+        );
         let next = [user("alice", 1), user("bob", 4), user("dave", 5)];
-        let (after, to_close, summary) = before.rebuild(&next, &BTreeMap::new(), &tags(Some(9), &[]), 0);
+        let (after, to_close, summary) =
+            before.rebuild(&next, &BTreeMap::new(), &NO_LIMITS, &tags(Some(9), &[]), 0);
         assert_eq!(to_close.len(), 1);
-        assert!(to_close[0].watch().same_channel(&before.switch(UserId(1)).unwrap().watch()));
+        assert!(to_close[0].watch().same_channel(&before.gate(UserId(1)).unwrap().watch()));
         assert_eq!(summary.rekeyed, ["bob"]);
         assert_eq!(summary.added, ["dave"]);
         // New users are "added", not "retagged".
         assert_eq!(summary.retagged, ["alice", "bob"]);
         assert_eq!(after.ad_tag(UserId(2)), Some(AdTag::new([9; 16])));
+    }
+
+    #[test]
+    fn limits_at_reload_close_and_reopen_the_gate_and_reach_live_counters() {
+        let users = [user("alice", 1), user("bob", 2)];
+        let default = SecretLimits { max_ips: 3, quota: Some(1000), ..NO_LIMITS };
+        let own = |l: SecretLimits| BTreeMap::from([("bob".to_owned(), l)]);
+        let before = Directory::new(&users, &own(NO_LIMITS), &default, &AdTags::default());
+        // alice has no table: the default; bob's own (empty) table wins, nothing merged.
+        assert_eq!(before.all_limits(), [default.clone(), NO_LIMITS]);
+        assert_eq!(before.own_limits(), [None, Some(NO_LIMITS)]);
+        let bob_live = before.gate(UserId(1)).unwrap().watch();
+
+        // Disabled at reload: bob's gate closes.
+        let disabled = SecretLimits { disabled: true, ..NO_LIMITS };
+        let (after, to_close, summary) =
+            before.rebuild(&users, &own(disabled), &default, &AdTags::default(), 0);
+        assert_eq!(summary.relimited, ["bob"]);
+        to_close.iter().for_each(|g| g.close());
+        assert!(bob_live.is_closed() && after.gate(UserId(1)).unwrap().is_closed());
+        // Enabled again: later sessions get an open gate.
+        let (again, to_close, _) = after.rebuild(&users, &own(NO_LIMITS), &default, &AdTags::default(), 0);
+        assert!(to_close.is_empty());
+        assert!(!again.gate(UserId(1)).unwrap().watch().is_closed());
+
+        // A new default reaches alice's live counters (quota, expiry) at once.
+        let stricter = SecretLimits { quota: Some(10), expires: Some(100), ..NO_LIMITS };
+        let (next, to_close, _) =
+            again.rebuild(&users, &own(NO_LIMITS), &stricter, &AdTags::default(), 50_000);
+        // `expires` moved earlier (from none): alice's sessions restart to arm the new instant.
+        assert_eq!(to_close.len(), 1);
+        assert!(Arc::ptr_eq(&to_close[0], next.gate(UserId(0)).unwrap()));
+        let alice = next.stats(UserId(0)).unwrap();
+        assert!(Arc::ptr_eq(alice, again.stats(UserId(0)).unwrap()), "counters kept");
+        assert_eq!(alice.until_expiry(50_000), Some(Duration::from_secs(50)));
+        assert!(alice.add_bytes(6, 4), "the new quota binds");
+        // Over quota at reload: closed too.
+        let (_, to_close, _) = next.rebuild(
+            &users,
+            &own(NO_LIMITS),
+            &SecretLimits { quota: Some(5), ..stricter },
+            &AdTags::default(),
+            50_000,
+        );
+        assert_eq!(to_close.len(), 1);
     }
 }

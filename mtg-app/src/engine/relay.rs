@@ -206,8 +206,10 @@ pub(crate) enum End {
     Io(io::Error),
     /// The client broke the record framing.
     Protocol(RelayError),
-    /// The user was removed, re-keyed or disabled by a reload.
+    /// The user was removed, re-keyed or disabled by a reload, or used up its quota.
     Revoked,
+    /// The user's `expires` was reached.
+    Expired,
     /// The client broke its transport framing (middle-proxy sessions).
     Transport(mtg_proto::middle::TransportError),
 }
@@ -220,7 +222,8 @@ impl std::fmt::Display for End {
             Self::Idle => f.write_str("idle timeout"),
             Self::Io(e) => write!(f, "i/o error: {e}"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
-            Self::Revoked => f.write_str("user removed, re-keyed or disabled"),
+            Self::Revoked => f.write_str("user removed, re-keyed, disabled or over quota"),
+            Self::Expired => f.write_str("user expired"),
             Self::Transport(e) => write!(f, "client transport error: {e}"),
         }
     }
@@ -244,7 +247,7 @@ pub(crate) struct Relay<R: Runtime, S, Up, Down> {
     meters: Vec<Traffic>,
     /// Bytes (up, down) already reported to the account and the meters.
     reported: (u64, u64),
-    /// Closed when the user is removed, re-keyed or disabled.
+    /// Closed when the user is removed, re-keyed or disabled, or uses up its quota.
     revoked: Option<Pin<Box<async_channel::Receiver<()>>>>,
 }
 
@@ -267,8 +270,13 @@ impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Transform, Down: Transfo
         }
     }
 
-    /// Counts this relay's payload bytes into an admitted user's counters as they move.
+    /// Counts this relay's payload bytes into an admitted user's counters as they move (the
+    /// user's quota binds it) and ends it at the user's `expires`.
     pub(crate) fn counting(mut self, admitted: Admitted) -> Self {
+        if let Some(left) = admitted.until_expiry() {
+            let now = Instant::now();
+            R::reset(&mut self.timer, (self.last_activity + self.idle).min(now + left));
+        }
         self.account = Some(admitted);
         self
     }
@@ -293,7 +301,7 @@ impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Transform, Down: Transfo
         }
         self.reported = (up, down);
         if let Some(admitted) = &self.account {
-            admitted.stats().add_bytes(new_up, new_down);
+            admitted.add_bytes(new_up, new_down);
         }
         for traffic in &self.meters {
             traffic.add(new_up, new_down);
@@ -334,9 +342,18 @@ impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Transform, Down: Transfo
             match Pin::new(&mut this.timer).poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(()) => {
-                    let deadline = this.last_activity + this.idle;
-                    if Instant::now() >= deadline {
+                    let now = Instant::now();
+                    let mut deadline = this.last_activity + this.idle;
+                    if now >= deadline {
                         return Poll::Ready(End::Idle);
+                    }
+                    // The user's `expires` as it is now (a reload may have moved it).
+                    if let Some(left) = this.account.as_ref().and_then(Admitted::until_expiry) {
+                        if left.is_zero() {
+                            this.report();
+                            return Poll::Ready(End::Expired);
+                        }
+                        deadline = deadline.min(now + left);
                     }
                     R::reset(&mut this.timer, deadline);
                 }

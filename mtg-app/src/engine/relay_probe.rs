@@ -18,12 +18,12 @@ use futures_io::{AsyncRead, AsyncWrite};
 use mtg_proto::doppel::Weibull;
 use mtg_proto::{ClientToDc, DcToClient};
 
-use super::SessionSwitch;
 use super::relay::{Plain, Pump, Relay, Transform};
 use super::shaper::Shaped;
 use crate::metrics::Metrics;
 use crate::runtime::Selected;
 use crate::users::accounting::UserStats;
+use crate::users::gate::UserGate;
 
 /// Long enough that the idle timer never fires in a test.
 const IDLE: Duration = Duration::from_secs(3600);
@@ -33,7 +33,7 @@ const IDLE: Duration = Duration::from_secs(3600);
 pub struct Probe<S> {
     relay: Wired<S>,
     /// Holds the revocation watch of a Telegram relay open (it closes with its last sender).
-    _switch: Option<async_channel::Sender<()>>,
+    _gate: Option<Arc<UserGate>>,
 }
 
 #[expect(clippy::large_enum_variant, reason = "one per test; a session's relay is not boxed either")]
@@ -55,18 +55,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Probe<S> {
         drs: bool,
         pacing: Option<Weibull>,
     ) -> Self {
-        let admitted = Arc::new(UserStats::default()).try_admit(None, 0).expect("no cap");
+        let gate = Arc::new(UserGate::default());
+        let admitted = Arc::new(UserStats::default())
+            .try_admit(None, IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0, gate.clone())
+            .expect("no cap");
         let metrics = Metrics::new("probe");
         let (_, user_traffic) = metrics.user_connection("probe");
         let (_, dc_traffic) = metrics.telegram_connection(IpAddr::V4(Ipv4Addr::LOCALHOST), 2);
-        let switch = SessionSwitch::new();
         let down = Shaped::<Selected>::new(down, drs, pacing);
         let relay = Relay::new(client, dc, Pump::new(up, &[]), Pump::new(down, &[]), IDLE)
             .counting(admitted)
             .metered(user_traffic)
             .metered(dc_traffic)
-            .revocable(switch.watch());
-        Self { relay: Wired::Telegram(relay), _switch: Some(switch.off) }
+            .revocable(gate.watch());
+        Self { relay: Wired::Telegram(relay), _gate: Some(gate) }
     }
 
     /// A fronted connection's relay: bytes pass unchanged both ways, metered as `fronting.rs`
@@ -81,7 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Probe<S> {
             IDLE,
         )
         .metered(traffic);
-        Self { relay: Wired::Fronting(relay), _switch: None }
+        Self { relay: Wired::Fronting(relay), _gate: None }
     }
 
     /// Payload bytes moved so far: (from the client, to the client).

@@ -18,7 +18,7 @@ use tracing::{debug, info};
 
 use crate::metrics::{GaugeGuard, Traffic};
 use crate::runtime::Runtime;
-use crate::users::accounting::Admitted;
+use crate::users::accounting::{Admitted, NotAdmitted};
 use crate::users::limits;
 
 use super::middle_session::{self, MiddleReady};
@@ -274,7 +274,7 @@ async fn admit_and_accept<R: Runtime>(
     conn: &mut Handshaking<R>,
 ) -> Result<(Slot, AwaitingFrame), Exit> {
     let user = pending.user();
-    let slot = match admit(shared, users, user) {
+    let slot = match admit(shared, users, user, conn.peer.ip()) {
         Admission::Refused(refusal) => {
             debug!(peer = %conn.peer, user = %users.name(user), %refusal, "fronting a refused user");
             return Err(Exit::Front(pending.refuse().host));
@@ -329,7 +329,7 @@ async fn open_session<R: Runtime>(
 ) -> Option<Prepared<R>> {
     let user = accepted.established.user();
     let name = users.name(user).to_owned();
-    let watch = users.switch(user).map(super::SessionSwitch::watch)?;
+    let watch = accepted.slot.admitted.watch();
     let ad_tag = users.ad_tag(user);
     drop(users);
     let opened = Opened { conn, accepted, name, watch, client_live };
@@ -556,30 +556,32 @@ struct Slot {
     traffic: Traffic,
 }
 
-/// Decides on a new session of `user` and counts the outcome in the user's metrics.
-fn admit(shared: &Shared, users: &Directory, user: UserId) -> Admission {
+/// Decides on a new session of `user` from client address `ip` (the PROXY header's, when
+/// there is one) and counts the outcome in the user's metrics.
+fn admit(shared: &Shared, users: &Directory, user: UserId, ip: std::net::IpAddr) -> Admission {
     let now_ms = super::unix_ms();
-    let (Some(stats), Some(limits)) = (users.stats(user), users.limits(user)) else {
+    let (Some(stats), Some(limits), Some(gate)) = (users.stats(user), users.limits(user), users.gate(user))
+    else {
         return Admission::OverCap;
     };
     let name = users.name(user);
+    let refused = |refusal: limits::Refusal| {
+        shared.metrics().user_fronted_by_limit(name, refusal.label());
+        Admission::Refused(refusal)
+    };
     if let Some(refusal) = limits::refusal(limits, stats, now_ms) {
-        let reason = match refusal {
-            limits::Refusal::Disabled => "disabled",
-            limits::Refusal::Expired => "expired",
-            limits::Refusal::OverQuota => "quota",
-        };
-        shared.metrics().user_fronted_by_limit(name, reason);
-        return Admission::Refused(refusal);
+        return refused(refusal);
     }
     let own_cap = (limits.max_connections > 0).then_some(u64::from(limits.max_connections));
     let throttle_cap = shared.throttle.as_ref().and_then(|t| t.cap(user.0 as usize));
-    match stats.try_admit(limits::tighter(own_cap, throttle_cap), now_ms) {
-        Some(admitted) => {
+    let cap = limits::tighter(own_cap, throttle_cap);
+    match stats.try_admit(cap, ip, limits.max_ips, now_ms, gate.clone()) {
+        Ok(admitted) => {
             let (live, traffic) = shared.metrics().user_connection(name);
             Admission::Admitted(Slot { admitted, live, traffic })
         }
-        None => {
+        Err(NotAdmitted::TooManyAddresses) => refused(limits::Refusal::MaxIps),
+        Err(NotAdmitted::OverCap) => {
             shared.metrics().user_throttled(name);
             Admission::OverCap
         }

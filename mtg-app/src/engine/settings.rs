@@ -48,6 +48,7 @@ impl Settings {
             config: Arc::new(Config {
                 users: Default::default(),
                 secret_limits: Default::default(),
+                secret_limits_default: Default::default(),
                 ad_tag: None,
                 secret_ad_tags: Default::default(),
                 ..config.clone()

@@ -1,12 +1,24 @@
 //! Per-user counters: live connections (admitted sessions), MTProto payload bytes each way,
-//! the last admission time. Lock-free; admission against a cap is an atomic reserve, so
-//! concurrent handshakes can never push a user over its cap.
+//! the last admission time, the distinct client addresses with live sessions. Counting bytes
+//! is lock-free (one more atomic load tells whether the quota is used up); admission against a
+//! cap is an atomic reserve, so concurrent handshakes can never push a user over its cap; the
+//! addresses are a small locked list touched only at admission and when a session ends.
 
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::SecretLimits;
+
+use super::gate::UserGate;
+
+/// No quota (`quota_limit`) / no expiry (`expires_ms`).
+const NONE_U64: u64 = u64::MAX;
+const NONE_I64: i64 = i64::MAX;
 
 /// One user's counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UserStats {
     connections: AtomicU64,
     bytes_in: AtomicU64,
@@ -17,6 +29,78 @@ pub struct UserStats {
     quota_used: AtomicU64,
     /// The quota period `quota_used` belongs to (months since year 0 for monthly resets).
     quota_period: AtomicU64,
+    /// The user's quota now (`u64::MAX`: none), kept current by reloads.
+    quota_limit: AtomicU64,
+    /// The user's `expires` now, Unix milliseconds (`i64::MAX`: none), kept current by reloads.
+    expires_ms: AtomicI64,
+    /// The distinct client addresses with live sessions.
+    addresses: Mutex<Addresses>,
+}
+
+impl Default for UserStats {
+    fn default() -> Self {
+        Self {
+            connections: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            last_seen_ms: AtomicI64::new(0),
+            quota_used: AtomicU64::new(0),
+            quota_period: AtomicU64::new(0),
+            quota_limit: AtomicU64::new(NONE_U64),
+            expires_ms: AtomicI64::new(NONE_I64),
+            addresses: Mutex::new(Addresses::default()),
+        }
+    }
+}
+
+/// Client addresses with their live session counts: an address counts until its last session
+/// ends. A user has few addresses, so a list beats a map.
+#[derive(Debug, Default, Clone)]
+pub struct Addresses(Vec<(IpAddr, u32)>);
+
+impl Addresses {
+    /// Counts one more session from `ip`, unless `ip` is new and `max` (> 0) other addresses
+    /// already have live sessions; `false` = refused, nothing counted.
+    pub fn try_add(&mut self, ip: IpAddr, max: u32) -> bool {
+        if let Some((_, n)) = self.0.iter_mut().find(|(a, _)| *a == ip) {
+            *n += 1;
+            return true;
+        }
+        if max > 0 && self.0.len() >= max as usize {
+            return false;
+        }
+        self.0.push((ip, 1));
+        true
+    }
+
+    /// Counts one session from `ip` less.
+    pub fn remove(&mut self, ip: IpAddr) {
+        if let Some(i) = self.0.iter().position(|(a, _)| *a == ip) {
+            self.0[i].1 -= 1;
+            if self.0[i].1 == 0 {
+                self.0.swap_remove(i);
+            }
+        }
+    }
+
+    /// Distinct addresses with live sessions.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no address has a live session.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Why an admission failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAdmitted {
+    /// At the connection cap.
+    OverCap,
+    /// A new address while `max-ips` others have live sessions.
+    TooManyAddresses,
 }
 
 /// A snapshot of one user's counters.
@@ -33,13 +117,27 @@ pub struct UserSnapshot {
 }
 
 impl UserStats {
-    /// Admits a connection unless `cap` is reached: compare-and-swap, so the count never
-    /// exceeds the cap whatever runs concurrently. The guard releases the slot on drop.
-    pub fn try_admit(self: &Arc<Self>, cap: Option<u64>, now_ms: i64) -> Option<Admitted> {
+    /// Admits a connection from `ip` unless `cap` is reached (compare-and-swap, so the count
+    /// never exceeds the cap whatever runs concurrently) or `ip` is one address too many for
+    /// `max_ips` (0 = no limit). The guard releases the slot and the address on drop and ends
+    /// the session when `gate` closes.
+    pub fn try_admit(
+        self: &Arc<Self>,
+        cap: Option<u64>,
+        ip: IpAddr,
+        max_ips: u32,
+        now_ms: i64,
+        gate: Arc<UserGate>,
+    ) -> Result<Admitted, NotAdmitted> {
+        let ip = ip.to_canonical();
+        if !self.lock_addresses().try_add(ip, max_ips) {
+            return Err(NotAdmitted::TooManyAddresses);
+        }
         let mut current = self.connections.load(Ordering::Relaxed);
         loop {
             if cap.is_some_and(|cap| current >= cap) {
-                return None;
+                self.lock_addresses().remove(ip);
+                return Err(NotAdmitted::OverCap);
             }
             match self.connections.compare_exchange_weak(
                 current,
@@ -52,13 +150,40 @@ impl UserStats {
             }
         }
         self.last_seen_ms.store(now_ms, Ordering::Relaxed);
-        Some(Admitted(self.clone()))
+        gate.admitted();
+        Ok(Admitted { stats: self.clone(), gate, ip })
     }
 
-    /// Adds relayed payload bytes.
-    pub fn add_bytes(&self, bytes_in: u64, bytes_out: u64) {
+    fn lock_addresses(&self) -> std::sync::MutexGuard<'_, Addresses> {
+        // A poisoned lock only means a panic elsewhere mid-update: the list is whole.
+        self.addresses.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Distinct client addresses with live sessions.
+    pub fn addresses(&self) -> usize {
+        self.lock_addresses().len()
+    }
+
+    /// Takes the quota and the expiry of `limits` for live sessions (at start and reload).
+    pub fn set_limits(&self, limits: &SecretLimits) {
+        self.quota_limit.store(limits.quota.unwrap_or(NONE_U64), Ordering::Relaxed);
+        let expires = limits.expires.map_or(NONE_I64, |s| s.saturating_mul(1000));
+        self.expires_ms.store(expires, Ordering::Relaxed);
+    }
+
+    /// How long until `expires` from `now_ms` (Unix milliseconds): `None` without one, zero
+    /// once reached.
+    pub fn until_expiry(&self, now_ms: i64) -> Option<Duration> {
+        let at = self.expires_ms.load(Ordering::Relaxed);
+        (at != NONE_I64).then(|| Duration::from_millis(u64::try_from(at.saturating_sub(now_ms)).unwrap_or(0)))
+    }
+
+    /// Adds relayed payload bytes; `true` when the quota is used up (crossed now or before).
+    pub fn add_bytes(&self, bytes_in: u64, bytes_out: u64) -> bool {
+        let mut over = false;
         if bytes_in + bytes_out > 0 {
-            self.quota_used.fetch_add(bytes_in + bytes_out, Ordering::Relaxed);
+            let before = self.quota_used.fetch_add(bytes_in + bytes_out, Ordering::Relaxed);
+            over = before.saturating_add(bytes_in + bytes_out) >= self.quota_limit.load(Ordering::Relaxed);
         }
         if bytes_in > 0 {
             self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
@@ -66,6 +191,7 @@ impl UserStats {
         if bytes_out > 0 {
             self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         }
+        over
     }
 
     /// Bytes used against the quota in `period`: starts the period over (from zero) when the
@@ -108,20 +234,45 @@ impl UserStats {
     }
 }
 
-/// An admitted session's slot; releases it on drop.
+/// An admitted session's slot and address; releases both on drop.
 #[derive(Debug)]
-pub struct Admitted(Arc<UserStats>);
+pub struct Admitted {
+    stats: Arc<UserStats>,
+    gate: Arc<UserGate>,
+    ip: IpAddr,
+}
 
 impl Admitted {
     /// The user's counters.
     pub fn stats(&self) -> &UserStats {
-        &self.0
+        &self.stats
+    }
+
+    /// What the session watches: it ends when this closes (a reload revoked the user, or
+    /// any of the user's sessions used up the quota).
+    pub fn watch(&self) -> async_channel::Receiver<()> {
+        self.gate.watch()
+    }
+
+    /// Counts relayed payload bytes; a count that finds the quota used up closes the user's
+    /// gate, ending all of the user's sessions. Lock-free unless it closes.
+    pub fn add_bytes(&self, bytes_in: u64, bytes_out: u64) {
+        if self.stats.add_bytes(bytes_in, bytes_out) {
+            self.gate.close_over_quota();
+        }
+    }
+
+    /// How long until the user's `expires` (as it is now, after any reload); zero once
+    /// reached, `None` without one.
+    pub fn until_expiry(&self) -> Option<Duration> {
+        self.stats.until_expiry(crate::engine::unix_ms())
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.stats.connections.fetch_sub(1, Ordering::AcqRel);
+        self.stats.lock_addresses().remove(self.ip);
     }
 }
 
@@ -138,7 +289,7 @@ mod tests {
                 let (stats, barrier) = (stats.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    stats.try_admit(Some(7), 1)
+                    stats.try_admit(Some(7), LOCAL, 0, 1, Arc::default()).ok()
                 })
             })
             .collect();
@@ -148,5 +299,145 @@ mod tests {
         drop(admitted);
         assert_eq!(stats.connections(), 0);
         assert_eq!(stats.snapshot().last_seen_ms, Some(1));
+        assert_eq!(stats.addresses(), 0);
+    }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n))
+    }
+
+    #[test]
+    fn max_ips_counts_addresses_until_their_last_session_ends() {
+        let stats = Arc::new(UserStats::default());
+        let gate = Arc::new(UserGate::default());
+        let admit = |n| stats.try_admit(None, ip(n), 2, 1, gate.clone());
+        let two_a = admit(2).unwrap();
+        let three = [admit(3).unwrap(), admit(3).unwrap()];
+        assert_eq!(admit(4).unwrap_err(), NotAdmitted::TooManyAddresses);
+        let two_b = admit(2).expect("a known address may open more");
+        assert_eq!(stats.addresses(), 2);
+        let [a, b] = three;
+        drop(a);
+        assert_eq!(admit(4).unwrap_err(), NotAdmitted::TooManyAddresses, ".3 still has a session");
+        drop(b);
+        let four = admit(4).expect("admitted once .3's last session ended");
+        // IPv4-mapped IPv6 is the same address.
+        let mapped = IpAddr::V6(std::net::Ipv4Addr::new(127, 0, 0, 4).to_ipv6_mapped());
+        let again = stats.try_admit(None, mapped, 2, 1, gate.clone()).expect("same address");
+        assert_eq!(stats.addresses(), 2);
+        // A refusal by the cap leaves no address behind.
+        drop((two_a, two_b, four, again));
+        assert_eq!(stats.try_admit(Some(0), ip(5), 2, 1, gate.clone()).unwrap_err(), NotAdmitted::OverCap);
+        assert_eq!(stats.addresses(), 0);
+    }
+
+    #[test]
+    fn a_burst_from_one_address_never_trips_max_ips() {
+        let stats = Arc::new(UserStats::default());
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (stats, barrier) = (stats.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    stats.try_admit(None, ip(2), 1, 1, Arc::default())
+                })
+            })
+            .collect();
+        let admitted: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(admitted.iter().all(Result::is_ok));
+        assert_eq!(stats.addresses(), 1);
+    }
+
+    #[test]
+    fn crossing_the_quota_closes_every_session_of_the_user() {
+        let stats = Arc::new(UserStats::default());
+        stats.set_limits(&SecretLimits { quota: Some(100), ..SecretLimits::default() });
+        let gate = Arc::new(UserGate::default());
+        let a = stats.try_admit(None, ip(2), 0, 1, gate.clone()).unwrap();
+        let b = stats.try_admit(None, ip(3), 0, 1, gate.clone()).unwrap();
+        a.add_bytes(60, 39);
+        assert!(!a.watch().is_closed() && !b.watch().is_closed());
+        a.add_bytes(1, 0);
+        assert!(a.watch().is_closed() && b.watch().is_closed(), "the crossing ends them all");
+        // A new period re-admits: the next admission gets an open switch.
+        stats.restore_quota(0, 1);
+        let c = stats.try_admit(None, ip(2), 0, 1, gate.clone()).unwrap();
+        assert!(!c.watch().is_closed());
+        // No quota: never over.
+        stats.set_limits(&SecretLimits::default());
+        c.add_bytes(u64::MAX / 4, 0);
+        assert!(!c.watch().is_closed());
+    }
+
+    #[test]
+    fn expiry_is_read_live() {
+        let stats = UserStats::default();
+        assert_eq!(stats.until_expiry(5_000), None);
+        stats.set_limits(&SecretLimits { expires: Some(10), ..SecretLimits::default() });
+        assert_eq!(stats.until_expiry(5_000), Some(Duration::from_secs(5)));
+        assert_eq!(stats.until_expiry(20_000), Some(Duration::ZERO));
+        // A reload extending it reaches live sessions.
+        stats.set_limits(&SecretLimits { expires: Some(30), ..SecretLimits::default() });
+        assert_eq!(stats.until_expiry(20_000), Some(Duration::from_secs(10)));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Open(u8),
+        Close(usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![(0u8..6).prop_map(Op::Open), any::<usize>().prop_map(Op::Close)]
+    }
+
+    proptest::proptest! {
+        /// Against a model: an address is admitted iff it is live already or fewer than `max`
+        /// addresses are live; the count is always the model's distinct live addresses.
+        #[test]
+        fn address_counter_matches_a_model(max in 0u32..4, ops in proptest::collection::vec(op(), 0..80)) {
+            let mut counter = Addresses::default();
+            let mut live: Vec<u8> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Open(n) => {
+                        let distinct: std::collections::BTreeSet<u8> = live.iter().copied().collect();
+                        let allowed = distinct.contains(&n) || max == 0 || distinct.len() < max as usize;
+                        proptest::prop_assert_eq!(counter.try_add(ip(n), max), allowed);
+                        if allowed {
+                            live.push(n);
+                        }
+                    }
+                    Op::Close(i) if !live.is_empty() => {
+                        let n = live.swap_remove(i % live.len());
+                        counter.remove(ip(n));
+                    }
+                    Op::Close(_) => {}
+                }
+                let distinct: std::collections::BTreeSet<u8> = live.iter().copied().collect();
+                proptest::prop_assert_eq!(counter.len(), distinct.len());
+                proptest::prop_assert!(max == 0 || counter.len() <= max as usize);
+            }
+        }
+
+        /// However bytes arrive, the quota reads as used up exactly from the count that
+        /// reaches it on.
+        #[test]
+        fn quota_crossing_is_exact(quota in 1u64..10_000, chunks in proptest::collection::vec((0u64..3000, 0u64..3000), 1..30)) {
+            let stats = UserStats::default();
+            stats.set_limits(&SecretLimits { quota: Some(quota), ..SecretLimits::default() });
+            let mut total = 0u64;
+            for (up, down) in chunks {
+                let over = stats.add_bytes(up, down);
+                total += up + down;
+                if up + down > 0 {
+                    proptest::prop_assert_eq!(over, total >= quota);
+                }
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! Per-user limits (`[secret-limits.NAME]`): who is refused (disabled, expired, over quota —
-//! all domain-fronted like a wrong secret) and each user's own connection cap.
+//! Per-user limits (`[secret-limits.NAME]`, else `[secret-limits-default]`): who is refused
+//! (disabled, expired, over quota, one client address too many — all domain-fronted like a
+//! wrong secret) and each user's own connection cap.
 
 use crate::config::{QuotaReset, SecretLimits};
 
@@ -14,6 +15,20 @@ pub enum Refusal {
     Expired,
     /// `quota` used up in this period.
     OverQuota,
+    /// A new client address while `max-ips` others have live sessions.
+    MaxIps,
+}
+
+impl Refusal {
+    /// The `reason` label of the `user_fronted_by_limit` metric.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Expired => "expired",
+            Self::OverQuota => "quota",
+            Self::MaxIps => "max_ips",
+        }
+    }
 }
 
 impl std::fmt::Display for Refusal {
@@ -22,6 +37,7 @@ impl std::fmt::Display for Refusal {
             Self::Disabled => "user disabled",
             Self::Expired => "user expired",
             Self::OverQuota => "user over quota",
+            Self::MaxIps => "user at max-ips client addresses",
         })
     }
 }
@@ -95,5 +111,31 @@ mod tests {
         assert_eq!(tighter(Some(3), Some(5)), Some(3));
         assert_eq!(tighter(None, Some(5)), Some(5));
         assert_eq!(tighter(None, None), None);
+    }
+
+    #[test]
+    fn a_monthly_reset_readmits_a_user_whose_sessions_the_quota_ended() {
+        use super::super::gate::UserGate;
+        use std::sync::Arc;
+        // 2026-11-22 and 2026-12-01 (UTC).
+        let (nov, dec) = (1_795_305_600_000, 1_796_083_200_000);
+        let limits =
+            SecretLimits { quota: Some(100), quota_reset: QuotaReset::Monthly, ..SecretLimits::default() };
+        let stats = Arc::new(UserStats::default());
+        stats.set_limits(&limits);
+        let gate = Arc::new(UserGate::default());
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        assert_eq!(refusal(&limits, &stats, nov), None);
+        let session = stats.try_admit(None, ip, 0, nov, gate.clone()).unwrap();
+        session.add_bytes(70, 30);
+        assert!(session.watch().is_closed(), "crossing the quota ends the session");
+        assert_eq!(refusal(&limits, &stats, nov), Some(Refusal::OverQuota));
+        drop(session);
+        // December: the quota starts over, the next session is admitted and stays open.
+        assert_eq!(refusal(&limits, &stats, dec), None);
+        let session = stats.try_admit(None, ip, 0, dec, gate).unwrap();
+        assert!(!session.watch().is_closed());
+        session.add_bytes(10, 10);
+        assert!(!session.watch().is_closed());
     }
 }

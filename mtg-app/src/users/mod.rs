@@ -3,6 +3,7 @@
 
 pub mod accounting;
 pub mod fair_share;
+pub mod gate;
 pub mod limits;
 pub mod stats_json;
 pub mod throttle;

@@ -35,6 +35,12 @@ pub struct LimitsJson {
     /// `true` when disabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
+    /// `max-ips`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ips: Option<u64>,
+    /// Distinct client addresses with live sessions (with `max_ips`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ips: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -135,7 +141,14 @@ mod tests {
             (
                 "bob",
                 UserSnapshot::default(),
-                LimitsJson { quota: Some(100), quota_used: Some(0), expires_at: None, disabled: Some(true) },
+                LimitsJson {
+                    quota: Some(100),
+                    quota_used: Some(0),
+                    disabled: Some(true),
+                    max_ips: Some(2),
+                    ips: Some(1),
+                    ..LimitsJson::default()
+                },
             ),
         ];
         assert_eq!(
@@ -158,7 +171,9 @@ mod tests {
       "last_seen": null,
       "quota": 100,
       "quota_used": 0,
-      "disabled": true
+      "disabled": true,
+      "max_ips": 2,
+      "ips": 1
     }
   }
 }
