@@ -17,12 +17,37 @@ mod netns;
 const BIN: &str = env!("CARGO_BIN_EXE_mtg-multi");
 const KEY_HEX: &str = "367a189aee18fa31c190054efd4a8e95";
 
-fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("mtg-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.toml");
+/// A config file in a temp directory of its own, removed with it when dropped.
+struct TempConfig {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl std::ops::Deref for TempConfig {
+    type Target = std::path::PathBuf;
+
+    fn deref(&self) -> &std::path::PathBuf {
+        &self.path
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempConfig {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path.as_os_str()
+    }
+}
+
+impl AsRef<std::path::Path> for TempConfig {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+fn temp_config(name: &str, text: &str) -> TempConfig {
+    let dir = tempfile::Builder::new().prefix(&format!("mtg-cli-{name}-")).tempdir().unwrap();
+    let path = dir.path().join("config.toml");
     std::fs::write(&path, text).unwrap();
-    path
+    TempConfig { _dir: dir, path }
 }
 
 /// Reads a child's stderr on a thread of its own, a line at a time.

@@ -44,6 +44,7 @@ pub mod real_clients;
 pub mod recorder;
 pub mod runtime;
 pub mod socks_server;
+pub mod temp_file;
 
 pub use client::{EeOptions, ProxyClient};
 pub use fake_dc::{DcConnection, DcMode, FakeDc};

@@ -19,6 +19,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::temp_file::TempFile;
+
 /// How to start the child.
 #[derive(Debug, Clone, Default)]
 pub struct Launch {
@@ -49,8 +51,8 @@ pub struct ProxyProcess {
     api: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
     config_path: PathBuf,
-    /// Whether the config file is this handle's own temp file (removed on drop).
-    owns_config: bool,
+    /// The temp directory of a config this handle wrote (removed with it on drop).
+    own_config: Option<TempFile>,
     log: Arc<Log>,
     reader: Option<JoinHandle<()>>,
 }
@@ -114,20 +116,18 @@ impl ProxyProcess {
     /// `binary` on it and waits until it logs `serving` (up to 20 s). Panics with the log if
     /// it does not.
     pub fn start(binary: &str, config: &str, launch: &Launch) -> Self {
-        let dir = std::env::temp_dir().join(format!("mtg-proxy-process-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the temp config dir");
-        let config_path = dir.join(format!("config-{}.toml", CONFIGS.fetch_add(1, Ordering::Relaxed)));
-        std::fs::write(&config_path, config).expect("write the temp config");
-        Self::spawn(binary, config_path, true, launch)
+        let name = format!("config-{}.toml", CONFIGS.fetch_add(1, Ordering::Relaxed));
+        let file = TempFile::new("mtg-proxy-process-", &name, config);
+        Self::spawn(binary, file.to_path_buf(), Some(file), launch)
     }
 
     /// Starts `binary` on an existing config file (kept on drop: a test can restart the proxy
     /// on what an earlier one wrote) and waits until it logs `serving`, like [`Self::start`].
     pub fn start_file(binary: &str, config_path: &std::path::Path, launch: &Launch) -> Self {
-        Self::spawn(binary, config_path.to_owned(), false, launch)
+        Self::spawn(binary, config_path.to_owned(), None, launch)
     }
 
-    fn spawn(binary: &str, config_path: PathBuf, owns_config: bool, launch: &Launch) -> Self {
+    fn spawn(binary: &str, config_path: PathBuf, own_config: Option<TempFile>, launch: &Launch) -> Self {
         let mut command = match launch.nofile {
             Some(n) => {
                 let mut c = Command::new("prlimit");
@@ -163,7 +163,7 @@ impl ProxyProcess {
             api: None,
             metrics: None,
             config_path,
-            owns_config,
+            own_config,
             log,
             reader: Some(reader),
         };
@@ -313,9 +313,8 @@ impl Drop for ProxyProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        if self.owns_config {
-            let _ = std::fs::remove_file(&self.config_path);
-        }
+        // The config's temp directory goes with `own_config`, after the process is gone.
+        drop(self.own_config.take());
     }
 }
 

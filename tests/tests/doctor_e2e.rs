@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mtg_app::doctor::{DoctorOptions, doctor, ntp};
 use mtg_tests::socks_server::{SocksOptions, SocksServer};
+use mtg_tests::temp_file::TempFile;
 use mtg_tests::{DcMode, FakeDc, FrontingSite, netns};
 
 /// The DCs of the built-in table.
@@ -16,12 +17,8 @@ const DCS: [i16; 6] = [1, 2, 3, 4, 5, 203];
 /// A FakeTLS secret for `localhost` (key 367a…95).
 const SECRET: &str = "ee367a189aee18fa31c190054efd4a8e956c6f63616c686f7374";
 
-fn write_config(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mtg-doctor-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+fn write_config(name: &str, text: &str) -> TempFile {
+    TempFile::new(&format!("mtg-doctor-{name}-"), "config.toml", text)
 }
 
 /// A config whose DCs are `dcs` (DC → address), fronting to `front_port` on `localhost`.

@@ -4,7 +4,6 @@
 //! Lists come from local files or a local HTTP server whose answers the test changes.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use mtg_proto::Secret;
@@ -13,6 +12,7 @@ use mtg_tests::list_server::{ListServer, Reply};
 use mtg_tests::proxy_process::{Launch, ProxyProcess};
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::runtime::block_on;
+use mtg_tests::temp_file::TempFile;
 use mtg_tests::{DcMode, FakeDc};
 
 const HOST: &str = "front.example";
@@ -47,12 +47,8 @@ fn section(list: &str, sources: &[&str], update_each: &str) -> String {
 }
 
 /// A list file with `body`, unique to this test.
-fn list_file(test: &str, body: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mtg-lists-e2e-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("list.netset");
-    std::fs::write(&path, body).unwrap();
-    path
+fn list_file(test: &str, body: &str) -> TempFile {
+    TempFile::new(&format!("mtg-lists-e2e-{test}-"), "list.netset", body)
 }
 
 /// A full session from `source`: FakeTLS handshake, then `req_pq_multi` answered by the DC.

@@ -220,12 +220,12 @@ mod tests {
         }
     }
 
-    fn temp_file(name: &str, body: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("mtg-iplist-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("list.txt");
+    /// A list file in a temp directory of its own (removed when the guard drops).
+    fn temp_file(name: &str, body: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::Builder::new().prefix(&format!("mtg-iplist-{name}-")).tempdir().unwrap();
+        let path = dir.path().join("list.txt");
         std::fs::write(&path, body).unwrap();
-        path
+        (dir, path)
     }
 
     fn section(files: &[&PathBuf]) -> config::IpList {
@@ -243,8 +243,8 @@ mod tests {
 
     #[test]
     fn a_failing_source_keeps_its_previous_entries_and_the_others_update() {
-        let a = temp_file("keep-a", "10.0.0.0/8\n");
-        let b = temp_file("keep-b", "192.0.2.1\n2001:db8::/32\n");
+        let (_da, a) = temp_file("keep-a", "10.0.0.0/8\n");
+        let (_db, b) = temp_file("keep-b", "192.0.2.1\n2001:db8::/32\n");
         let list = IpList::new(ListKind::Blocklist, &section(&[&a, &b]), Duration::from_secs(1));
         assert_eq!(list.period(), MIN_PERIOD);
         assert!(!list.contains(ip("10.1.1.1")), "empty before the first load");
@@ -262,8 +262,8 @@ mod tests {
 
     #[test]
     fn a_source_that_never_loaded_contributes_nothing() {
-        let good = temp_file("never-good", "127.0.0.2\n");
-        let gone = temp_file("never-gone", "127.0.0.3\n");
+        let (_dg, good) = temp_file("never-good", "127.0.0.2\n");
+        let (_dn, gone) = temp_file("never-gone", "127.0.0.3\n");
         std::fs::remove_file(&gone).unwrap();
         let list = IpList::new(ListKind::Allowlist, &section(&[&gone, &good]), Duration::from_secs(1));
         assert_eq!(block_on(list.load()), LoadReport { entries: 1, loaded: 1, failed: 1 });
