@@ -67,3 +67,22 @@ pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
     listener.local_addr().expect("probe address")
 }
+
+/// User number `n`'s FakeTLS secret for `host` (its key is `n` repeated).
+pub fn numbered_user(n: u8, host: &str) -> Secret {
+    Secret::fake_tls([n; 16], host).expect("a valid FakeTLS secret")
+}
+
+/// A config with the API on, `names` as users 1, 2, … ([`numbered_user`] for `host`), fronting
+/// to `front_port` on 127.0.0.1, DC 2 at `dc`, then `extra` (tables).
+pub fn users_config(names: &[&str], host: &str, dc: SocketAddr, front_port: u16, extra: &str) -> String {
+    let mut text = String::from("bind-to = \"127.0.0.1:1\"\napi-bind-to = \"127.0.0.1:1\"\n[secrets]\n");
+    for (i, name) in names.iter().enumerate() {
+        let n = u8::try_from(i + 1).expect("at most 255 users");
+        text.push_str(&format!("{name} = \"{}\"\n", numbered_user(n, host).to_hex()));
+    }
+    text.push_str(&format!(
+        "[domain-fronting]\nhost = \"127.0.0.1\"\nport = {front_port}\n[network.dc-overrides]\n2 = [\"{dc}\"]\n{extra}"
+    ));
+    text
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mtg_proto::Secret;
 use mtg_tests::api_client::request;
 use mtg_tests::client::{EeOptions, ProxyClient};
+use mtg_tests::config_text::{numbered_user, users_config};
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::runtime::block_on;
 use mtg_tests::{DcMode, FakeDc, FrontingSite};
@@ -20,19 +21,11 @@ use serde_json::Value;
 const HOST: &str = "front.example";
 
 fn user(n: u8) -> Secret {
-    Secret::fake_tls([n; 16], HOST).unwrap()
+    numbered_user(n, HOST)
 }
 
 fn config(names: &[&str], dc: SocketAddr, front: &FrontingSite, extra: &str) -> String {
-    let mut text = String::from("bind-to = \"127.0.0.1:1\"\napi-bind-to = \"127.0.0.1:1\"\n[secrets]\n");
-    for (i, name) in names.iter().enumerate() {
-        text.push_str(&format!("{name} = \"{}\"\n", user(i as u8 + 1).to_hex()));
-    }
-    text.push_str(&format!(
-        "[domain-fronting]\nhost = \"127.0.0.1\"\nport = {}\n[network.dc-overrides]\n2 = [\"{dc}\"]\n{extra}",
-        front.addr().port()
-    ));
-    text
+    users_config(names, HOST, dc, front.addr().port(), extra)
 }
 
 fn from(last: u8) -> EeOptions {
@@ -215,11 +208,8 @@ fn reaching_expires_ends_a_live_session_on_time() {
 fn disabled_at_reload_or_through_the_api_ends_live_sessions_and_the_default_table_applies() {
     let dc = FakeDc::start(DcMode::Echo);
     let front = FrontingSite::start(HOST);
-    let dir = std::env::temp_dir().join(format!("mtg-limits-live-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.toml");
     let base = config(&["a", "b", "c"], dc.addr(), &front, "");
-    std::fs::write(&path, &base).unwrap();
+    let path = mtg_tests::temp_file::TempFile::new("mtg-limits-live-", "config.toml", &base);
     let proxy = ProxyUnderTest::start_file(&path);
     let (addr, api) = (proxy.addr(), proxy.api().unwrap());
 
@@ -269,7 +259,6 @@ fn disabled_at_reload_or_through_the_api_ends_live_sessions_and_the_default_tabl
     assert_eq!((listed["b"]["max_ips"].as_u64(), listed["b"]["disabled"].as_bool()), (Some(2), Some(true)));
     assert!(listed["c"].get("max_ips").is_none(), "GET /secrets shows own limits only");
     drop((a, proxy));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The proxy serving alice (`limits` in her table) through a fake middle proxy (global ad tag).

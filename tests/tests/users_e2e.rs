@@ -8,6 +8,7 @@ use std::time::Duration;
 use mtg_proto::Secret;
 use mtg_tests::api_client::request;
 use mtg_tests::client::ProxyClient;
+use mtg_tests::config_text::{numbered_user, users_config};
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::runtime::block_on;
 use mtg_tests::{DcMode, FakeDc, FrontingSite};
@@ -16,19 +17,11 @@ use serde_json::Value;
 const HOST: &str = "front.example";
 
 fn user(n: u8) -> Secret {
-    Secret::fake_tls([n; 16], HOST).unwrap()
+    numbered_user(n, HOST)
 }
 
 fn config(names: &[&str], dc: SocketAddr, front: &FrontingSite, extra: &str) -> String {
-    let mut text = String::from("bind-to = \"127.0.0.1:1\"\napi-bind-to = \"127.0.0.1:1\"\n[secrets]\n");
-    for (i, name) in names.iter().enumerate() {
-        text.push_str(&format!("{name} = \"{}\"\n", user(i as u8 + 1).to_hex()));
-    }
-    text.push_str(&format!(
-        "[domain-fronting]\nhost = \"127.0.0.1\"\nport = {}\n[network.dc-overrides]\n2 = [\"{dc}\"]\n{extra}",
-        front.addr().port()
-    ));
-    text
+    users_config(names, HOST, dc, front.addr().port(), extra)
 }
 
 #[test]
