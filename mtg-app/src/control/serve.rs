@@ -189,9 +189,7 @@ fn spawn_tasks<R: Runtime>(
     if !shared.settings().config.doppelganger.urls.is_empty() {
         spawn_tracked(runtime, loop_alive, tasks::learn_loop::<R>(shared.clone(), stopped.clone()));
     }
-    if control.config().usage_state_file.is_some() {
-        spawn_tracked(runtime, loop_alive, tasks::usage_loop::<R>(control.clone(), stopped.clone()));
-    }
+    spawn_tracked(runtime, loop_alive, tasks::usage_loop::<R>(control.clone(), stopped.clone()));
 }
 
 /// Accepts HTTP connections (stats API, Prometheus) and serves each with `handler`, at most

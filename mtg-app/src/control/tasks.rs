@@ -121,12 +121,14 @@ pub(super) async fn middle_loop<R: Runtime>(
 /// How often quota usage is written to the state file.
 const USAGE_SAVE_EVERY: Duration = Duration::from_secs(30);
 
-/// Writes the usage state file every [`USAGE_SAVE_EVERY`].
+/// Every [`USAGE_SAVE_EVERY`]: rolls monthly quota periods over and writes the usage state
+/// file (when one is configured).
 pub(super) async fn usage_loop<R: Runtime>(control: Arc<Control>, stopped: async_channel::Receiver<()>) {
     loop {
         if until_stopped(R::sleep(USAGE_SAVE_EVERY), &stopped).await.is_none() {
             return;
         }
+        control.roll_quota_periods();
         control.save_usage();
     }
 }

@@ -1,5 +1,6 @@
-//! Quota usage persistence: the `usage-state-file` is read at start and written every 30 s
-//! (by [`tasks`](super::tasks)) and at shutdown.
+//! Quota usage: the `usage-state-file` is read at start and written every 30 s (by
+//! [`tasks`](super::tasks)) and at shutdown; on the same tick, monthly quota periods roll over
+//! for users with live sessions, so a session running across the 1st counts into the new month.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,18 @@ impl Control {
                 stats.restore_quota(u.quota_used, u.period);
             }
         }
+    }
+
+    /// Starts a new quota period (usage from zero) for every user with a monthly reset whose
+    /// stored period is older than now's. Admission does the same for the user it admits;
+    /// this catches sessions that stay open across the 1st.
+    pub fn roll_quota_periods(&self) {
+        let users = self.data.users();
+        crate::users::limits::roll_quota_periods(
+            users.all_limits(),
+            users.all_stats(),
+            crate::engine::unix_ms(),
+        );
     }
 
     /// Writes the usage state file, if one is configured.

@@ -74,6 +74,16 @@ pub fn refusal(limits: &SecretLimits, stats: &UserStats, unix_ms: i64) -> Option
     None
 }
 
+/// Starts a new quota period (usage from zero) for every user with a quota whose stored
+/// period is older than `unix_ms`'s; `limits` and `stats` are by user id.
+pub fn roll_quota_periods(limits: &[SecretLimits], stats: &[std::sync::Arc<UserStats>], unix_ms: i64) {
+    for (limits, stats) in limits.iter().zip(stats) {
+        if limits.quota.is_some() {
+            stats.quota_used(quota_period(limits.quota_reset, unix_ms));
+        }
+    }
+}
+
 /// The tighter of two optional caps.
 pub fn tighter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
@@ -85,6 +95,26 @@ pub fn tighter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_month_starts_usage_from_zero_for_monthly_quotas_only() {
+        // 2026-11-30 and 2026-12-01 (UTC).
+        let (nov, dec) = (1_796_000_000_000, 1_796_083_200_000);
+        let monthly =
+            SecretLimits { quota: Some(1000), quota_reset: QuotaReset::Monthly, ..SecretLimits::default() };
+        let forever = SecretLimits { quota: Some(1000), ..SecretLimits::default() };
+        let limits = [monthly, forever];
+        let stats: Vec<std::sync::Arc<UserStats>> = (0..2).map(|_| std::sync::Arc::default()).collect();
+        for (l, s) in limits.iter().zip(&stats) {
+            s.quota_used(quota_period(l.quota_reset, nov));
+            s.add_bytes(600, 600);
+        }
+        roll_quota_periods(&limits, &stats, nov);
+        assert_eq!(stats[0].quota_state().0, 1200, "same month: kept");
+        roll_quota_periods(&limits, &stats, dec);
+        assert_eq!(stats[0].quota_state().0, 0, "a new month starts from zero");
+        assert_eq!(stats[1].quota_state().0, 1200, "no reset: kept");
+    }
 
     #[test]
     fn periods_and_refusals() {
