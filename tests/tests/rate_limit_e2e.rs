@@ -1,7 +1,9 @@
 //! `rate-limit` end to end (both runtimes): one and two sessions of a 1 MiB/s user moving
 //! 3 MiB take about 2.5 to 3 s (0.5 s of burst) while an unlimited user downloads at the
 //! same time; the two sessions share the rate fairly; a reload raising the rate speeds up a
-//! live session; `/stats` and Prometheus show the rate and the time spent limited.
+//! live session, and so does a rate set through `POST /secrets` (listed by `GET /secrets`);
+//! middle-proxy sessions wait for tokens on their answers; `/stats` and Prometheus show the
+//! rate and the time spent limited.
 //!
 //! Downloads come from fake DCs that flood a fixed number of bytes per session; times are
 //! measured on the client from the first byte received. The bounds are loose enough for a
@@ -253,4 +255,43 @@ fn middle_proxy_sessions_are_limited_on_answers_too() {
     assert!(took >= Duration::from_millis(1200), "2 MiB of answers at 1 MiB/s took {took:?}");
     assert!(took <= Duration::from_secs(5), "2 MiB of answers at 1 MiB/s took {took:?}");
     assert!(stats(&proxy)["users"]["limited"]["rate_limited_ms"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_rate_set_through_the_api_limits_a_live_session_and_is_listed() {
+    const CHUNK: usize = 64 * 1024;
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let proxy = ProxyUnderTest::start(&config(&[&dc], &front, ""));
+    let (addr, api) = (proxy.addr(), proxy.api().unwrap());
+    let (before, after) = block_on(async move {
+        let mut client = ProxyClient::connect_ee(addr, &user(1), 2).await.expect("connect");
+        // Echo rounds, lock-step: nothing waits in socket buffers.
+        let round = async |client: &mut ProxyClient| {
+            client.send(&[5u8; CHUNK]).await.expect("send");
+            client.recv_exact(CHUNK).await.expect("echo");
+        };
+        let started = Instant::now();
+        for _ in 0..16 {
+            round(&mut client).await;
+        }
+        let before = started.elapsed();
+        // 4mbit = 500 000 bytes/s each way, on the live session.
+        let body =
+            format!(r#"{{"name": "limited", "secret": "{}", "rate_limit": "4mbit"}}"#, user(1).to_hex());
+        let (status, answer) = request(api, "POST", "/secrets", None, &body);
+        assert_eq!(status, 200, "{answer}");
+        let changed = Instant::now();
+        for _ in 0..16 {
+            round(&mut client).await;
+        }
+        (before, changed.elapsed())
+    });
+    eprintln!("api: 1 MiB echoed in {before:?} unlimited, in {after:?} at 500 kB/s");
+    // 1 MiB each way at 500 kB/s, less the 250 kB burst: 1.5 s at least.
+    assert!(after >= Duration::from_millis(1200), "1 MiB echoed in {after:?} after the change");
+    assert!(after <= Duration::from_secs(8), "1 MiB echoed in {after:?} after the change");
+    let listed: Value = serde_json::from_str(&request(api, "GET", "/secrets", None, "").1).unwrap();
+    assert_eq!(listed["limited"]["rate_limit"], 500_000, "{listed}");
+    assert!(listed["free"].get("rate_limit").is_none(), "{listed}");
 }
