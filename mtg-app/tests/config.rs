@@ -234,9 +234,11 @@ quota-reset = "monthly"
 expires = "2027-01-01"
 disabled = true
 max-ips = 4
+rate-limit = "8mbit"
 
 [secret-limits-default]
 max-ips = 3
+rate-limit = "500kib"
 quota = "20gib"
 
 [secret-limits."bob the builder"]
@@ -438,6 +440,7 @@ enabled = true
                     expires: Some(1_798_761_600),
                     disabled: true,
                     max_ips: 4,
+                    rate_limit: Some(1_000_000),
                 },
             ),
             (
@@ -449,7 +452,12 @@ enabled = true
                 },
             ),
         ]),
-        secret_limits_default: SecretLimits { max_ips: 3, quota: Some(20 << 30), ..SecretLimits::default() },
+        secret_limits_default: SecretLimits {
+            max_ips: 3,
+            quota: Some(20 << 30),
+            rate_limit: Some(500 << 10),
+            ..SecretLimits::default()
+        },
         ad_tag: Some(tag("00112233445566778899aabbccddeeff")),
         secret_ad_tags: BTreeMap::from([(
             "bob the builder".to_owned(),

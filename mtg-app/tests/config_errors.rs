@@ -251,6 +251,16 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "invalid value for secret-limits.default.max-ips: -1: expected a whole number from 1 to 4294967295 (0 means the default)",
         ),
         (
+            "bad rate-limit",
+            with("[secret-limits.default]\nrate-limit = \"fast\"\n"),
+            "invalid value for secret-limits.default.rate-limit: \"fast\": expected a rate in bytes per second like 1mib, 500kib (base 2), 8mbit, 500kbit (base 10) or a number of bytes",
+        ),
+        (
+            "bad default rate-limit",
+            with("[secret-limits-default]\nrate-limit = -8\n"),
+            "invalid value for secret-limits-default.rate-limit: -8: expected a rate in bytes per second like 1mib, 500kib (base 2), 8mbit, 500kbit (base 10) or a number of bytes",
+        ),
+        (
             "bad default max-ips",
             with("[secret-limits-default]\nmax-ips = \"two\"\n"),
             "invalid value for secret-limits-default.max-ips: \"two\": expected a whole number from 1 to 4294967295 (0 means the default)",

@@ -370,6 +370,9 @@ pub struct SecretLimits {
     pub disabled: bool,
     /// `max-ips`: most distinct client addresses with live sessions; 0 = no limit.
     pub max_ips: u32,
+    /// `rate-limit`: bytes per second each direction, shared by all of the user's sessions;
+    /// `None` = no limit.
+    pub rate_limit: Option<u64>,
 }
 
 impl SecretLimits {
@@ -379,7 +382,7 @@ impl SecretLimits {
     }
 
     /// Reads limits from a table holding the keys of one `[secret-limits.NAME]` table
-    /// (`quota`, `quota-reset`, `expires`, `disabled`, `max-connections`, `max-ips`) with the config's own
+    /// (`quota`, `quota-reset`, `expires`, `disabled`, `max-connections`, `max-ips`, `rate-limit`) with the config's own
     /// rules; errors name the key as written. Unknown keys are ignored.
     pub fn from_table(table: &toml::Table) -> Result<Self, ConfigError> {
         users::limits_at(&reader::Reader(table), "")
@@ -411,6 +414,13 @@ impl SecretLimits {
         }
         if self.max_ips > 0 {
             table.insert("max-ips", toml_edit::value(i64::from(self.max_ips)));
+        }
+        if let Some(rate) = self.rate_limit {
+            // Bytes per second; above i64::MAX the size string reads back the same.
+            match i64::try_from(rate) {
+                Ok(r) => table.insert("rate-limit", toml_edit::value(r)),
+                Err(_) => table.insert("rate-limit", toml_edit::value(format!("{rate}b"))),
+            };
         }
         Some(table)
     }

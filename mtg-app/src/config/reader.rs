@@ -110,6 +110,16 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A rate in bytes per second (an integer or a rate string, see `values::rate`); 0 = absent.
+    pub(super) fn rate(&self, key: &str) -> Result<Option<u64>, ConfigError> {
+        match self.value(key) {
+            Some(v @ toml::Value::Integer(n)) => u64::try_from(*n)
+                .map(|b| Some(b).filter(|&b| b > 0))
+                .map_err(|_| Self::invalid(key, v, values::RATE)),
+            _ => Ok(self.parsed(key, values::rate)?.filter(|&b| b > 0)),
+        }
+    }
+
     /// A literal IP.
     pub(super) fn ip(&self, key: &str) -> Result<Option<IpAddr>, ConfigError> {
         self.parsed(key, values::ip)

@@ -69,6 +69,7 @@ const LIMITS: &[(&str, Node)] = &[
     ("expires", Node::Leaf),
     ("disabled", Node::Leaf),
     ("max-ips", Node::Leaf),
+    ("rate-limit", Node::Leaf),
 ];
 const SECURED: &[(&str, Node)] = &[("enabled", Node::Leaf)];
 const MIDDLE_PROXY: &[(&str, Node)] = &[

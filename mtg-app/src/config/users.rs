@@ -136,6 +136,7 @@ pub(super) fn limits_at(r: &Reader<'_>, prefix: &str) -> Result<SecretLimits, Co
         expires,
         disabled: r.flag(&field("disabled"))?,
         max_ips: r.count(&field("max-ips"))?.unwrap_or(0),
+        rate_limit: r.rate(&field("rate-limit"))?,
     })
 }
 

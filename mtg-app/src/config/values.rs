@@ -70,6 +70,31 @@ pub(super) fn bytes(text: &str) -> Result<u64, Expected> {
     u64::try_from(value).map_err(|_| BYTES)
 }
 
+/// What a rate must look like.
+pub(super) const RATE: Expected =
+    "a rate in bytes per second like 1mib, 500kib (base 2), 8mbit, 500kbit (base 10) or a number of bytes";
+
+/// A rate in bytes per second: a byte size (`1mib`, `500kib`, `1mb` = 1 MiB, base 2, as every
+/// size in the config) or bits per second in base 10, as network speeds are sold (`8mbit` =
+/// 1 000 000 bytes/s, `500kbit` = 62 500, `1gbit`, `100bit`); case-insensitive, whitespace ignored.
+pub(super) fn rate(text: &str) -> Result<u64, Expected> {
+    let s = normalise(text);
+    let Some(prefix) = s.strip_suffix("bit") else {
+        return bytes(&s).map_err(|_| RATE);
+    };
+    let (whole, fraction, unit) = decimal(prefix).ok_or(RATE)?;
+    let power = match unit {
+        "" => 0,
+        "k" => 1,
+        "m" => 2,
+        "g" => 3,
+        "t" => 4,
+        _ => return Err(RATE),
+    };
+    let bits = scaled(whole, fraction, 1000u128.pow(power)).ok_or(RATE)?;
+    u64::try_from(bits / 8).map_err(|_| RATE)
+}
+
 /// Lowercase without whitespace (mtg strips spaces and tabs and ignores case).
 fn normalise(text: &str) -> String {
     text.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase()
@@ -268,6 +293,29 @@ mod tests {
         }
         for bad in ["", "mb", "1xb", "-1kb", "1.2.3kb", "16eib", "1e3"] {
             assert_eq!(bytes(bad), Err(BYTES), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rates_take_byte_sizes_and_bits_per_second() {
+        let ok = [
+            ("1mib", 1 << 20),
+            ("1mb", 1 << 20),
+            ("500kib", 500 << 10),
+            ("1kb", 1024),
+            ("8mbit", 1_000_000),
+            ("500kbit", 62_500),
+            ("20 Mbit", 2_500_000),
+            ("1.5mbit", 187_500),
+            ("1gbit", 125_000_000),
+            ("800bit", 100),
+            ("4096", 4096),
+        ];
+        for (text, want) in ok {
+            assert_eq!(rate(text), Ok(want), "{text}");
+        }
+        for bad in ["", "mbit", "1xbit", "-1mbit", "1mibit", "1.2.3mbit", "fast", "16eib"] {
+            assert_eq!(rate(bad), Err(RATE), "{bad}");
         }
     }
 

@@ -69,6 +69,9 @@ pub struct UserView {
     /// Most distinct client addresses with live sessions (absent = no limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_ips: Option<u32>,
+    /// The rate limit in bytes per second, each direction (absent = no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u64>,
     /// The user's own ad tag (`[secret-ad-tags]`), 32 hex; absent when it has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ad_tag: Option<String>,
@@ -92,6 +95,7 @@ impl UserView {
             expires: limits.expires.map(|at| crate::users::stats_json::rfc3339_ms(at.saturating_mul(1000))),
             disabled: limits.disabled.then_some(true),
             max_ips: Some(limits.max_ips).filter(|&n| n > 0),
+            rate_limit: limits.rate_limit,
         }
     }
 }
@@ -99,7 +103,7 @@ impl UserView {
 /// The limit fields both `POST /secrets` and `PUT /secrets` entries take: the values of the
 /// `[secret-limits.NAME]` keys, in the same formats (`quota`: bytes or a size string;
 /// `quota_reset`: `none`/`monthly`; `expires`: RFC 3339 or `YYYY-MM-DD`; `disabled`: bool;
-/// `max_connections`, `max_ips`: counts). Absent, `null`, `""`, `0` and `false` mean "no limit".
+/// `max_connections`, `max_ips`: counts; `rate_limit`: bytes/s or a rate string). Absent, `null`, `""`, `0` and `false` mean "no limit".
 #[derive(Debug, Default)]
 struct LimitFields {
     max_connections: Option<Value>,
@@ -108,6 +112,7 @@ struct LimitFields {
     expires: Option<Value>,
     disabled: Option<Value>,
     max_ips: Option<Value>,
+    rate_limit: Option<Value>,
 }
 
 impl LimitFields {
@@ -121,6 +126,7 @@ impl LimitFields {
             ("expires", self.expires),
             ("disabled", self.disabled),
             ("max-ips", self.max_ips),
+            ("rate-limit", self.rate_limit),
         ] {
             if let Some(value) = value.and_then(json_to_toml) {
                 table.insert(key.to_owned(), value);
@@ -188,6 +194,7 @@ struct AddUser {
     expires: Option<Value>,
     disabled: Option<Value>,
     max_ips: Option<Value>,
+    rate_limit: Option<Value>,
 }
 
 /// One user in the body of `PUT /secrets`.
@@ -202,6 +209,7 @@ struct Entry {
     expires: Option<Value>,
     disabled: Option<Value>,
     max_ips: Option<Value>,
+    rate_limit: Option<Value>,
 }
 
 /// The body of `PUT /secrets`: the whole new set of users, and the global ad tag (absent =
@@ -355,6 +363,7 @@ pub async fn add(control: &Control, body: &[u8]) -> Result<Added, ApiError> {
         expires: request.expires,
         disabled: request.disabled,
         max_ips: request.max_ips,
+        rate_limit: request.rate_limit,
     }
     .parse("")?;
     let name = request.name;
@@ -422,6 +431,7 @@ pub async fn replace(control: &Control, body: &[u8]) -> Result<BTreeMap<String, 
             expires: entry.expires,
             disabled: entry.disabled,
             max_ips: entry.max_ips,
+            rate_limit: entry.rate_limit,
         }
         .parse(&format!("secrets.{name}."))?;
         let own_tag = parse_ad_tag(entry.ad_tag, &format!("secrets.{name}.ad_tag"))?;
@@ -755,6 +765,7 @@ mod tests {
             expires: Some(1_798_761_599),
             disabled: true,
             max_ips: 2,
+            rate_limit: Some(2_500_000),
         };
         let some = SecretLimits { quota: Some(5), ..SecretLimits::default() };
         let want = state(&[("alice", &a), ("bob", &b), ("carol", &c)], &[("bob", full), ("carol", some)]);
@@ -864,12 +875,13 @@ mod tests {
                 expires: get("expires"),
                 disabled: get("disabled"),
                 max_ips: get("max_ips"),
+                rate_limit: get("rate_limit"),
             }
             .parse("")
         };
         let ok = fields(serde_json::json!({
             "quota": "10GB", "quota_reset": "Monthly", "expires": "2026-12-31",
-            "disabled": true, "max_connections": 2, "max_ips": 3
+            "disabled": true, "max_connections": 2, "max_ips": 3, "rate_limit": "20mbit"
         }))
         .unwrap();
         assert_eq!(
@@ -881,9 +893,12 @@ mod tests {
                 expires: Some(1_798_675_200),
                 disabled: true,
                 max_ips: 3,
+                rate_limit: Some(2_500_000),
             }
         );
         assert_eq!(fields(serde_json::json!({"quota": 1024})).unwrap().quota, Some(1024));
+        assert_eq!(fields(serde_json::json!({"rate_limit": 4096})).unwrap().rate_limit, Some(4096));
+        assert_eq!(fields(serde_json::json!({"rate_limit": "1mib"})).unwrap().rate_limit, Some(1 << 20));
         assert!(
             fields(serde_json::json!({"quota": "", "disabled": false, "expires": null}))
                 .unwrap()
@@ -904,6 +919,8 @@ mod tests {
             (serde_json::json!({"max_connections": {"a": 1}}), "field `max_connections`"),
             (serde_json::json!({"max_ips": -1}), "field `max_ips`"),
             (serde_json::json!({"max_ips": "two"}), "field `max_ips`"),
+            (serde_json::json!({"rate_limit": "fast"}), "field `rate_limit`"),
+            (serde_json::json!({"rate_limit": -5}), "field `rate_limit`"),
         ] {
             let e = fields(body.clone()).unwrap_err();
             assert_eq!(e.status, 400, "{body}");

@@ -25,6 +25,10 @@ impl Control {
                     disabled: limits.disabled.then_some(true),
                     max_ips: (limits.max_ips > 0).then_some(u64::from(limits.max_ips)),
                     ips: (limits.max_ips > 0).then(|| stats.addresses() as u64),
+                    rate_limit: limits.rate_limit,
+                    rate_limited_ms: limits
+                        .rate_limit
+                        .map(|_| u64::try_from(stats.rate().limited().as_millis()).unwrap_or(u64::MAX)),
                 };
                 (name.as_str(), stats.snapshot(), extra)
             })

@@ -7,7 +7,8 @@
 //!  client ◄─ ClientOut ◄─ encode_packet / simple_ack_bytes ◄─ ClientSlot::recv
 //! ```
 //! Accounting is the direct relay's: the same user counters (`Admitted`), the same traffic
-//! meters, the same idle timeout and the same revocation by a reload.
+//! meters, the same idle timeout, the same revocation by a reload and the same `rate-limit`
+//! (reads from the client wait for the user's up bucket, answer records for its down bucket).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,8 +30,10 @@ use crate::runtime::Runtime;
 use crate::users::accounting::Admitted;
 
 use super::buffer_pool;
+use super::rate_gate::RateGate;
 use super::relay::{End, READ_CHUNK};
 use super::{Shared, with_timeout};
+use crate::users::rate_limit::Direction;
 
 /// Least time between two fallback log lines.
 const FALLBACK_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -118,6 +121,8 @@ pub(super) struct MiddleReady<R: Runtime> {
     /// What the client sent after its handshake (still encrypted).
     pub(super) leftover: Vec<u8>,
     pub(super) admitted: Admitted,
+    /// The user's rate limit: reads from the client, answers to it.
+    pub(super) gates: (RateGate<R>, RateGate<R>),
     pub(super) meters: [Traffic; 2],
     pub(super) watch: async_channel::Receiver<()>,
     pub(super) idle: Duration,
@@ -126,6 +131,17 @@ pub(super) struct MiddleReady<R: Runtime> {
     pub(super) started: Instant,
     /// The gauges this session holds up (client, user, middle proxy) until it ends.
     pub(super) _live: [GaugeGuard; 3],
+}
+
+impl<R: Runtime> MiddleReady<R> {
+    /// The rate gates (up, down) of a session of the `admitted` user.
+    pub(super) fn gates(admitted: &Admitted) -> (RateGate<R>, RateGate<R>) {
+        let (user, waited) = (admitted.shared_stats(), admitted.rate_meter());
+        (
+            RateGate::new(user.clone(), Direction::Up, waited.clone()),
+            RateGate::new(user, Direction::Down, waited),
+        )
+    }
 }
 
 /// The per-session parts of a middle-proxy session, before its counters are attached.
@@ -160,14 +176,23 @@ pub(super) fn client_leg<R: Runtime>(
 }
 
 /// Reads from the client into a pooled buffer taken for each poll and given back when the
-/// read is pending, so an idle session holds no read buffer (as the direct relay's pumps).
-/// The caller gives the buffer back after use.
-fn read_pooled<S: futures_util::AsyncRead + Unpin>(
-    client: &mut S,
-) -> impl Future<Output = std::io::Result<(Box<[u8]>, usize)>> + '_ {
+/// read is pending, so an idle session holds no read buffer (as the direct relay's pumps);
+/// each read waits for the user's rate (`gate`). The caller gives the buffer back after use.
+fn read_pooled<'a, S: futures_util::AsyncRead + Unpin, R: Runtime>(
+    client: &'a mut S,
+    gate: &'a mut RateGate<R>,
+) -> impl Future<Output = std::io::Result<(Box<[u8]>, usize)>> + 'a {
     std::future::poll_fn(move |cx| {
+        let Poll::Ready(limit) = gate.poll_grant(cx, READ_CHUNK) else {
+            return Poll::Pending;
+        };
         let mut buf = buffer_pool::take();
-        match std::pin::Pin::new(&mut *client).poll_read(cx, &mut buf[..READ_CHUNK]) {
+        let read = std::pin::Pin::new(&mut *client).poll_read(cx, &mut buf[..limit.min(READ_CHUNK)]);
+        gate.settle(match read {
+            Poll::Ready(Ok(n)) => n,
+            _ => 0,
+        });
+        match read {
             Poll::Ready(Ok(n)) => Poll::Ready(Ok((buf, n))),
             Poll::Ready(Err(e)) => {
                 buffer_pool::give(buf);
@@ -205,7 +230,7 @@ pub(super) async fn relay<R: Runtime>(ready: &mut MiddleReady<R>) -> End {
     let mut timer = R::timer_at(expires_at.map_or(idle_at, |at| at.min(idle_at)));
     loop {
         let event = {
-            let read = std::pin::pin!(read_pooled(&mut ready.client));
+            let read = std::pin::pin!(read_pooled(&mut ready.client, &mut ready.gates.0));
             let answer = std::pin::pin!(ready.slot.recv());
             let revoked = std::pin::pin!(ready.watch.recv());
             match select(select(read, answer), select(revoked, &mut timer)).await {
@@ -351,6 +376,7 @@ async fn write_records<R: Runtime>(
     out: &mut [u8],
 ) -> Result<(), End> {
     for chunk in encoded.chunks(ClientOut::MAX_CHUNK) {
+        ready.gates.1.take(chunk.len()).await;
         out[ClientOut::HEADROOM..ClientOut::HEADROOM + chunk.len()].copy_from_slice(chunk);
         let range = ready.client_out.process(out, chunk.len()).map_err(End::Protocol)?;
         ready.client.write_all(&out[range]).await.map_err(End::Io)?;

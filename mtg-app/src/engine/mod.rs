@@ -12,6 +12,7 @@ mod hints;
 mod listener;
 mod middle_session;
 mod probe_limit;
+pub(crate) mod rate_gate;
 pub(crate) mod relay;
 #[doc(hidden)]
 pub mod relay_probe;
@@ -482,6 +483,7 @@ mod tests {
         expires: None,
         disabled: false,
         max_ips: 0,
+        rate_limit: None,
     };
 
     fn user(name: &str, n: u8) -> (String, Secret) {

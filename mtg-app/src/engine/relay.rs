@@ -20,6 +20,8 @@ use crate::runtime::Runtime;
 use crate::users::accounting::Admitted;
 
 use super::buffer_pool;
+use super::rate_gate::RateGate;
+use crate::users::rate_limit::Direction;
 
 /// Most chunks one direction moves per wake-up before yielding to other tasks.
 const CHUNKS_PER_POLL: usize = 16;
@@ -122,14 +124,17 @@ impl<T: Transform> Pump<T> {
     }
 
     /// Moves what it can. `Ready(Ok(()))` once the source ended and everything was written.
-    fn poll_pump<R, W>(
+    /// With a `gate` (an admitted user's session), each read waits for the user's rate.
+    fn poll_pump<Rt, R, W>(
         &mut self,
         cx: &mut Context<'_>,
         from: &mut R,
         to: &mut W,
         active: &mut bool,
+        mut gate: Option<&mut RateGate<Rt>>,
     ) -> Poll<Result<(), End>>
     where
+        Rt: Runtime,
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
@@ -161,7 +166,7 @@ impl<T: Transform> Pump<T> {
                     Poll::Pending => Poll::Pending,
                 };
             }
-            let limit = match self.transform.poll_read_limit(cx) {
+            let mut limit = match self.transform.poll_read_limit(cx) {
                 Poll::Ready(limit) => limit.min(T::READ_MAX),
                 Poll::Pending => {
                     // Paced: nothing in flight until the timer fires.
@@ -169,8 +174,25 @@ impl<T: Transform> Pump<T> {
                     return Poll::Pending;
                 }
             };
+            if let Some(gate) = gate.as_deref_mut() {
+                match gate.poll_grant(cx, limit) {
+                    Poll::Ready(granted) => limit = granted.min(limit),
+                    Poll::Pending => {
+                        // Rate-limited: nothing in flight until the user's bucket has tokens.
+                        self.release();
+                        return Poll::Pending;
+                    }
+                }
+            }
             let buf = self.buf.get_or_insert_with(buffer_pool::take);
-            match Pin::new(&mut *from).poll_read(cx, &mut buf[T::READ_AT..T::READ_AT + limit]) {
+            let read = Pin::new(&mut *from).poll_read(cx, &mut buf[T::READ_AT..T::READ_AT + limit]);
+            if let Some(gate) = gate.as_deref_mut() {
+                gate.settle(match read {
+                    Poll::Ready(Ok(n)) => n,
+                    _ => 0,
+                });
+            }
+            match read {
                 Poll::Ready(Ok(0)) => {
                     self.eof = true;
                     self.release();
@@ -249,6 +271,8 @@ pub(crate) struct Relay<R: Runtime, S, Up, Down> {
     reported: (u64, u64),
     /// Closed when the user is removed, re-keyed or disabled, or uses up its quota.
     revoked: Option<Pin<Box<async_channel::Receiver<()>>>>,
+    /// The user's rate limit, (up, down): admitted sessions only.
+    gates: Option<Box<(RateGate<R>, RateGate<R>)>>,
 }
 
 impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Transform, Down: Transform> Relay<R, S, Up, Down> {
@@ -267,12 +291,19 @@ impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Transform, Down: Transfo
             meters: Vec::new(),
             reported: (0, 0),
             revoked: None,
+            gates: None,
         }
     }
 
     /// Counts this relay's payload bytes into an admitted user's counters as they move (the
-    /// user's quota binds it) and ends it at the user's `expires`.
+    /// user's quota binds it), holds both directions to the user's `rate-limit` (whatever a
+    /// reload makes it) and ends it at the user's `expires`.
     pub(crate) fn counting(mut self, admitted: Admitted) -> Self {
+        let (user, waited) = (admitted.shared_stats(), admitted.rate_meter());
+        self.gates = Some(Box::new((
+            RateGate::new(user.clone(), Direction::Up, waited.clone()),
+            RateGate::new(user, Direction::Down, waited),
+        )));
         if let Some(left) = admitted.until_expiry() {
             let now = Instant::now();
             R::reset(&mut self.timer, (self.last_activity + self.idle).min(now + left));
@@ -323,8 +354,12 @@ impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Transform, Down: Transfo
             return Poll::Ready(End::Revoked);
         }
         let mut active = false;
-        let up = this.up.poll_pump(cx, &mut this.client, &mut this.upstream, &mut active);
-        let down = this.down.poll_pump(cx, &mut this.upstream, &mut this.client, &mut active);
+        let (up_gate, down_gate) = match this.gates.as_deref_mut() {
+            Some((up, down)) => (Some(up), Some(down)),
+            None => (None, None),
+        };
+        let up = this.up.poll_pump(cx, &mut this.client, &mut this.upstream, &mut active, up_gate);
+        let down = this.down.poll_pump(cx, &mut this.upstream, &mut this.client, &mut active, down_gate);
         if active {
             this.report();
         }
@@ -365,6 +400,11 @@ impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Transform, Down: Transfo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No rate gate (the pumps of a relay without an admitted user).
+    fn no_gate() -> Option<&'static mut RateGate<crate::runtime::Selected>> {
+        None
+    }
 
     /// Gives its chunks one per read, then `Pending` forever.
     struct Chunks(Vec<&'static [u8]>);
@@ -415,12 +455,12 @@ mod tests {
 
         let mut from = Chunks(vec![b"hello", b" world"]);
         let mut to = Gate { open: false, got: Vec::new() };
-        assert!(pump.poll_pump(&mut cx, &mut from, &mut to, &mut active).is_pending());
+        assert!(pump.poll_pump(&mut cx, &mut from, &mut to, &mut active, no_gate()).is_pending());
         assert!(pump.buf.is_some(), "bytes waiting for a blocked writer keep the buffer");
         assert!(to.got.is_empty());
 
         to.open = true;
-        assert!(pump.poll_pump(&mut cx, &mut from, &mut to, &mut active).is_pending());
+        assert!(pump.poll_pump(&mut cx, &mut from, &mut to, &mut active, no_gate()).is_pending());
         assert_eq!(to.got, b"hello world");
         assert!(pump.buf.is_none(), "nothing to read and nothing to write: the buffer is given back");
         assert_eq!(pump.transform.bytes, 11);
@@ -434,7 +474,7 @@ mod tests {
         assert!(pump.buf.is_some());
         let mut from = Chunks(vec![b"next"]);
         let mut to = Gate { open: true, got: Vec::new() };
-        assert!(pump.poll_pump(&mut cx, &mut from, &mut to, &mut active).is_pending());
+        assert!(pump.poll_pump(&mut cx, &mut from, &mut to, &mut active, no_gate()).is_pending());
         assert_eq!(to.got, b"replayed next");
         assert!(pump.buf.is_none());
     }

@@ -20,6 +20,7 @@ use mtg_proto::{ClientToDc, DcToClient};
 
 use super::relay::{Plain, Pump, Relay, Transform};
 use super::shaper::Shaped;
+use crate::config::SecretLimits;
 use crate::metrics::Metrics;
 use crate::runtime::Selected;
 use crate::users::accounting::UserStats;
@@ -55,11 +56,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Probe<S> {
         drs: bool,
         pacing: Option<Weibull>,
     ) -> Self {
+        Self::telegram_limited(client, dc, up, down, drs, pacing, None)
+    }
+
+    /// [`Self::telegram`] for a user with `rate-limit = rate` (bytes per second), its waits
+    /// counted into a metric as `session.rs` wires it.
+    pub fn telegram_limited(
+        client: S,
+        dc: S,
+        up: ClientToDc,
+        down: DcToClient,
+        drs: bool,
+        pacing: Option<Weibull>,
+        rate: Option<u64>,
+    ) -> Self {
         let gate = Arc::new(UserGate::default());
-        let admitted = Arc::new(UserStats::default())
-            .try_admit(None, IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0, gate.clone())
-            .expect("no cap");
+        let stats = Arc::new(UserStats::default());
+        stats.set_limits(&SecretLimits { rate_limit: rate, ..SecretLimits::default() });
+        let mut admitted =
+            stats.try_admit(None, IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0, gate.clone()).expect("no cap");
         let metrics = Metrics::new("probe");
+        if rate.is_some() {
+            admitted = admitted.with_rate_meter(metrics.user_rate_limited("probe"));
+        }
         let (_, user_traffic) = metrics.user_connection("probe");
         let (_, dc_traffic) = metrics.telegram_connection(IpAddr::V4(Ipv4Addr::LOCALHOST), 2);
         let down = Shaped::<Selected>::new(down, drs, pacing);

@@ -376,6 +376,7 @@ fn open_middle<R: Runtime>(
         slot,
         leftover: conn.buf[consumed..].to_vec(),
         client: conn.client,
+        gates: MiddleReady::<R>::gates(&admitted),
         admitted,
         meters: [user_traffic, middle_traffic],
         watch,
@@ -576,7 +577,10 @@ fn admit(shared: &Shared, users: &Directory, user: UserId, ip: std::net::IpAddr)
     let throttle_cap = shared.throttle.as_ref().and_then(|t| t.cap(user.0 as usize));
     let cap = limits::tighter(own_cap, throttle_cap);
     match stats.try_admit(cap, ip, limits.max_ips, now_ms, gate.clone()) {
-        Ok(admitted) => {
+        Ok(mut admitted) => {
+            if limits.rate_limit.is_some() {
+                admitted = admitted.with_rate_meter(shared.metrics().user_rate_limited(name));
+            }
             let (live, traffic) = shared.metrics().user_connection(name);
             Admission::Admitted(Slot { admitted, live, traffic })
         }

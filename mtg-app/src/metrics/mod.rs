@@ -43,6 +43,7 @@ pub(crate) enum Name {
     UserTraffic,
     UserThrottled,
     UserFrontedByLimit,
+    UserRateLimited,
     MiddleProxyFetches,
     MiddleProxyEndpoints,
     MiddleProxyFallbacks,
@@ -62,7 +63,7 @@ pub(crate) enum Kind {
 }
 
 impl Name {
-    const ALL: [Self; 20] = [
+    const ALL: [Self; 21] = [
         Self::ClientConnections,
         Self::TelegramConnections,
         Self::DomainFrontingConnections,
@@ -78,6 +79,7 @@ impl Name {
         Self::UserTraffic,
         Self::UserThrottled,
         Self::UserFrontedByLimit,
+        Self::UserRateLimited,
         Self::MiddleProxyFetches,
         Self::MiddleProxyEndpoints,
         Self::MiddleProxyFallbacks,
@@ -103,6 +105,7 @@ impl Name {
             Self::UserTraffic => "user_traffic",
             Self::UserThrottled => "user_throttled",
             Self::UserFrontedByLimit => "user_fronted_by_limit",
+            Self::UserRateLimited => "user_rate_limited_milliseconds",
             Self::MiddleProxyFetches => "middle_proxy_fetches",
             Self::MiddleProxyEndpoints => "middle_proxy_endpoints",
             Self::MiddleProxyFallbacks => "middle_proxy_fallbacks",
@@ -148,6 +151,9 @@ impl Name {
             Self::UserThrottled => "Sessions of a user closed at its connection cap",
             Self::UserFrontedByLimit => {
                 "Sessions of a user fronted because it was disabled, expired or over quota"
+            }
+            Self::UserRateLimited => {
+                "Milliseconds the directions of a user's sessions waited for its rate-limit, summed over them"
             }
             Self::MiddleProxyFetches => "Fetches of the middle-proxy secret and lists, by outcome",
             Self::MiddleProxyEndpoints => "Middle-proxy addresses in the current snapshot",
@@ -244,6 +250,22 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// A rate-limited user's `user_rate_limited_milliseconds` counter, resolved at session start.
+#[derive(Debug, Clone)]
+pub struct Waited(Counter);
+
+impl Waited {
+    /// Adds `ns` nanoseconds of waiting; `carry` holds the caller's part of a millisecond
+    /// not counted yet.
+    pub fn add_ns(&self, carry: &mut u64, ns: u64) {
+        *carry = carry.saturating_add(ns);
+        if *carry >= 1_000_000 {
+            self.0.inc_by(*carry / 1_000_000);
+            *carry %= 1_000_000;
+        }
     }
 }
 
@@ -420,6 +442,11 @@ impl Metrics {
     pub fn user_fronted_by_limit(&self, user: &str, reason: &str) {
         let labels: Labels = vec![("user", user.into()), ("reason", reason.into())];
         self.store.counter(Name::UserFrontedByLimit, labels).inc();
+    }
+
+    /// The counter of the time `user`'s sessions wait for its rate limit.
+    pub fn user_rate_limited(&self, user: &str) -> Waited {
+        Waited(self.store.counter(Name::UserRateLimited, vec![("user", user.into())]))
     }
 
     /// A fetch of a middle-proxy `document` (`secret`, `config`, `config_v6`) ended with

@@ -44,6 +44,10 @@ fn events_reach_their_series_with_mtg_labels() {
     metrics.iplist_size("allowlist", 2);
     metrics.user_throttled("alice");
     metrics.user_fronted_by_limit("bob", "quota");
+    let mut carry = 0;
+    let waited = metrics.user_rate_limited("bob");
+    waited.add_ns(&mut carry, 1_500_000);
+    waited.add_ns(&mut carry, 600_000);
     let (_user, user_traffic) = metrics.user_connection("alice");
     user_traffic.add(7, 9);
     metrics.middle_proxy_fetch("secret", "ok");
@@ -67,6 +71,7 @@ fn events_reach_their_series_with_mtg_labels() {
         "proxy_iplist_size{ip_list=\"allowlist\"} 2\n",
         "proxy_user_throttled_total{user=\"alice\"} 1\n",
         "proxy_user_fronted_by_limit_total{user=\"bob\",reason=\"quota\"} 1\n",
+        "proxy_user_rate_limited_milliseconds_total{user=\"bob\"} 2\n",
         "proxy_user_connections{user=\"alice\"} 1\n",
         "proxy_user_traffic_total{user=\"alice\",direction=\"from_client\"} 7\n",
         "proxy_user_traffic_total{user=\"alice\",direction=\"to_client\"} 9\n",

@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::SecretLimits;
+use crate::metrics::Waited;
 
 use super::gate::UserGate;
+use super::rate_limit::UserRate;
 
 /// No quota (`quota_limit`) / no expiry (`expires_ms`).
 const NONE_U64: u64 = u64::MAX;
@@ -35,6 +37,8 @@ pub struct UserStats {
     expires_ms: AtomicI64,
     /// The distinct client addresses with live sessions.
     addresses: Mutex<Addresses>,
+    /// `rate-limit` and its buckets, kept current by reloads.
+    rate: UserRate,
 }
 
 impl Default for UserStats {
@@ -49,6 +53,7 @@ impl Default for UserStats {
             quota_limit: AtomicU64::new(NONE_U64),
             expires_ms: AtomicI64::new(NONE_I64),
             addresses: Mutex::new(Addresses::default()),
+            rate: UserRate::default(),
         }
     }
 }
@@ -151,7 +156,7 @@ impl UserStats {
         }
         self.last_seen_ms.store(now_ms, Ordering::Relaxed);
         gate.admitted();
-        Ok(Admitted { stats: self.clone(), gate, ip })
+        Ok(Admitted { stats: self.clone(), gate, ip, waited: None })
     }
 
     fn lock_addresses(&self) -> std::sync::MutexGuard<'_, Addresses> {
@@ -164,8 +169,15 @@ impl UserStats {
         self.lock_addresses().len()
     }
 
-    /// Takes the quota and the expiry of `limits` for live sessions (at start and reload).
+    /// The user's rate limit and its buckets.
+    pub fn rate(&self) -> &UserRate {
+        &self.rate
+    }
+
+    /// Takes the quota, the expiry and the rate limit of `limits` for live sessions (at start
+    /// and reload).
     pub fn set_limits(&self, limits: &SecretLimits) {
+        self.rate.set(limits.rate_limit);
         self.quota_limit.store(limits.quota.unwrap_or(NONE_U64), Ordering::Relaxed);
         let expires = limits.expires.map_or(NONE_I64, |s| s.saturating_mul(1000));
         self.expires_ms.store(expires, Ordering::Relaxed);
@@ -240,12 +252,30 @@ pub struct Admitted {
     stats: Arc<UserStats>,
     gate: Arc<UserGate>,
     ip: IpAddr,
+    /// The user's `user_rate_limited_milliseconds` counter (rate-limited users).
+    waited: Option<Waited>,
 }
 
 impl Admitted {
     /// The user's counters.
     pub fn stats(&self) -> &UserStats {
         &self.stats
+    }
+
+    /// The user's counters, shared (a session's rate gates hold them).
+    pub fn shared_stats(&self) -> Arc<UserStats> {
+        self.stats.clone()
+    }
+
+    /// Counts the session's waits for the rate limit into `waited` too.
+    pub fn with_rate_meter(mut self, waited: Waited) -> Self {
+        self.waited = Some(waited);
+        self
+    }
+
+    /// The counter of the session's waits for the rate limit, if any.
+    pub fn rate_meter(&self) -> Option<Waited> {
+        self.waited.clone()
     }
 
     /// What the session watches: it ends when this closes (a reload revoked the user, or

@@ -41,6 +41,13 @@ pub struct LimitsJson {
     /// Distinct client addresses with live sessions (with `max_ips`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ips: Option<u64>,
+    /// `rate-limit` in bytes per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u64>,
+    /// Milliseconds the user's session directions waited for the rate limit, summed over them
+    /// (with `rate_limit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limited_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -147,6 +154,8 @@ mod tests {
                     disabled: Some(true),
                     max_ips: Some(2),
                     ips: Some(1),
+                    rate_limit: Some(1 << 20),
+                    rate_limited_ms: Some(1500),
                     ..LimitsJson::default()
                 },
             ),
@@ -173,7 +182,9 @@ mod tests {
       "quota_used": 0,
       "disabled": true,
       "max_ips": 2,
-      "ips": 1
+      "ips": 1,
+      "rate_limit": 1048576,
+      "rate_limited_ms": 1500
     }
   }
 }
