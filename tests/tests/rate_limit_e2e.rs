@@ -84,8 +84,16 @@ fn stats(proxy: &ProxyUnderTest) -> Value {
     serde_json::from_str(&proxy.stats_json()).unwrap()
 }
 
+/// The tests of this file run one at a time: each measures a rate against wall-clock time,
+/// and on a small machine the others' full-speed transfers would take the CPU it measures with.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn one_session_moves_at_the_rate_while_an_unlimited_user_is_not_held_back() {
+    let _serial = one_at_a_time();
     let limited_dc = FakeDc::start(DcMode::Flood { bytes: 3 * MIB as u64 });
     let free_dc = FakeDc::start(DcMode::Flood { bytes: 4 * MIB as u64 });
     let front = FrontingSite::start(HOST);
@@ -114,6 +122,7 @@ fn one_session_moves_at_the_rate_while_an_unlimited_user_is_not_held_back() {
 
 #[test]
 fn two_sessions_share_the_rate_fairly() {
+    let _serial = one_at_a_time();
     let limited_dc = FakeDc::start(DcMode::Flood { bytes: 3 * MIB as u64 / 2 });
     let free_dc = FakeDc::start(DcMode::Flood { bytes: 4 * MIB as u64 });
     let front = FrontingSite::start(HOST);
@@ -153,6 +162,7 @@ fn two_sessions_share_the_rate_fairly() {
 
 #[test]
 fn a_reload_raising_the_rate_speeds_up_a_live_session() {
+    let _serial = one_at_a_time();
     let total = 12 * MIB;
     let dc = FakeDc::start(DcMode::Flood { bytes: total as u64 });
     let front = FrontingSite::start(HOST);
@@ -210,6 +220,7 @@ fn a_reload_raising_the_rate_speeds_up_a_live_session() {
 
 #[test]
 fn middle_proxy_sessions_are_limited_on_answers_too() {
+    let _serial = one_at_a_time();
     use mtg_app::middle::MiddleSnapshot;
     use mtg_proto::middle::{ProxyMap, proxy_config};
     use mtg_tests::mtproto;
@@ -259,6 +270,7 @@ fn middle_proxy_sessions_are_limited_on_answers_too() {
 
 #[test]
 fn a_rate_set_through_the_api_limits_a_live_session_and_is_listed() {
+    let _serial = one_at_a_time();
     const CHUNK: usize = 64 * 1024;
     let dc = FakeDc::start(DcMode::Echo);
     let front = FrontingSite::start(HOST);
