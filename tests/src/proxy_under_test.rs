@@ -128,6 +128,17 @@ impl ProxyUnderTest {
         self.control.data.publish_middle(snapshot);
     }
 
+    /// Publishes a snapshot that sends DC 2 and every other DC (the `default` group) to the
+    /// middle proxy at `middle`, with [`test_secret`](crate::fake_middle::test_secret).
+    pub fn route_to_middle(&self, middle: SocketAddr) {
+        let text = format!("proxy_for 2 {middle};\ndefault 2;\n");
+        self.publish_middle(mtg_app::middle::MiddleSnapshot {
+            secret: crate::fake_middle::test_secret(),
+            v4: mtg_proto::middle::proxy_config::parse(&text).map,
+            v6: mtg_proto::middle::ProxyMap::default(),
+        });
+    }
+
     /// Waits until the middle-proxy store's generation is at least `n`, up to `timeout`;
     /// whether it got there.
     pub fn wait_middle_generation(&self, n: u64, timeout: Duration) -> bool {

@@ -270,8 +270,6 @@ struct Middle {
 }
 
 fn through_a_middle_proxy(limits: &str) -> Middle {
-    use mtg_app::middle::MiddleSnapshot;
-    use mtg_proto::middle::{ProxyMap, proxy_config};
     let dc = FakeDc::start(DcMode::Telegram);
     let front = FrontingSite::start(HOST);
     let middle = mtg_tests::fake_middle::FakeMiddle::start();
@@ -281,12 +279,7 @@ fn through_a_middle_proxy(limits: &str) -> Middle {
         mtg_tests::config_text::OFFLINE_MIDDLE_PROXY
     );
     let proxy = ProxyUnderTest::start(&text);
-    let map = proxy_config::parse(&format!("proxy_for 2 {};\ndefault 2;\n", middle.addr())).map;
-    proxy.publish_middle(MiddleSnapshot {
-        secret: mtg_tests::fake_middle::test_secret(),
-        v4: map,
-        v6: ProxyMap::default(),
-    });
+    proxy.route_to_middle(middle.addr());
     Middle { proxy, middle, _dc: dc, _front: front }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mtg_app::middle::MiddleSnapshot;
 use mtg_proto::Secret;
-use mtg_proto::middle::{ProxyMap, ProxySecret, proxy_config, rpc};
+use mtg_proto::middle::{ProxySecret, proxy_config, rpc};
 use mtg_tests::client::ProxyClient;
 use mtg_tests::config_text::{OFFLINE_MIDDLE_PROXY, closed_port};
 use mtg_tests::fake_bootstrap::{Doc, FakeBootstrap, secret_with};
@@ -74,9 +74,7 @@ fn setup(top: &str) -> Setup {
     let front = FrontingSite::start(HOST);
     let middle = FakeMiddle::start();
     let proxy = ProxyUnderTest::start(&config(&front, &dc, top));
-    let text = format!("proxy_for 2 {};\ndefault 2;\n", middle.addr());
-    let v4 = proxy_config::parse(&text).map;
-    proxy.publish_middle(MiddleSnapshot { secret: test_secret(), v4, v6: ProxyMap::default() });
+    proxy.route_to_middle(middle.addr());
     Setup { proxy, dc, middle, _front: front }
 }
 

@@ -221,8 +221,6 @@ fn a_reload_raising_the_rate_speeds_up_a_live_session() {
 #[test]
 fn middle_proxy_sessions_are_limited_on_answers_too() {
     let _serial = one_at_a_time();
-    use mtg_app::middle::MiddleSnapshot;
-    use mtg_proto::middle::{ProxyMap, proxy_config};
     use mtg_tests::mtproto;
     const PACKET: usize = 16 * 1024;
     const SENT: usize = 32;
@@ -237,12 +235,7 @@ fn middle_proxy_sessions_are_limited_on_answers_too() {
         mtg_tests::config_text::OFFLINE_MIDDLE_PROXY
     );
     let proxy = ProxyUnderTest::start(&text);
-    let map = proxy_config::parse(&format!("proxy_for 2 {};\ndefault 2;\n", middle.addr())).map;
-    proxy.publish_middle(MiddleSnapshot {
-        secret: mtg_tests::fake_middle::test_secret(),
-        v4: map,
-        v6: ProxyMap::default(),
-    });
+    proxy.route_to_middle(middle.addr());
     let addr = proxy.addr();
     // 512 KiB up (within the burst), 2 MiB of answers back: the answers wait for tokens.
     let (first, last, got) = block_on(async move {

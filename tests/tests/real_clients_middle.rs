@@ -8,11 +8,10 @@
 
 use std::time::Duration;
 
-use mtg_app::middle::MiddleSnapshot;
 use mtg_proto::Secret;
-use mtg_proto::middle::{ProxyMap, proxy_config, rpc};
+use mtg_proto::middle::rpc;
 use mtg_tests::config_text::OFFLINE_MIDDLE_PROXY;
-use mtg_tests::fake_middle::{FakeMiddle, Request, test_secret};
+use mtg_tests::fake_middle::{FakeMiddle, Request};
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::{DcMode, FakeDc, netns, real_clients};
 
@@ -78,9 +77,7 @@ fn setup(name: &str, secret: &Secret, secured: bool) -> Setup {
         secret.to_hex()
     );
     let proxy = ProxyUnderTest::start(&config);
-    let text = format!("proxy_for 2 {};\ndefault 2;\n", middle.addr());
-    let v4 = proxy_config::parse(&text).map;
-    proxy.publish_middle(MiddleSnapshot { secret: test_secret(), v4, v6: ProxyMap::default() });
+    proxy.route_to_middle(middle.addr());
     Setup { proxy, dc, middle }
 }
 
