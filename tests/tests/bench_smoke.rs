@@ -26,6 +26,7 @@ fn options() -> Options {
         concurrency: 4,
         settle: Duration::from_millis(50),
         middle_packet: 4096,
+        rate_limit: None,
     }
 }
 
@@ -61,6 +62,16 @@ fn bulk_moves_bytes_through_both_subjects() {
     );
     for f in figures.iter().filter(|f| f.unit == "MB/s") {
         assert!(f.ours > 0.0 && f.baseline.is_some_and(|b| b > 0.0), "{f:?}");
+    }
+}
+
+#[test]
+fn bulk_runs_for_a_rate_limited_user() {
+    let options = Options { streams: vec![1], rate_limit: Some("8mib".into()), ..options() };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let figures = runtime.block_on(async { Mode::Bulk.run(&options).await }).expect("bulk with a rate limit");
+    for f in figures.iter().filter(|f| f.unit == "MB/s") {
+        assert!(f.ours > 0.0, "{f:?}");
     }
 }
 

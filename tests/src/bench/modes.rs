@@ -60,6 +60,8 @@ pub struct Options {
     /// Bytes of each bulk packet in the middle-proxy modes (whole words,
     /// [`super::middle::MIN_PACKET`]..=[`super::middle::MAX_PACKET`]).
     pub middle_packet: usize,
+    /// Every user's `rate-limit` in the measured proxy (`None`: unlimited).
+    pub rate_limit: Option<String>,
 }
 
 /// One benchmark mode.
@@ -155,6 +157,7 @@ impl Rig {
         let site = BenchDc::start(site, 0).await?;
         let mut setup = ProxySetup::with_users(users.max(1), far.addr(), site.addr());
         setup.middle_proxy = middle_proxy;
+        setup.rate_limit.clone_from(&options.rate_limit);
         let subject = Subject::proxy(&options.proxy, &setup).await?;
         let secret = setup.users[0].clone();
         Ok((Self { subject, far, secret }, setup, site))

@@ -41,6 +41,8 @@ pub struct ProxySetup {
     /// A `[middle-proxy]` table: set, every user gets [`AD_TAG`] and is routed through a
     /// middle proxy.
     pub middle_proxy: Option<String>,
+    /// Every user's `rate-limit` (`[secret-limits-default]`), when set.
+    pub rate_limit: Option<String>,
 }
 
 /// The ad tag of the middle-proxy modes.
@@ -51,7 +53,7 @@ impl ProxySetup {
     pub fn with_users(count: usize, dc: SocketAddr, site: SocketAddr) -> Self {
         let users =
             (0..count).map(|_| Secret::fake_tls(rand::random(), HOST).expect("a valid ee secret")).collect();
-        Self { users, dc, site, middle_proxy: None }
+        Self { users, dc, site, middle_proxy: None, rate_limit: None }
     }
 
     /// The config text, listening on `bind`.
@@ -76,6 +78,9 @@ impl ProxySetup {
         if let Some(section) = &self.middle_proxy {
             text.push('\n');
             text.push_str(section);
+        }
+        if let Some(rate) = &self.rate_limit {
+            text.push_str(&format!("\n[secret-limits-default]\nrate-limit = {rate:?}\n"));
         }
         text
     }

@@ -88,6 +88,10 @@ struct RunArgs {
     /// Bytes of each bulk packet in the middle modes (whole words, 64 to 1044480).
     #[arg(long, default_value_t = 32 * 1024)]
     middle_packet: usize,
+    /// A `rate-limit` for every user of the measured proxy (`[secret-limits-default]`), e.g.
+    /// "100mib": the figures are then those of a limited user. Unset: unlimited.
+    #[arg(long)]
+    rate_limit: Option<String>,
     /// Worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -126,6 +130,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         concurrency: args.concurrency,
         settle: Duration::from_millis(args.settle_ms),
         middle_packet: args.middle_packet,
+        rate_limit: args.rate_limit,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
