@@ -143,6 +143,58 @@ fn throttle_caps_the_heavy_users_and_refuses_their_next_session() {
 }
 
 #[test]
+fn a_start_up_burst_within_a_users_limits_is_admitted_while_the_throttle_is_active() {
+    // A Telegram app opens several connections at once when it starts. With the throttle
+    // capping the heavy users, and the light user limited to one address and a rate, all of
+    // its burst from one address gets through.
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let proxy = ProxyUnderTest::start(&config(
+        &["a", "b", "c", "d"],
+        dc.addr(),
+        &front,
+        "[throttle]\nmax-connections = 10\ncheck-interval = \"1h\"\n\
+         [secret-limits.a]\nmax-ips = 1\nrate-limit = \"1mib\"\n",
+    ));
+    let addr = proxy.addr();
+    let heavy = block_on(async move {
+        let mut open = Vec::new();
+        for (n, count) in [(3u8, 6), (4, 6)] {
+            for _ in 0..count {
+                open.push(ProxyClient::connect_ee(addr, &user(n), 2).await.unwrap());
+            }
+        }
+        open
+    });
+    proxy.recompute_throttle();
+    let stats: Value = serde_json::from_str(&proxy.stats_json()).unwrap();
+    assert_eq!(stats["throttle"]["active"], true, "{stats}");
+    let echoed = block_on(async move {
+        let burst: Vec<_> = (0..8u8)
+            .map(|i| {
+                tokio::spawn(async move {
+                    let mut c = ProxyClient::connect_ee(addr, &user(1), 2).await.ok()?;
+                    c.send(&[i; 4]).await.ok()?;
+                    (c.recv_exact(4).await.ok()? == [i; 4]).then_some(c)
+                })
+            })
+            .collect();
+        let mut kept = Vec::new();
+        for attempt in burst {
+            kept.extend(attempt.await.unwrap());
+        }
+        kept
+    });
+    assert_eq!(echoed.len(), 8, "every connection of the burst was served");
+    let stats: Value = serde_json::from_str(&proxy.stats_json()).unwrap();
+    assert_eq!(
+        (stats["users"]["a"]["connections"].as_u64(), stats["users"]["a"]["ips"].as_u64()),
+        (Some(8), Some(1))
+    );
+    drop((echoed, heavy));
+}
+
+#[test]
 fn concurrent_handshakes_of_a_capped_user_never_pass_its_cap() {
     let dc = FakeDc::start(DcMode::Echo);
     let front = FrontingSite::start(HOST);
