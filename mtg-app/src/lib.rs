@@ -12,6 +12,7 @@ pub mod dc_table;
 pub mod doctor;
 pub mod doppel_learn;
 pub mod engine;
+pub mod flight_learn;
 pub mod http_fetch;
 pub mod ip_filter;
 pub mod ip_lists;

@@ -157,6 +157,7 @@ fn minimal_config_gets_every_effective_default() {
             raid_each: Duration::from_secs(6 * 3600),
             drs: false,
             pacing: false,
+            learn_from_fronting: true,
         },
         statsd: Statsd {
             enabled: false,
@@ -310,6 +311,7 @@ repeats-per-raid = 3
 raid-each = "1h"
 drs = true
 pacing = true
+learn-from-fronting = false
 
 [stats.statsd]
 enabled = true
@@ -416,6 +418,7 @@ enabled = true
             raid_each: Duration::from_secs(3600),
             drs: true,
             pacing: true,
+            learn_from_fronting: false,
         },
         statsd: Statsd {
             enabled: true,

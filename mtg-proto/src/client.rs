@@ -12,6 +12,7 @@ use hmac::{Hmac, Mac};
 use rand_core::RngCore;
 use sha2::Sha256;
 
+use crate::doppel::flight_shape::{GROUP_X25519_MLKEM768, HelloKind};
 use crate::obfs2::{self, FRAME_LEN, LegCipher, TAG_PADDED_INTERMEDIATE};
 use crate::relay::Mode;
 use crate::secret::{Secret, SecretKind};
@@ -58,13 +59,27 @@ impl FakeTlsHello {
         rng: &mut (impl RngCore + ?Sized),
         out: &mut Vec<u8>,
     ) -> Option<Self> {
+        Self::build_kind(secret, sni, unix_secs, total_len, HelloKind::X25519, rng, out)
+    }
+
+    /// Like [`Self::build_with`] with the key shares of `kind` (X25519MLKEM768 and X25519, as
+    /// current TDLib and browsers send, or X25519 alone).
+    pub fn build_kind(
+        secret: &Secret,
+        sni: &str,
+        unix_secs: u32,
+        total_len: usize,
+        kind: HelloKind,
+        rng: &mut (impl RngCore + ?Sized),
+        out: &mut Vec<u8>,
+    ) -> Option<Self> {
         if secret.kind() != SecretKind::FakeTls {
             return None;
         }
         let mut session_id = [0u8; 32];
         rng.fill_bytes(&mut session_id);
         let start = out.len();
-        write_hello(out, &session_id, sni, total_len, rng);
+        write_hello(out, &session_id, sni, total_len, kind, rng);
         let mac = Hmac::<Sha256>::new_from_slice(secret.key()).expect("HMAC accepts any key length");
         let records = HelloRecords::scan(&out[start..]).ok().flatten()?;
         let mut m = mac.clone();
@@ -105,6 +120,17 @@ impl FakeTlsHello {
         }
         Ok(Some(len))
     }
+}
+
+/// Appends a Chrome-like ClientHello of `kind` for `sni` with a random client random and
+/// session id: what learning sends to the fronting site to see its first flight.
+pub fn write_probe_hello(out: &mut Vec<u8>, sni: &str, kind: HelloKind, rng: &mut (impl RngCore + ?Sized)) {
+    let mut session_id = [0u8; 32];
+    rng.fill_bytes(&mut session_id);
+    let start = out.len();
+    write_hello(out, &session_id, sni, DEFAULT_HELLO_LEN, kind, rng);
+    let at = start + HEADER_LEN + 6;
+    rng.fill_bytes(&mut out[at..at + RANDOM_LEN]);
 }
 
 /// Splits one hello record into several records whose payloads have the given sizes (the last
@@ -218,12 +244,13 @@ impl ClientSession {
 }
 
 /// Writes a ClientHello record modelled on Chrome's: TLS 1.3 suites after a GREASE value, SNI,
-/// an X25519 key share and a padding extension to reach `total_len`.
+/// the key shares of `kind` and a padding extension to reach `total_len`.
 fn write_hello(
     out: &mut Vec<u8>,
     session_id: &[u8; 32],
     sni: &str,
     total_len: usize,
+    kind: HelloKind,
     rng: &mut (impl RngCore + ?Sized),
 ) {
     fn grease(rng: &mut (impl RngCore + ?Sized)) -> [u8; 2] {
@@ -264,7 +291,15 @@ fn write_hello(
     push_ext(&mut ext, 0x0017, &[]);
     push_ext(&mut ext, 0xff01, &[0x00]);
     let g = grease(rng);
-    push_ext(&mut ext, 0x000a, &[0x00, 0x08, g[0], g[1], 0x00, 0x1d, 0x00, 0x17, 0x00, 0x18]);
+    let mlkem = kind == HelloKind::X25519MlKem768;
+    let mut groups = vec![g[0], g[1]];
+    if mlkem {
+        groups.extend_from_slice(&GROUP_X25519_MLKEM768.to_be_bytes());
+    }
+    groups.extend_from_slice(&[0x00, 0x1d, 0x00, 0x17, 0x00, 0x18]);
+    let mut supported = (groups.len() as u16).to_be_bytes().to_vec();
+    supported.extend_from_slice(&groups);
+    push_ext(&mut ext, 0x000a, &supported);
     push_ext(&mut ext, 0x000b, &[0x01, 0x00]);
     push_ext(&mut ext, 0x0023, &[]);
     push_ext(&mut ext, 0x0010, b"\x00\x0c\x02h2\x08http/1.1");
@@ -278,10 +313,17 @@ fn write_hello(
         ],
     );
     push_ext(&mut ext, 0x0012, &[]);
-    let mut key_share = vec![0x00, 0x29, g[0], g[1], 0x00, 0x01, 0x00, 0x00, 0x1d, 0x00, 0x20];
-    let mut public = [0u8; 32];
-    rng.fill_bytes(&mut public);
-    key_share.extend_from_slice(&public);
+    let mut shares = vec![g[0], g[1], 0x00, 0x01, 0x00];
+    if mlkem {
+        shares.extend_from_slice(&GROUP_X25519_MLKEM768.to_be_bytes());
+        shares.extend_from_slice(&((MLKEM768_KEY_LEN + 32) as u16).to_be_bytes());
+        write_mlkem768_key(&mut shares, rng);
+        shares.extend_from_slice(&server_hello::x25519_public_key(rng));
+    }
+    shares.extend_from_slice(&[0x00, 0x1d, 0x00, 0x20]);
+    shares.extend_from_slice(&server_hello::x25519_public_key(rng));
+    let mut key_share = (shares.len() as u16).to_be_bytes().to_vec();
+    key_share.extend_from_slice(&shares);
     push_ext(&mut ext, 0x0033, &key_share);
     push_ext(&mut ext, 0x002d, &[0x01, 0x01]);
     push_ext(&mut ext, 0x002b, &[0x06, g[0], g[1], 0x03, 0x04, 0x03, 0x03]);
@@ -300,4 +342,29 @@ fn write_hello(
     out.push(0x01);
     out.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
     out.extend_from_slice(&body);
+}
+
+/// Length of an ML-KEM-768 encapsulation key (FIPS 203): 768 packed 12-bit coefficients + 32.
+const MLKEM768_KEY_LEN: usize = 1184;
+
+/// Appends an ML-KEM-768 encapsulation key that passes a server's modulus check: 768 random
+/// coefficients below q = 3329, packed two per three bytes, then a random 32-byte seed. No
+/// one holds its secret; the handshake it starts is never finished.
+fn write_mlkem768_key(out: &mut Vec<u8>, rng: &mut (impl RngCore + ?Sized)) {
+    const Q: u32 = 3329;
+    fn coefficient(rng: &mut (impl RngCore + ?Sized)) -> u32 {
+        loop {
+            let c = rng.next_u32() & 0x0fff;
+            if c < Q {
+                return c;
+            }
+        }
+    }
+    for _ in 0..384 {
+        let (a, b) = (coefficient(rng), coefficient(rng));
+        out.extend_from_slice(&[a as u8, ((a >> 8) | ((b & 0x0f) << 4)) as u8, (b >> 4) as u8]);
+    }
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    out.extend_from_slice(&seed);
 }

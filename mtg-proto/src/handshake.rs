@@ -35,6 +35,7 @@ use rand_core::RngCore;
 use sha2::Sha256;
 use zeroize::Zeroize;
 
+use crate::doppel::flight_shape::FlightProfile;
 use crate::obfs2::{self, FRAME_LEN, FrameHeader, LegCipher, TAG_PADDED_INTERMEDIATE};
 use crate::relay::{ClientIn, ClientLeg, ClientOut, ClientToDc, DcToClient, Mode, Session};
 use crate::replay::ReplayCache;
@@ -51,13 +52,21 @@ pub struct HandshakeConfig {
     pub time_skew: Duration,
     /// Whether `dd` users may connect without FakeTLS (`[secured] enabled`).
     pub secured: bool,
-    /// Length range of the fake certificate record in the server flight.
+    /// Length range of the fake certificate record in the server flight before a flight
+    /// shape is learned.
     pub app_data_len: AppDataLen,
+    /// The fronting site's learned flight shapes (empty: today's fixed layout).
+    pub flight: FlightProfile,
 }
 
 impl Default for HandshakeConfig {
     fn default() -> Self {
-        Self { time_skew: Duration::from_secs(3), secured: false, app_data_len: AppDataLen::default() }
+        Self {
+            time_skew: Duration::from_secs(3),
+            secured: false,
+            app_data_len: AppDataLen::default(),
+            flight: FlightProfile::default(),
+        }
     }
 }
 
@@ -269,6 +278,7 @@ impl ServerHandshake {
                 key: ClientKey(*key),
                 scanned: records.consumed(),
                 app_data_len: self.config.app_data_len,
+                flight: self.config.flight,
                 hello,
             }),
         })
@@ -326,6 +336,7 @@ struct FakeTlsPending {
     /// Bytes of the buffer that were the hello.
     scanned: usize,
     app_data_len: AppDataLen,
+    flight: FlightProfile,
     hello: ClientHello,
 }
 
@@ -372,16 +383,8 @@ impl Pending {
     pub fn accept(self, rng: &mut (impl RngCore + ?Sized), out: &mut Vec<u8>) -> AwaitingFrame {
         let state = match self.wrapper {
             PendingWrapper::FakeTls(tls) => {
-                let FakeTlsPending { mac, key, scanned, app_data_len, hello } = tls;
-                server_hello::write_flight(
-                    out,
-                    &mac,
-                    &hello.random,
-                    hello.session_id(),
-                    hello.cipher_suite,
-                    app_data_len,
-                    rng,
-                );
+                let FakeTlsPending { mac, key, scanned, app_data_len, flight, hello } = tls;
+                server_hello::write_flight(out, &mac, &hello, &flight, app_data_len, rng);
                 FrameState::Tls { key, deframer: Deframer::new(), scanned, frame: [0; FRAME_LEN], have: 0 }
             }
             PendingWrapper::Secured { client, dc } => FrameState::Secured { client, dc },

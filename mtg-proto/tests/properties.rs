@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use mtg_proto::client::ClientSession;
+use mtg_proto::doppel::FlightProfile;
 use mtg_proto::obfs2::{self, is_forbidden_frame};
 use mtg_proto::tls::server_hello::AppDataLen;
 use mtg_proto::{
@@ -602,6 +603,7 @@ const SECURED_ON: HandshakeConfig = HandshakeConfig {
     time_skew: Duration::from_secs(3),
     secured: true,
     app_data_len: AppDataLen { min: 2500, max: 4699 },
+    flight: FlightProfile::EMPTY,
 };
 
 proptest! {

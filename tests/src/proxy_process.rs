@@ -111,13 +111,28 @@ pub fn raise_fd_limit(want: u64) -> u64 {
 
 static CONFIGS: AtomicUsize = AtomicUsize::new(0);
 
+/// `config` with `learn-from-fronting = false` unless it sets the key itself.
+pub fn without_flight_learning(config: &str) -> String {
+    const TABLE: &str = "[defense.doppelganger]";
+    if config.contains("learn-from-fronting") {
+        config.to_owned()
+    } else if config.contains(TABLE) {
+        config.replacen(TABLE, "[defense.doppelganger]\nlearn-from-fronting = false", 1)
+    } else {
+        format!("{config}\n{TABLE}\nlearn-from-fronting = false\n")
+    }
+}
+
 impl ProxyProcess {
     /// Writes `config` (its `bind-to` should be `127.0.0.1:0`) to a temp file, starts
     /// `binary` on it and waits until it logs `serving` (up to 20 s). Panics with the log if
     /// it does not.
+    ///
+    /// Learning the fronting site's flight is turned off unless `config` names
+    /// `learn-from-fronting` (its probes would count as connections to the test's site).
     pub fn start(binary: &str, config: &str, launch: &Launch) -> Self {
         let name = format!("config-{}.toml", CONFIGS.fetch_add(1, Ordering::Relaxed));
-        let file = TempFile::new("mtg-proxy-process-", &name, config);
+        let file = TempFile::new("mtg-proxy-process-", &name, &without_flight_learning(config));
         Self::spawn(binary, file.to_path_buf(), Some(file), launch)
     }
 

@@ -51,6 +51,11 @@ impl ProxyUnderTest {
 
     fn start_with(config: &str, path: Option<std::path::PathBuf>) -> Self {
         let mut loaded = Config::from_toml_str(config).unwrap_or_else(|e| panic!("test config: {e}"));
+        if !config.contains("learn-from-fronting") {
+            // Learning probes the fronting site at start; tests that count its connections
+            // must not see them, so it is on only where a test asks for it.
+            loaded.config.doppelganger.learn_from_fronting = false;
+        }
         if loaded.config.prometheus.bind_to.is_some() {
             loaded.config.prometheus.bind_to = Some("127.0.0.1:0".parse().expect("literal address"));
         }

@@ -289,6 +289,9 @@ pub struct Doppelganger {
     /// `pacing`: delay every record by a Weibull draw (default off: mtg always paces, which
     /// caps one download near 2.4 MB/s).
     pub pacing: bool,
+    /// `learn-from-fronting`: learn the fronting site's first flight and shape the fake one
+    /// after it (default on).
+    pub learn_from_fronting: bool,
 }
 
 /// `[stats.statsd]`.

@@ -73,6 +73,11 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A boolean that defaults to `default` when absent.
+    pub(super) fn flag_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        if self.value(key).is_none() { Ok(default) } else { self.flag(key) }
+    }
+
     /// A count from 1 to `u32::MAX`; 0 = absent.
     pub(super) fn count(&self, key: &str) -> Result<Option<u32>, ConfigError> {
         match self.value(key) {

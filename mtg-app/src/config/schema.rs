@@ -39,6 +39,7 @@ const DOPPELGANGER: &[(&str, Node)] = &[
     ("raid-each", Node::Leaf),
     ("drs", Node::Leaf),
     ("pacing", Node::Leaf),
+    ("learn-from-fronting", Node::Leaf),
 ];
 const DEFENSE: &[(&str, Node)] = &[
     ("anti-replay", Node::Table(ANTI_REPLAY)),

@@ -93,6 +93,7 @@ pub(super) fn read(r: &Reader<'_>, warnings: &mut Vec<ConfigWarning>) -> Result<
             raid_each: r.duration("defense.doppelganger.raid-each")?.unwrap_or(6 * HOUR),
             drs: r.flag("defense.doppelganger.drs")?,
             pacing: r.flag("defense.doppelganger.pacing")?,
+            learn_from_fronting: r.flag_or("defense.doppelganger.learn-from-fronting", true)?,
         },
         statsd: Statsd {
             enabled: r.flag("stats.statsd.enabled")?,

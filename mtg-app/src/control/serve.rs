@@ -189,6 +189,9 @@ fn spawn_tasks<R: Runtime>(
     if !shared.settings().config.doppelganger.urls.is_empty() {
         spawn_tracked(runtime, loop_alive, tasks::learn_loop::<R>(shared.clone(), stopped.clone()));
     }
+    if shared.settings().config.doppelganger.learn_from_fronting {
+        spawn_tracked(runtime, loop_alive, tasks::flight_loop::<R>(shared.clone(), stopped.clone()));
+    }
     spawn_tracked(runtime, loop_alive, tasks::usage_loop::<R>(control.clone(), stopped.clone()));
 }
 

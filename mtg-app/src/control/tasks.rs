@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::engine::{Shared, until_stopped};
 use crate::ip_filter::ListKind;
@@ -146,6 +146,45 @@ pub(super) async fn hangup_loop(
         }
         // The outcome is logged by `reload`.
         let _ = control.reload().await;
+    }
+}
+
+/// Learning the fronting site's first flight: a round at once, then every `raid-each`. The
+/// first failure of a run of failures is a warning, the rest are debug lines.
+pub(super) async fn flight_loop<R: Runtime>(shared: Arc<Shared>, stopped: async_channel::Receiver<()>) {
+    let mut failing = false;
+    loop {
+        let settings = shared.settings();
+        let config = &settings.config;
+        let (timeout, raid_each) = (config.network.timeout.http, config.doppelganger.raid_each);
+        let users = shared.users();
+        let target = users.default_host().map(|host| crate::flight_learn::FlightTarget::for_host(host, config));
+        drop(users);
+        if let Some(target) = target {
+            let doppel = shared.doppelganger();
+            let round = crate::flight_learn::round::<R>(&target, &settings.resolver, timeout, |kind, flight| {
+                doppel.add_flight(kind, flight);
+            });
+            let Some(report) = until_stopped(round, &stopped).await else {
+                return;
+            };
+            if report.observed > 0 {
+                failing = false;
+                let shapes = crate::flight_learn::describe(&doppel.flights()).join("; ");
+                info!(site = %target, observed = report.observed, failed = report.failed, %shapes,
+                    "learned the fronting site's first flight");
+            } else if !failing {
+                failing = true;
+                let error = report.last_error.unwrap_or_default();
+                warn!(site = %target, %error,
+                    "cannot learn the fronting site's first flight; the fake flight keeps its last shape");
+            } else {
+                debug!(site = %target, error = ?report.last_error, "still cannot learn the fronting site's first flight");
+            }
+        }
+        if until_stopped(R::sleep(raid_each), &stopped).await.is_none() {
+            return;
+        }
     }
 }
 

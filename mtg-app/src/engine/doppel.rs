@@ -6,7 +6,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use mtg_proto::doppel::{Samples, Statistics};
+use mtg_proto::doppel::{FlightStats, HelloKind, Samples, Statistics};
+use mtg_proto::tls::server_flight::ObservedFlight;
 
 use crate::doppel_learn::{self, LearnSettings, RaidReport};
 
@@ -17,6 +18,8 @@ pub struct Doppelganger {
     paced_records: AtomicU64,
     /// What every raid so far measured (bounded: the last 4096 of each kind).
     samples: Mutex<Samples>,
+    /// The fronting site's flights seen so far (bounded per kind of hello).
+    flights: Mutex<FlightStats>,
 }
 
 impl Doppelganger {
@@ -44,6 +47,21 @@ impl Doppelganger {
         );
         self.set_statistics(samples.refit(self.statistics()));
         report
+    }
+
+    /// Adds a flight the fronting site sent to a hello of `kind`; sessions from now on shape
+    /// their fake flight after the refitted shapes.
+    pub fn add_flight(&self, kind: HelloKind, flight: ObservedFlight) {
+        let mut flights = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        flights.add(kind, flight);
+        let mut statistics = self.statistics();
+        statistics.flight = flights.profile();
+        self.set_statistics(statistics);
+    }
+
+    /// A copy of the fronting site's flights seen so far.
+    pub fn flights(&self) -> FlightStats {
+        self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Records of ended sessions that waited for a pacing timer.

@@ -9,7 +9,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use mtg_proto::doppel::Statistics;
 use mtg_proto::proxy_protocol::{self, Parsed, ProxiedAddrs};
-use mtg_proto::tls::server_hello::AppDataLen;
 use mtg_proto::{
     AwaitingFrame, ClientToDc, DcToClient, Established, FrameHeader, FrameStep, FrontReason, HandshakeConfig,
     HandshakeContext, HelloStep, HostId, Mode, Pending, ReplayCache, ServerHandshake, UserId,
@@ -167,7 +166,7 @@ async fn prepare<R: Runtime>(
     let client_live = shared.metrics().client_connection(conn.peer.ip());
     let users = shared.users();
     let doppel = shared.doppelganger().statistics();
-    match handshake(&shared, &users, doppel.app_data_len(), &mut conn).await {
+    match handshake(&shared, &users, &doppel, &mut conn).await {
         Ok(accepted) => open_session(runtime, &shared, conn, users, accepted, &doppel, client_live).await,
         Err(exit) => {
             conn.end(&shared, exit).await;
@@ -208,10 +207,10 @@ struct Accepted {
 async fn handshake<R: Runtime>(
     shared: &Shared,
     users: &Directory,
-    app_data_len: AppDataLen,
+    doppel: &Statistics,
     conn: &mut Handshaking<R>,
 ) -> Result<Accepted, Exit> {
-    let pending = authenticate(shared, users, app_data_len, conn).await?;
+    let pending = authenticate(shared, users, doppel, conn).await?;
     let (slot, frame) = admit_and_accept(shared, users, pending, conn).await?;
     let established = read_frame(users, frame, conn).await?;
     Ok(Accepted { slot, established })
@@ -221,10 +220,11 @@ async fn handshake<R: Runtime>(
 async fn authenticate<R: Runtime>(
     shared: &Shared,
     users: &Directory,
-    app_data_len: AppDataLen,
+    doppel: &Statistics,
     conn: &mut Handshaking<R>,
 ) -> Result<Pending, Exit> {
-    let config = HandshakeConfig { app_data_len, ..shared.settings.handshake };
+    let config =
+        HandshakeConfig { app_data_len: doppel.app_data_len(), flight: doppel.flight, ..shared.settings.handshake };
     let hint = shared.hints.get(conn.peer.ip());
     let mut handshake = ServerHandshake::new(config);
     loop {

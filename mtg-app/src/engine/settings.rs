@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mtg_proto::HandshakeConfig;
+use mtg_proto::doppel::FlightProfile;
 use mtg_proto::tls::server_hello::AppDataLen;
 
 use crate::config::Config;
@@ -57,6 +58,7 @@ impl Settings {
                 time_skew: config.tolerate_time_skewness,
                 secured: config.secured,
                 app_data_len: AppDataLen::default(),
+                flight: FlightProfile::EMPTY,
             },
             dcs: DcTable::new(config.prefer_ip, &config.network.dc_overrides),
             resolver: Resolver::new(config.network.dns.as_ref()),

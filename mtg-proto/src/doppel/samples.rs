@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use super::flight_shape::FlightProfile;
 use super::weibull::Weibull;
 use crate::tls::server_hello::AppDataLen;
 
@@ -36,6 +37,8 @@ pub struct Statistics {
     pub delays: Weibull,
     /// The fake certificate size; `None` = mtg's uncalibrated range.
     pub cert: Option<CertSize>,
+    /// The fronting site's learned first-flight shapes (empty: not learned).
+    pub flight: FlightProfile,
 }
 
 impl Statistics {
@@ -99,7 +102,11 @@ impl Samples {
 
     /// `current` with every part that has enough samples replaced by the fitted one.
     pub fn refit(&self, current: Statistics) -> Statistics {
-        Statistics { delays: self.delays().unwrap_or(current.delays), cert: self.cert().or(current.cert) }
+        Statistics {
+            delays: self.delays().unwrap_or(current.delays),
+            cert: self.cert().or(current.cert),
+            flight: current.flight,
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use core::fmt;
 use hmac::Mac;
 
 use super::record::{HEADER_LEN, TYPE_HANDSHAKE, VERSION_TLS10};
+use crate::doppel::flight_shape::{GROUP_X25519_MLKEM768, HelloKind};
 
 /// Most records a ClientHello may be split into (mtg aborts on the 12th).
 pub const MAX_HELLO_RECORDS: usize = 11;
@@ -143,6 +144,8 @@ impl<'a> HelloRecords<'a> {
             session_id: [0; 255],
             session_id_len: 0,
             cipher_suite: 0,
+            tls13_suites: 0,
+            key_shares: 0,
             hosts: [0; MAX_MATCHED_HOSTS],
             host_count: 0,
         };
@@ -166,6 +169,9 @@ impl<'a> HelloRecords<'a> {
             pos += 2;
             if hello.cipher_suite == 0 && !is_grease(suite) {
                 hello.cipher_suite = suite;
+            }
+            if let Some(bit) = tls13_suite_bit(suite) {
+                hello.tls13_suites |= bit;
             }
         }
         if hello.cipher_suite == 0 {
@@ -195,6 +201,8 @@ impl<'a> HelloRecords<'a> {
             }
             if kind == 0x0000 {
                 parse_server_names(&s, pos, data_end, &mut hello, &mut lookup_host)?;
+            } else if kind == 0x0033 {
+                hello.key_shares = key_share_groups(&s, pos, data_end);
             }
             pos = data_end;
         }
@@ -294,6 +302,31 @@ fn parse_server_names(
     Ok(())
 }
 
+/// The bit of a TLS 1.3 cipher suite (`0x1301` to `0x1305`) in [`ClientHello`]'s set.
+fn tls13_suite_bit(suite: u16) -> Option<u8> {
+    (0x1301..=0x1305).contains(&suite).then(|| 1 << (suite - 0x1301))
+}
+
+/// The groups the proxy can answer a key share for, by bit.
+const KEY_SHARE_GROUPS: [u16; 2] = [0x001d, 0x11ec];
+
+/// The known groups of the client's `key_share` entries, as bits of [`KEY_SHARE_GROUPS`]. Lenient:
+/// a malformed list ends the scan (the hello is judged by its digest, not by this).
+fn key_share_groups(s: &Stream<'_, '_>, pos: usize, end: usize) -> u8 {
+    let mut bits = 0;
+    let mut pos = pos + 2;
+    while pos + 4 <= end {
+        let (Ok(group), Ok(len)) = (s.u16(pos), s.u16(pos + 2)) else {
+            break;
+        };
+        if let Some(i) = KEY_SHARE_GROUPS.iter().position(|&g| g == group) {
+            bits |= 1 << i;
+        }
+        pos += 4 + usize::from(len);
+    }
+    bits
+}
+
 /// GREASE values look like `0x?a?a` (RFC 8701); the test is mtg's `(v & 0x0f0f) == 0x0a0a`.
 pub fn is_grease(value: u16) -> bool {
     value & 0x0f0f == 0x0a0a
@@ -348,8 +381,13 @@ pub struct ClientHello {
     pub random: [u8; RANDOM_LEN],
     session_id: [u8; 255],
     session_id_len: u8,
-    /// The first non-GREASE cipher suite, echoed in the ServerHello.
+    /// The first non-GREASE cipher suite, echoed in the ServerHello unless a learned flight
+    /// shape names another one the client offers.
     pub cipher_suite: u16,
+    /// TLS 1.3 suites offered: bit `n` is `0x1301 + n`.
+    tls13_suites: u8,
+    /// Key share groups offered, as bits of [`KEY_SHARE_GROUPS`].
+    key_shares: u8,
     hosts: [u32; MAX_MATCHED_HOSTS],
     host_count: u8,
 }
@@ -368,6 +406,22 @@ impl ClientHello {
     /// The session id (the anti-replay key), 0 to 255 bytes.
     pub fn session_id(&self) -> &[u8] {
         &self.session_id[..usize::from(self.session_id_len)]
+    }
+
+    /// Whether the hello offers the TLS 1.3 cipher suite `suite`.
+    pub fn offers_suite(&self, suite: u16) -> bool {
+        tls13_suite_bit(suite).is_some_and(|bit| self.tls13_suites & bit != 0)
+    }
+
+    /// Whether the hello carries a key share for `group` (X25519 or X25519MLKEM768; other
+    /// groups are not tracked and give `false`).
+    pub fn offers_key_share(&self, group: u16) -> bool {
+        KEY_SHARE_GROUPS.iter().position(|&g| g == group).is_some_and(|i| self.key_shares & (1 << i) != 0)
+    }
+
+    /// Which kind of hello this is, for picking a learned flight shape.
+    pub fn kind(&self) -> HelloKind {
+        if self.offers_key_share(GROUP_X25519_MLKEM768) { HelloKind::X25519MlKem768 } else { HelloKind::X25519 }
     }
 
     /// Configured host ids named in the SNI extension, ascending, without duplicates.

@@ -3,4 +3,5 @@
 
 pub mod client_hello;
 pub mod record;
+pub mod server_flight;
 pub mod server_hello;

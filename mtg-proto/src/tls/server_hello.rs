@@ -1,13 +1,16 @@
 //! The server's answer flight: ServerHello + ChangeCipherSpec + one ApplicationData record,
-//! authenticated by an HMAC written into the server random (reference §4.a).
+//! authenticated by an HMAC written into the server random (reference §4.a), shaped after the
+//! fronting site's flight once learning has seen it (`doppel::flight_shape`).
 
 use hmac::{Hmac, Mac};
 use rand_core::RngCore;
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use super::client_hello::RANDOM_LEN;
+use super::client_hello::{ClientHello, RANDOM_LEN};
 use super::record::{TYPE_APPLICATION_DATA, TYPE_CHANGE_CIPHER_SPEC, TYPE_HANDSHAKE, VERSION_TLS12};
+use super::server_flight::{EXT_KEY_SHARE, EXT_SUPPORTED_VERSIONS, ExtensionOrder};
+use crate::doppel::flight_shape::{FlightProfile, GROUP_X25519, GROUP_X25519_MLKEM768};
 
 /// Offset of the server random in the flight (5 record header + 4 handshake header + 2 version).
 pub const SERVER_RANDOM_OFFSET: usize = 11;
@@ -47,19 +50,34 @@ impl AppDataLen {
 
 /// Appends the whole server flight for a validated hello to `out` and signs it.
 ///
-/// `key` is the matched user's secret key; `client_random` and `session_id` come from the
-/// hello; `cipher_suite` is echoed.
+/// `mac_key` is the matched user's secret key. The ServerHello echoes the hello's session id;
+/// its cipher suite, extension order and key share follow the learned `profile` where the
+/// client offered what the site chose (else the client's first suite, supported_versions then
+/// an X25519 key share). The one ApplicationData record is as long as the site's encrypted
+/// flight, or drawn from `fallback` before anything was learned.
 pub(crate) fn write_flight(
     out: &mut Vec<u8>,
     mac_key: &Hmac<Sha256>,
-    client_random: &[u8; RANDOM_LEN],
-    session_id: &[u8],
-    cipher_suite: u16,
-    app_data: AppDataLen,
+    hello: &ClientHello,
+    profile: &FlightProfile,
+    fallback: AppDataLen,
     rng: &mut (impl RngCore + ?Sized),
 ) {
+    let shape = profile.for_hello(hello.kind());
+    let cipher_suite =
+        shape.map(|s| s.cipher_suite).filter(|&c| hello.offers_suite(c)).unwrap_or(hello.cipher_suite);
+    let group = shape
+        .and_then(|s| s.key_share)
+        .map(|k| k.group)
+        .filter(|&g| g == GROUP_X25519_MLKEM768 && hello.offers_key_share(g))
+        .unwrap_or(GROUP_X25519);
+    let key_len = if group == GROUP_X25519_MLKEM768 { MLKEM768_CIPHERTEXT_LEN + 32 } else { 32 };
+    let order = extension_order(shape.map(|s| s.extensions));
+    let session_id = hello.session_id();
+
     let start = out.len();
-    let body_len = 2 + RANDOM_LEN + 1 + session_id.len() + 2 + 1 + 2 + 46;
+    let extensions_len = 6 + 8 + key_len;
+    let body_len = 2 + RANDOM_LEN + 1 + session_id.len() + 2 + 1 + 2 + extensions_len;
     let record_len = 4 + body_len;
     out.push(TYPE_HANDSHAKE);
     out.extend_from_slice(&VERSION_TLS12);
@@ -72,12 +90,27 @@ pub(crate) fn write_flight(
     out.extend_from_slice(session_id);
     out.extend_from_slice(&cipher_suite.to_be_bytes());
     out.push(0x00);
-    out.extend_from_slice(&[0x00, 0x2e]);
-    out.extend_from_slice(&[0x00, 0x2b, 0x00, 0x02, 0x03, 0x04]);
-    out.extend_from_slice(&[0x00, 0x33, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20]);
-    out.extend_from_slice(&x25519_public_key(rng));
+    out.extend_from_slice(&(extensions_len as u16).to_be_bytes());
+    for kind in order {
+        out.extend_from_slice(&kind.to_be_bytes());
+        if kind == EXT_SUPPORTED_VERSIONS {
+            out.extend_from_slice(&[0x00, 0x02, 0x03, 0x04]);
+        } else {
+            out.extend_from_slice(&((4 + key_len) as u16).to_be_bytes());
+            out.extend_from_slice(&group.to_be_bytes());
+            out.extend_from_slice(&(key_len as u16).to_be_bytes());
+            // X25519MLKEM768's server share is the ML-KEM ciphertext, then the X25519 key.
+            let at = out.len();
+            out.resize(at + key_len - 32, 0);
+            rng.fill_bytes(&mut out[at..]);
+            out.extend_from_slice(&x25519_public_key(rng));
+        }
+    }
     out.extend_from_slice(&[TYPE_CHANGE_CIPHER_SPEC, VERSION_TLS12[0], VERSION_TLS12[1], 0x00, 0x01, 0x01]);
-    let n = app_data.pick(rng);
+    let n = match shape {
+        Some(shape) => shape.draw_encrypted_len(rng),
+        None => fallback.pick(rng),
+    };
     out.push(TYPE_APPLICATION_DATA);
     out.extend_from_slice(&VERSION_TLS12);
     out.extend_from_slice(&(n as u16).to_be_bytes());
@@ -85,8 +118,26 @@ pub(crate) fn write_flight(
     out.resize(body_start + n, 0);
     rng.fill_bytes(&mut out[body_start..]);
 
-    let digest = flight_digest(mac_key, client_random, &out[start..]);
+    let digest = flight_digest(mac_key, &hello.random, &out[start..]);
     out[start + SERVER_RANDOM_OFFSET..start + SERVER_RANDOM_OFFSET + RANDOM_LEN].copy_from_slice(&digest);
+}
+
+/// Length of an ML-KEM-768 ciphertext (FIPS 203).
+const MLKEM768_CIPHERTEXT_LEN: usize = 1088;
+
+/// The order of the fake ServerHello's two extensions: as the site sent them, else
+/// supported_versions first.
+fn extension_order(learned: Option<ExtensionOrder>) -> [u16; 2] {
+    let mut order = [EXT_SUPPORTED_VERSIONS, EXT_KEY_SHARE];
+    if let Some(learned) = learned {
+        let mut known = learned.as_slice().iter().filter(|&&k| k == EXT_SUPPORTED_VERSIONS || k == EXT_KEY_SHARE);
+        if let (Some(&first), Some(&second)) = (known.next(), known.next())
+            && first != second
+        {
+            order = [first, second];
+        }
+    }
+    order
 }
 
 /// `HMAC(key, client_random || flight)` where the flight's server random is zero.
@@ -106,7 +157,7 @@ pub(crate) fn flight_digest(
 }
 
 /// A public key of a fresh X25519 scalar, so the key share is a real curve point.
-fn x25519_public_key(rng: &mut (impl RngCore + ?Sized)) -> [u8; 32] {
+pub(crate) fn x25519_public_key(rng: &mut (impl RngCore + ?Sized)) -> [u8; 32] {
     let mut scalar = [0u8; 32];
     rng.fill_bytes(&mut scalar);
     let secret = StaticSecret::from(scalar);
