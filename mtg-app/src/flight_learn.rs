@@ -142,7 +142,9 @@ pub async fn round<R: Runtime>(
 pub fn describe(stats: &FlightStats) -> Vec<String> {
     HelloKind::ALL
         .iter()
-        .filter_map(|&kind| stats.shape(kind).map(|shape| format!("{}: {}", kind.name(), describe_shape(&shape))))
+        .filter_map(|&kind| {
+            stats.shape(kind).map(|shape| format!("{}: {}", kind.name(), describe_shape(&shape)))
+        })
         .collect()
 }
 

@@ -110,6 +110,29 @@ fn every_check_passes_against_loopback_stand_ins() {
     assert_eq!(sni.len(), 1);
     assert!(sni[0].starts_with("  ✅ localhost resolves to 127.0.0.1"), "{report}");
     assert!(sni[0].ends_with(", our public IP 127.0.0.1"), "{report}");
+    // The rustls site (ring: no X25519MLKEM768) answers both kinds of hello with X25519 and
+    // packs its encrypted flight into one record, which the proxy can imitate in full.
+    let flight = section(
+        &report,
+        &format!("Fronting site's first flight (localhost:{} (SNI localhost))", front.addr().port()),
+    );
+    for kind in ["x25519mlkem768", "x25519"] {
+        let site = format!("  ✅ site, {kind} hello: cipher suite 1301, extensions [");
+        assert!(
+            flight.iter().any(|l| l.starts_with(&site) && l.contains("key share 001d (32 bytes)")),
+            "{report}"
+        );
+        let proxy = format!(
+            "  ✅ proxy, {kind} hello: cipher suite 1301, the site's extension order, key share 001d"
+        );
+        assert!(flight.iter().any(|l| l.starts_with(&proxy)), "{report}");
+    }
+    assert!(flight.iter().all(|l| l.starts_with("  ✅ ")), "{report}");
+    assert_eq!(
+        flight.last(),
+        Some(&"  ✅ in use: the proxy learns this at start and every raid-each"),
+        "{report}"
+    );
 
     // The fake DC saw one padded-intermediate leg per DC, each with a req_pq_multi.
     let mut seen = dc.dc_ids();

@@ -67,9 +67,10 @@ fn drs_records_follow_the_schedule_then_are_full() {
     let dc = FakeDc::start(DcMode::Flood { bytes: total as u64 });
     let front = FrontingSite::start(HOST);
     let proxy = ProxyUnderTest::start(&config(dc.addr(), &front, "drs = true\npacing = true"));
-    proxy
-        .doppelganger()
-        .set_statistics(Statistics { delays: Weibull { shape: 10.0, scale_ms: 10.0 }, ..Statistics::default() });
+    proxy.doppelganger().set_statistics(Statistics {
+        delays: Weibull { shape: 10.0, scale_ms: 10.0 },
+        ..Statistics::default()
+    });
     let records = download(&proxy, total);
     let lens: Vec<usize> = records.iter().map(|r| r.len).collect();
     assert!(lens.len() > 61, "the flood reaches the full-record phase: {} records", lens.len());

@@ -158,13 +158,15 @@ pub(super) async fn flight_loop<R: Runtime>(shared: Arc<Shared>, stopped: async_
         let config = &settings.config;
         let (timeout, raid_each) = (config.network.timeout.http, config.doppelganger.raid_each);
         let users = shared.users();
-        let target = users.default_host().map(|host| crate::flight_learn::FlightTarget::for_host(host, config));
+        let target =
+            users.default_host().map(|host| crate::flight_learn::FlightTarget::for_host(host, config));
         drop(users);
         if let Some(target) = target {
             let doppel = shared.doppelganger();
-            let round = crate::flight_learn::round::<R>(&target, &settings.resolver, timeout, |kind, flight| {
-                doppel.add_flight(kind, flight);
-            });
+            let round =
+                crate::flight_learn::round::<R>(&target, &settings.resolver, timeout, |kind, flight| {
+                    doppel.add_flight(kind, flight);
+                });
             let Some(report) = until_stopped(round, &stopped).await else {
                 return;
             };

@@ -9,6 +9,7 @@
 //! within its timeout.
 
 pub mod dc_probe;
+mod flight;
 pub mod middle;
 pub mod ntp;
 
@@ -162,10 +163,13 @@ pub async fn check<R: Runtime>(path: &Path, loaded: &Loaded, options: &DoctorOpt
         dc_section::<R>(config, &resolver, std::slice::from_ref(proxy), title)
     }));
     let middle = async { if middle::wanted(config) { Some(middle::section(config).await) } else { None } };
-    let ((time, middle), (native, proxied), fronting, sni) = join4(
+    let ((time, middle), (native, proxied), (fronting, flight), sni) = join4(
         futures_util::future::join(time_section(config, &options.ntp_server), middle),
         futures_util::future::join(native, proxied),
-        fronting_section::<R>(config, &resolver),
+        futures_util::future::join(
+            fronting_section::<R>(config, &resolver),
+            flight::section::<R>(config, &resolver),
+        ),
         sni_section::<R>(config, &resolver, &options.detect_url),
     )
     .await;
@@ -173,6 +177,7 @@ pub async fn check<R: Runtime>(path: &Path, loaded: &Loaded, options: &DoctorOpt
     sections.extend(native);
     sections.extend(proxied);
     sections.push(fronting);
+    sections.extend(flight);
     sections.push(sni);
     sections.extend(middle);
     sections

@@ -223,8 +223,11 @@ async fn authenticate<R: Runtime>(
     doppel: &Statistics,
     conn: &mut Handshaking<R>,
 ) -> Result<Pending, Exit> {
-    let config =
-        HandshakeConfig { app_data_len: doppel.app_data_len(), flight: doppel.flight, ..shared.settings.handshake };
+    let config = HandshakeConfig {
+        app_data_len: doppel.app_data_len(),
+        flight: doppel.flight,
+        ..shared.settings.handshake
+    };
     let hint = shared.hints.get(conn.peer.ip());
     let mut handshake = ServerHandshake::new(config);
     loop {

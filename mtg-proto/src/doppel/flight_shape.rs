@@ -89,8 +89,9 @@ impl FlightShape {
 
     /// Smallest and largest bytes the site's encrypted records took on the wire (headers in).
     pub fn encrypted_wire_len(&self) -> (u32, u32) {
-        self.record_ranges().iter().fold((0, 0), |(lo, hi), &(min, max)| {
-            (lo + min + HEADER_LEN as u32, hi + max + HEADER_LEN as u32)
+        self.record_ranges().iter().fold((0u32, 0u32), |(lo, hi), &(min, max)| {
+            let header = HEADER_LEN as u32;
+            (lo.saturating_add(min).saturating_add(header), hi.saturating_add(max).saturating_add(header))
         })
     }
 
@@ -99,12 +100,12 @@ impl FlightShape {
     /// records it stands for, so the flight takes the site's bytes on the wire; at most
     /// [`MAX_ENCRYPTED_RECORD`].
     pub fn draw_encrypted_len(&self, rng: &mut (impl RngCore + ?Sized)) -> usize {
-        let mut total = 0u32;
+        let mut total = 0u64;
         for &(min, max) in self.record_ranges() {
-            let span = max - min + 1;
-            total += HEADER_LEN as u32 + min + rng.next_u32() % span;
+            let span = u64::from(max.saturating_sub(min)) + 1;
+            total += HEADER_LEN as u64 + u64::from(min) + u64::from(rng.next_u32()) % span;
         }
-        total.saturating_sub(HEADER_LEN as u32).clamp(1, MAX_ENCRYPTED_RECORD) as usize
+        total.saturating_sub(HEADER_LEN as u64).clamp(1, u64::from(MAX_ENCRYPTED_RECORD)) as usize
     }
 }
 

@@ -421,7 +421,11 @@ impl ClientHello {
 
     /// Which kind of hello this is, for picking a learned flight shape.
     pub fn kind(&self) -> HelloKind {
-        if self.offers_key_share(GROUP_X25519_MLKEM768) { HelloKind::X25519MlKem768 } else { HelloKind::X25519 }
+        if self.offers_key_share(GROUP_X25519_MLKEM768) {
+            HelloKind::X25519MlKem768
+        } else {
+            HelloKind::X25519
+        }
     }
 
     /// Configured host ids named in the SNI extension, ascending, without duplicates.

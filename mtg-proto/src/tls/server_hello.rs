@@ -130,7 +130,8 @@ const MLKEM768_CIPHERTEXT_LEN: usize = 1088;
 fn extension_order(learned: Option<ExtensionOrder>) -> [u16; 2] {
     let mut order = [EXT_SUPPORTED_VERSIONS, EXT_KEY_SHARE];
     if let Some(learned) = learned {
-        let mut known = learned.as_slice().iter().filter(|&&k| k == EXT_SUPPORTED_VERSIONS || k == EXT_KEY_SHARE);
+        let mut known =
+            learned.as_slice().iter().filter(|&&k| k == EXT_SUPPORTED_VERSIONS || k == EXT_KEY_SHARE);
         if let (Some(&first), Some(&second)) = (known.next(), known.next())
             && first != second
         {
