@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac};
 use rand_core::RngCore;
 use sha2::Sha256;
 
-use crate::doppel::flight_shape::{GROUP_X25519_MLKEM768, HelloKind};
+use crate::doppel::flight_shape::{GROUP_X25519_MLKEM768, HelloKind, PROBE_PREFERRED_SUITE};
 use crate::obfs2::{self, FRAME_LEN, LegCipher, TAG_PADDED_INTERMEDIATE};
 use crate::relay::Mode;
 use crate::secret::{Secret, SecretKind};
@@ -264,9 +264,10 @@ fn write_hello(
     body.extend_from_slice(session_id);
     let mut suites = Vec::new();
     suites.extend_from_slice(&grease(rng));
+    suites.extend_from_slice(&PROBE_PREFERRED_SUITE.to_be_bytes());
     for s in [
-        0x1301u16, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013, 0xc014, 0x009c,
-        0x009d, 0x002f, 0x0035,
+        0x1302u16, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013, 0xc014, 0x009c, 0x009d,
+        0x002f, 0x0035,
     ] {
         suites.extend_from_slice(&s.to_be_bytes());
     }
@@ -280,7 +281,8 @@ fn write_hello(
         ext.extend_from_slice(&(data.len() as u16).to_be_bytes());
         ext.extend_from_slice(data);
     };
-    push_ext(&mut ext, u16::from_be_bytes(grease(rng)), &[]);
+    let first_grease = grease(rng);
+    push_ext(&mut ext, u16::from_be_bytes(first_grease), &[]);
     let name = sni.as_bytes();
     let mut sni_data = Vec::with_capacity(name.len() + 5);
     sni_data.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
@@ -328,7 +330,13 @@ fn write_hello(
     push_ext(&mut ext, 0x002d, &[0x01, 0x01]);
     push_ext(&mut ext, 0x002b, &[0x06, g[0], g[1], 0x03, 0x04, 0x03, 0x03]);
     push_ext(&mut ext, 0x001b, &[0x02, 0x00, 0x02]);
-    push_ext(&mut ext, u16::from_be_bytes(grease(rng)), &[0x00]);
+    // Two extensions of one type make servers refuse the hello (rustls: illegal_parameter),
+    // so the last GREASE extension differs from the first, as BoringSSL makes it.
+    let mut last_grease = grease(rng);
+    if last_grease == first_grease {
+        last_grease = [last_grease[0] ^ 0x10, last_grease[1] ^ 0x10];
+    }
+    push_ext(&mut ext, u16::from_be_bytes(last_grease), &[0x00]);
     // Padding: record header 5 + handshake header 4 + body + 2 (extensions length) + 4.
     let used = HEADER_LEN + 4 + body.len() + 2 + ext.len() + 4;
     let pad = total_len.saturating_sub(used);

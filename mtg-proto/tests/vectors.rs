@@ -134,3 +134,41 @@ fn obfuscated2_snapshots_decrypt_and_encrypt_like_telegram() {
     }
     assert_eq!(n, 2);
 }
+
+#[test]
+fn a_learned_suite_is_copied_only_from_a_site_that_imposes_its_order() {
+    use mtg_proto::doppel::{FlightStats, HelloKind};
+    use mtg_proto::tls::server_flight::{ExtensionOrder, KeyShare, ObservedFlight, RecordSizes};
+
+    let secret = Secret::parse(MTG_SECRET).unwrap();
+    let users = UserTable::new([&secret]);
+    // What learning saw: the site answered the probes (0x1301 first) with `suite`.
+    let learned = |suite: u16| {
+        let mut encrypted = RecordSizes::default();
+        encrypted.push(600);
+        let flight = ObservedFlight {
+            cipher_suite: suite,
+            extensions: ExtensionOrder::DEFAULT,
+            key_share: Some(KeyShare { group: 0x001d, len: 32 }),
+            server_hello_len: 122,
+            change_cipher_spec: true,
+            encrypted,
+        };
+        let mut stats = FlightStats::new();
+        stats.add(HelloKind::X25519, flight);
+        HandshakeConfig { flight: stats.profile(), ..HandshakeConfig::default() }
+    };
+    // The captures list 0x1303 first, then 0x1301 and 0x1302.
+    for (site_choice, answered) in [(0x1301, 0x1303), (0x1302, 0x1302)] {
+        for (name, c) in captures("client-hello-ok-") {
+            let full = b64(&c["full"]);
+            let now = Duration::from_secs(c["time"].as_u64().unwrap());
+            let fed = feed(&users, &mut NoReplayCheck, learned(site_choice), now, &full, &[full.len()], 1);
+            let flight = ObservedFlight::parse(&fed.flight).unwrap();
+            assert_eq!(
+                flight.cipher_suite, answered,
+                "{name}: the site chose {site_choice:04x} for the probes"
+            );
+        }
+    }
+}

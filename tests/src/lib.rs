@@ -7,6 +7,9 @@
 //! * [`fake_middle`]: a fake Telegram middle proxy (handshake, records `RPC_PROXY_REQ`, answers
 //!   `req_pq_multi` with `resPQ`, echoes, pings; hooks to close clients or itself, stall, refuse).
 //! * [`fronting`]: a local HTTPS fronting website with a self-signed certificate.
+//! * [`tls_site`]: a real OpenSSL `s_server` fronting site on loopback.
+//! * [`flight_capture`]: a TLS server's first flight as an observer sees it, re-signing
+//!   captured ClientHellos for a test user and checking the proxy's flight digest.
 //! * [`dns_server`]: a tiny UDP DNS server answering made-up names (for `[network] dns`).
 //! * [`socks_server`]: a real SOCKS5 server (`microsocks`) for `[network] proxies`.
 //! * [`client`]: a Telegram-like client through the proxy (`ee` FakeTLS or `dd`).
@@ -34,6 +37,7 @@ pub mod dns_server;
 pub mod fake_bootstrap;
 pub mod fake_dc;
 pub mod fake_middle;
+pub mod flight_capture;
 pub mod fronting;
 pub mod list_server;
 pub mod mtproto;
@@ -45,6 +49,7 @@ pub mod recorder;
 pub mod runtime;
 pub mod socks_server;
 pub mod temp_file;
+pub mod tls_site;
 
 pub use client::{EeOptions, ProxyClient};
 pub use fake_dc::{DcConnection, DcMode, FakeDc};

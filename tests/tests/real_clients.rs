@@ -3,16 +3,20 @@
 //! `pip install -r tests/clients/requirements.txt`.
 //!
 //! The first two tests pin down what the clients send first, with a silent recorder in place
-//! of the proxy; the others run them through the real proxy to the fake DC.
+//! of the proxy; the others run them through the real proxy to the fake DC, the last one
+//! through a proxy whose first flight is shaped after an OpenSSL fronting site's.
 
 use std::time::Duration;
 
+use mtg_app::flight_learn::{self, PROBES_PER_KIND};
+use mtg_proto::doppel::HelloKind;
 use mtg_proto::obfs2::{self, TAG_PADDED_INTERMEDIATE};
 use mtg_proto::{
     HandshakeConfig, HandshakeContext, HelloStep, NoReplayCheck, Secret, ServerHandshake, UserTable,
 };
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::recorder::{self, Recorder};
+use mtg_tests::tls_site::OpensslSite;
 use mtg_tests::{DcMode, FakeDc, mtproto, netns, real_clients};
 
 const HOST: &str = "front.example";
@@ -159,4 +163,49 @@ fn telethon_reaches_the_fake_dc_through_the_proxy() {
     println!("telethon result: {}", result.json);
     assert_eq!(dc.dc_ids(), [2]);
     assert_eq!(dc.req_pq_nonces().len(), 1, "Telethon's req_pq_multi reached the fake DC");
+}
+
+#[test]
+fn tdlib_and_telethon_connect_through_a_proxy_shaped_after_an_openssl_site() {
+    if !netns::enter("tdlib_and_telethon_connect_through_a_proxy_shaped_after_an_openssl_site") {
+        return;
+    }
+    require_clients();
+    let dc = FakeDc::start(DcMode::Telegram);
+    let site = OpensslSite::start(HOST);
+    let dcs: String = (1..=5).map(|n| format!("{n} = [\"{}\"]\n", dc.addr())).collect();
+    let proxy = ProxyUnderTest::start(&format!(
+        "bind-to = \"127.0.0.1:1\"\n[secrets]\ntdlib = \"{}\"\ntelethon = \"{}\"\n[domain-fronting]\n\
+         host = \"127.0.0.1\"\nport = {}\n[network.dc-overrides]\n{dcs}[secured]\nenabled = true\n\
+         [defense.doppelganger]\nlearn-from-fronting = true\n",
+        ee().to_hex(),
+        dd().to_hex(),
+        site.addr().port()
+    ));
+    // Learning is done once both kinds of hello have their probes' flights.
+    let started = std::time::Instant::now();
+    loop {
+        let flights = proxy.doppelganger().flights();
+        let counts: Vec<usize> = HelloKind::ALL.iter().map(|&k| flights.observations(k)).collect();
+        if counts.iter().all(|&n| n >= PROBES_PER_KIND) {
+            println!(
+                "learned after {:?}: {}",
+                started.elapsed(),
+                flight_learn::describe(&flights).join("; ")
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "learning did not finish: {counts:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let result = real_clients::tdlib_ping(proxy.addr(), &ee(), Duration::from_secs(15));
+    println!("tdlib result: {}", result.json);
+    assert!(!dc.req_pq_nonces().is_empty(), "TDLib's req_pq_multi reached the fake DC");
+    assert!(result.ok(), "TDLib ping failed: {}\n{}", result.json, result.stderr);
+
+    let before = dc.req_pq_nonces().len();
+    let result = real_clients::telethon_dd(proxy.addr(), &dd(), 2, Duration::from_secs(8));
+    println!("telethon result: {}", result.json);
+    assert!(dc.req_pq_nonces().len() > before, "Telethon's req_pq_multi reached the fake DC");
 }

@@ -30,6 +30,9 @@ pub const MAX_ENCRYPTED_RECORD: u32 = 16640;
 pub const GROUP_X25519: u16 = 0x001d;
 /// Named group X25519MLKEM768 (the post-quantum hybrid current browsers offer).
 pub const GROUP_X25519_MLKEM768: u16 = 0x11ec;
+/// The cipher suite learning's probe hellos list first (after GREASE). A site that answers
+/// the probes with it follows the client's order, as OpenSSL and rustls do by default.
+pub const PROBE_PREFERRED_SUITE: u16 = 0x1301;
 
 /// Which kind of ClientHello a flight answers. A site picks its key share from the ones the
 /// client offered, so its ServerHello differs in size (32 or 1120 key bytes) between kinds.

@@ -10,7 +10,9 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use super::client_hello::{ClientHello, RANDOM_LEN};
 use super::record::{TYPE_APPLICATION_DATA, TYPE_CHANGE_CIPHER_SPEC, TYPE_HANDSHAKE, VERSION_TLS12};
 use super::server_flight::{EXT_KEY_SHARE, EXT_SUPPORTED_VERSIONS, ExtensionOrder};
-use crate::doppel::flight_shape::{FlightProfile, GROUP_X25519, GROUP_X25519_MLKEM768};
+use crate::doppel::flight_shape::{
+    FlightProfile, GROUP_X25519, GROUP_X25519_MLKEM768, PROBE_PREFERRED_SUITE,
+};
 
 /// Offset of the server random in the flight (5 record header + 4 handshake header + 2 version).
 pub const SERVER_RANDOM_OFFSET: usize = 11;
@@ -53,8 +55,9 @@ impl AppDataLen {
 /// `mac_key` is the matched user's secret key. The ServerHello echoes the hello's session id;
 /// its cipher suite, extension order and key share follow the learned `profile` where the
 /// client offered what the site chose (else the client's first suite, supported_versions then
-/// an X25519 key share). The one ApplicationData record is as long as the site's encrypted
-/// flight, or drawn from `fallback` before anything was learned.
+/// an X25519 key share; the client's first suite also when the site follows the client's
+/// order, see [`PROBE_PREFERRED_SUITE`]). The one ApplicationData record is as long as the
+/// site's encrypted flight, or drawn from `fallback` before anything was learned.
 pub(crate) fn write_flight(
     out: &mut Vec<u8>,
     mac_key: &Hmac<Sha256>,
@@ -64,8 +67,13 @@ pub(crate) fn write_flight(
     rng: &mut (impl RngCore + ?Sized),
 ) {
     let shape = profile.for_hello(hello.kind());
-    let cipher_suite =
-        shape.map(|s| s.cipher_suite).filter(|&c| hello.offers_suite(c)).unwrap_or(hello.cipher_suite);
+    // A site that answered the probes with their first suite follows the client's order, so
+    // each client gets its own first suite, as from the site; a site that chose another one
+    // imposes its order, so its choice is copied when the client offers it.
+    let cipher_suite = shape
+        .map(|s| s.cipher_suite)
+        .filter(|&c| c != PROBE_PREFERRED_SUITE && hello.offers_suite(c))
+        .unwrap_or(hello.cipher_suite);
     let group = shape
         .and_then(|s| s.key_share)
         .map(|k| k.group)
