@@ -123,7 +123,8 @@ fn every_check_passes_against_loopback_stand_ins() {
             "{report}"
         );
         let proxy = format!(
-            "  ✅ proxy, {kind} hello: cipher suite 1301, the site's extension order, key share 001d"
+            "  ✅ proxy, {kind} hello: the client's first cipher suite (the site follows the client's \
+             order), the site's extension order, key share 001d"
         );
         assert!(flight.iter().any(|l| l.starts_with(&proxy)), "{report}");
     }

@@ -3,7 +3,9 @@
 //! it cannot take (more than one encrypted record; a key share group it cannot imitate).
 //! Skipped when no secret carries a hostname.
 
-use mtg_proto::doppel::flight_shape::{GROUP_X25519, GROUP_X25519_MLKEM768, MAX_ENCRYPTED_RECORD};
+use mtg_proto::doppel::flight_shape::{
+    GROUP_X25519, GROUP_X25519_MLKEM768, MAX_ENCRYPTED_RECORD, PROBE_PREFERRED_SUITE,
+};
 use mtg_proto::doppel::{FlightShape, FlightStats, HelloKind};
 
 use crate::config::Config;
@@ -65,10 +67,14 @@ fn imitation(shape: &FlightShape, kind: HelloKind) -> String {
     };
     let (lo, hi) = shape.encrypted_wire_len();
     let cap = MAX_ENCRYPTED_RECORD + 5;
+    let suite = if shape.cipher_suite == PROBE_PREFERRED_SUITE {
+        "the client's first cipher suite (the site follows the client's order)".to_owned()
+    } else {
+        format!("cipher suite {:04x} when the client offers it", shape.cipher_suite)
+    };
     format!(
-        "cipher suite {:04x}, the site's extension order, key share {group}, ChangeCipherSpec, \
+        "{suite}, the site's extension order, key share {group}, ChangeCipherSpec, \
          one encrypted record of {}-{} bytes with its header",
-        shape.cipher_suite,
         lo.min(cap),
         hi.min(cap)
     )
