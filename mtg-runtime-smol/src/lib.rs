@@ -74,6 +74,10 @@ impl Runtime for Smol {
         TcpListener::try_from(std)
     }
 
+    fn adopt_listener(&self, listener: StdListener) -> io::Result<TcpListener> {
+        TcpListener::try_from(listener)
+    }
+
     fn listener_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
         listener.local_addr()
     }
@@ -101,6 +105,11 @@ impl Runtime for Smol {
 
     fn socket(stream: &Stream) -> socket2::SockRef<'_> {
         socket2::SockRef::from(stream)
+    }
+
+    async fn send_eor<'a>(stream: &'a mut Stream, buf: &'a [u8]) -> io::Result<usize> {
+        let inner: Arc<smol::Async<std::net::TcpStream>> = stream.clone().into();
+        inner.write_with(|tcp| socket2::SockRef::from(tcp).send_with_flags(buf, libc::MSG_EOR)).await
     }
 
     fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {

@@ -57,6 +57,12 @@ impl Runtime for Tokio {
         socket.listen(1024)
     }
 
+    fn adopt_listener(&self, listener: std::net::TcpListener) -> io::Result<Listener> {
+        let _guard = self.handle.enter();
+        listener.set_nonblocking(true)?;
+        Listener::from_std(listener)
+    }
+
     fn listener_addr(listener: &Listener) -> io::Result<SocketAddr> {
         listener.local_addr()
     }
@@ -84,6 +90,14 @@ impl Runtime for Tokio {
 
     fn socket(stream: &Stream) -> socket2::SockRef<'_> {
         socket2::SockRef::from(stream.get_ref())
+    }
+
+    async fn send_eor<'a>(stream: &'a mut Stream, buf: &'a [u8]) -> io::Result<usize> {
+        let tcp = stream.get_ref();
+        tcp.async_io(tokio::io::Interest::WRITABLE, || {
+            socket2::SockRef::from(tcp).send_with_flags(buf, libc::MSG_EOR)
+        })
+        .await
     }
 
     fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {

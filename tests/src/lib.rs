@@ -6,6 +6,7 @@
 //!   refuse, reset, blackhole and sink modes).
 //! * [`fake_middle`]: a fake Telegram middle proxy (handshake, records `RPC_PROXY_REQ`, answers
 //!   `req_pq_multi` with `resPQ`, echoes, pings; hooks to close clients or itself, stall, refuse).
+//! * [`capture`]: `tcpdump` on `lo` into a pcap file, and a reader of its TCP segments.
 //! * [`fronting`]: a local HTTPS fronting website with a self-signed certificate.
 //! * [`dns_server`]: a tiny UDP DNS server answering made-up names (for `[network] dns`).
 //! * [`socks_server`]: a real SOCKS5 server (`microsocks`) for `[network] proxies`.
@@ -28,6 +29,7 @@
 
 pub mod api_client;
 pub mod bench;
+pub mod capture;
 pub mod client;
 pub mod config_text;
 pub mod dns_server;
