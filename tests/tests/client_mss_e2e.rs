@@ -14,7 +14,7 @@ use mtg_tests::capture::{Segment, Tcpdump, segment_offloads_off};
 use mtg_tests::config_text::{Timeouts, pattern, proxy_config};
 use mtg_tests::proxy_under_test::ProxyUnderTest;
 use mtg_tests::runtime::block_on;
-use mtg_tests::{DcMode, FakeDc, FrontingSite, ProxyClient};
+use mtg_tests::{DcMode, EeOptions, FakeDc, FrontingSite, ProxyClient};
 
 const HOST: &str = "front.example";
 /// Relayed each way: enough for the bulk phase to fill segments.
@@ -48,8 +48,9 @@ struct Capture {
 }
 
 /// Starts the proxy with `network` keys in `[network]`, relays [`PAYLOAD`] bytes each way
-/// byte-exactly under a capture, and sorts the captured segments of that connection.
-fn relay_under_capture(network: &str) -> Capture {
+/// byte-exactly under a capture from a client connecting with `options`, and sorts the
+/// captured segments of that connection.
+fn relay_under_capture(network: &str, options: EeOptions) -> Capture {
     segment_offloads_off();
     let dc = FakeDc::start(DcMode::Echo);
     let front = FrontingSite::start(HOST);
@@ -68,7 +69,7 @@ fn relay_under_capture(network: &str) -> Capture {
     let (echoed, client_addr, flight_len) = block_on({
         let payload = payload.clone();
         async move {
-            let mut client = ProxyClient::connect_ee(addr, &alice(), 2).await?;
+            let mut client = ProxyClient::connect_ee_with(addr, &alice(), 2, &options).await?;
             let client_addr = client.local_addr()?;
             let flight_len = client.flight_len().expect("an ee client knows its flight");
             let mut got = Vec::with_capacity(payload.len());
@@ -141,7 +142,7 @@ fn client_mss_cuts_the_handshake_both_ways() {
     if !mtg_tests::netns::enter("client_mss_cuts_the_handshake_both_ways") {
         return;
     }
-    let c = relay_under_capture("client-mss = 92");
+    let c = relay_under_capture("client-mss = 92", EeOptions::default());
     report("client-mss = 92", &c);
     assert_eq!(c.syn_ack.mss, Some(92), "the SYN-ACK advertises client-mss");
     assert!(largest(&c.flight) <= 92, "flight segments: {:?}", c.flight);
@@ -156,7 +157,7 @@ fn client_mss_bulk_raises_the_relay_segments() {
     if !mtg_tests::netns::enter("client_mss_bulk_raises_the_relay_segments") {
         return;
     }
-    let c = relay_under_capture("client-mss = \"tspu\"\nclient-mss-bulk = 1400");
+    let c = relay_under_capture("client-mss = \"tspu\"\nclient-mss-bulk = 1400", EeOptions::default());
     report("client-mss = 92, client-mss-bulk = 1400", &c);
     // The listener advertises the bulk size; the proxy cuts its own flight into 92-byte pieces.
     assert_eq!(c.syn_ack.mss, Some(1400), "the SYN-ACK advertises client-mss-bulk");
@@ -164,6 +165,22 @@ fn client_mss_bulk_raises_the_relay_segments() {
     assert!(c.flight.len() >= c.flight_len.div_ceil(92), "flight segments: {:?}", c.flight);
     assert!(largest(&c.relay) > 92, "relay segments up to {}", largest(&c.relay));
     assert!(largest(&c.relay) <= 1400, "relay segments up to {}", largest(&c.relay));
+}
+
+#[test]
+fn client_mss_bulk_pieces_stay_apart_behind_a_small_window() {
+    if !mtg_tests::netns::enter("client_mss_bulk_pieces_stay_apart_behind_a_small_window") {
+        return;
+    }
+    // A 2 KiB receive buffer: the flight's pieces wait in the proxy's socket behind the
+    // client's window, where the kernel would merge them into full segments but for MSG_EOR.
+    let small_window = EeOptions { recv_buffer: Some(2048), ..EeOptions::default() };
+    let c = relay_under_capture("client-mss = 92\nclient-mss-bulk = 1400", small_window);
+    report("client-mss = 92, client-mss-bulk = 1400, 2 KiB client window", &c);
+    assert_eq!(c.syn_ack.mss, Some(1400));
+    assert!(largest(&c.flight) <= 92, "flight segments: {:?}", c.flight);
+    assert!(c.flight.len() >= c.flight_len.div_ceil(92), "flight segments: {:?}", c.flight);
+    assert!(largest(&c.relay) > 92, "relay segments up to {}", largest(&c.relay));
 }
 
 #[test]
@@ -183,7 +200,7 @@ fn without_client_mss_the_kernel_mss_is_advertised() {
     let kernel = tcpdump.stop().iter().find(|s| s.is_syn_ack()).and_then(|s| s.mss);
     assert!(kernel.is_some_and(|mss| mss > 1400), "the kernel's MSS on lo: {kernel:?}");
 
-    let c = relay_under_capture("");
+    let c = relay_under_capture("", EeOptions::default());
     report("no client-mss", &c);
     assert_eq!(c.syn_ack.mss, kernel, "the SYN-ACK advertises the kernel's MSS");
     assert_eq!(c.flight.len(), 1, "the flight leaves in one segment: {:?}", c.flight);
