@@ -124,6 +124,8 @@ fn minimal_config_gets_every_effective_default() {
             dns: None,
             proxies: vec![],
             tcp_not_sent_lowat: 128 * 1024,
+            client_mss: None,
+            client_mss_bulk: None,
             timeout: Timeouts {
                 tcp: Duration::from_secs(10),
                 http: Duration::from_secs(10),
@@ -378,6 +380,8 @@ enabled = true
                 },
             ],
             tcp_not_sent_lowat: 64 * 1024,
+            client_mss: None,
+            client_mss_bulk: None,
             timeout: Timeouts {
                 tcp: Duration::from_secs(1),
                 http: Duration::from_secs(2),
@@ -523,6 +527,58 @@ fn byte_sizes_exact() {
         let c = load(&minimal(&format!("[defense.anti-replay]\nmax-size = {text}\n"))).config;
         assert_eq!(c.anti_replay.max_size, want, "{text}");
     }
+}
+
+#[test]
+fn client_segment_sizes_are_numbers_or_presets() {
+    let mss = |text: &str| {
+        let c = load(&minimal(&format!("[network]\n{text}\n"))).config;
+        (c.network.client_mss, c.network.client_mss_bulk)
+    };
+    assert_eq!(mss(""), (None, None), "default: the kernel's");
+    assert_eq!(mss("client-mss = 0"), (None, None), "0 means the default");
+    assert_eq!(mss("client-mss = \"\""), (None, None));
+    assert_eq!(mss("client-mss = 92"), (Some(92), None));
+    assert_eq!(mss("client-mss = \"tspu\""), (Some(92), None));
+    assert_eq!(mss("client-mss = \"Extreme-Low\""), (Some(88), None));
+    assert_eq!(mss("client-mss = \"2in8\""), (Some(256), None));
+    assert_eq!(mss("client-mss = \"300\""), (Some(300), None));
+    assert_eq!(mss("client-mss = 88\nclient-mss-bulk = 32767"), (Some(88), Some(32767)));
+    assert_eq!(mss("client-mss = \"tspu\"\nclient-mss-bulk = 1400"), (Some(92), Some(1400)));
+}
+
+#[test]
+fn client_segment_sizes_out_of_range_are_refused_with_the_range() {
+    let error = |text: &str| {
+        Config::from_toml_str(&minimal(&format!("[network]\n{text}\n")))
+            .err()
+            .unwrap_or_else(|| panic!("{text:?} must be refused"))
+            .to_string()
+    };
+    for (text, shown) in [
+        ("client-mss = 87", "87"),
+        ("client-mss = 32768", "32768"),
+        ("client-mss = -92", "-92"),
+        ("client-mss = \"tspu2\"", "\"tspu2\""),
+        ("client-mss = \"65536\"", "\"65536\""),
+        ("client-mss = 1.5", "1.5"),
+        ("client-mss = 92\nclient-mss-bulk = 40000", "40000"),
+    ] {
+        let e = error(text);
+        assert!(e.contains("network.client-mss"), "{text}: {e}");
+        assert!(e.contains(&format!(": {shown}: ")), "{text}: the value as written: {e}");
+        assert!(e.contains("from 88 to 32767") && e.contains("\"tspu\" (92)"), "{text}: the range: {e}");
+    }
+    assert_eq!(
+        error("client-mss-bulk = 1400"),
+        "network.client-mss is required (network.client-mss-bulk is set: it is the segment size after a \
+         handshake sent in client-mss segments)"
+    );
+    assert_eq!(
+        error("client-mss = 1400\nclient-mss-bulk = \"tspu\""),
+        "invalid value for network.client-mss-bulk: \"tspu\": expected a segment size larger than \
+         network.client-mss (1400)"
+    );
 }
 
 #[test]

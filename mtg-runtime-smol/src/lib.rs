@@ -17,6 +17,13 @@ use smol::Executor;
 use smol::net::{TcpListener, TcpStream, UdpSocket};
 use smol::stream::StreamExt;
 
+/// Flags of [`Runtime::send_eor`]: end of record, and no SIGPIPE where the flag exists.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const EOR_FLAGS: libc::c_int = libc::MSG_EOR | libc::MSG_NOSIGNAL;
+/// Flags of [`Runtime::send_eor`]: end of record.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const EOR_FLAGS: libc::c_int = libc::MSG_EOR;
+
 /// A listening socket.
 pub type Listener = TcpListener;
 
@@ -74,6 +81,10 @@ impl Runtime for Smol {
         TcpListener::try_from(std)
     }
 
+    fn adopt_listener(&self, listener: StdListener) -> io::Result<TcpListener> {
+        TcpListener::try_from(listener)
+    }
+
     fn listener_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
         listener.local_addr()
     }
@@ -101,6 +112,11 @@ impl Runtime for Smol {
 
     fn socket(stream: &Stream) -> socket2::SockRef<'_> {
         socket2::SockRef::from(stream)
+    }
+
+    async fn send_eor<'a>(stream: &'a mut Stream, buf: &'a [u8]) -> io::Result<usize> {
+        let inner: Arc<smol::Async<std::net::TcpStream>> = stream.clone().into();
+        inner.write_with(|tcp| socket2::SockRef::from(tcp).send_with_flags(buf, EOR_FLAGS)).await
     }
 
     fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {

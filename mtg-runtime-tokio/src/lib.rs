@@ -16,6 +16,13 @@ use mtg_runtime::{Runtime, Signal, SignalStream};
 use tokio::signal::unix::SignalKind;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
+/// Flags of [`Runtime::send_eor`]: end of record, and no SIGPIPE where the flag exists.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const EOR_FLAGS: libc::c_int = libc::MSG_EOR | libc::MSG_NOSIGNAL;
+/// Flags of [`Runtime::send_eor`]: end of record.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const EOR_FLAGS: libc::c_int = libc::MSG_EOR;
+
 /// A listening socket.
 pub type Listener = tokio::net::TcpListener;
 
@@ -57,6 +64,12 @@ impl Runtime for Tokio {
         socket.listen(1024)
     }
 
+    fn adopt_listener(&self, listener: std::net::TcpListener) -> io::Result<Listener> {
+        let _guard = self.handle.enter();
+        listener.set_nonblocking(true)?;
+        Listener::from_std(listener)
+    }
+
     fn listener_addr(listener: &Listener) -> io::Result<SocketAddr> {
         listener.local_addr()
     }
@@ -84,6 +97,14 @@ impl Runtime for Tokio {
 
     fn socket(stream: &Stream) -> socket2::SockRef<'_> {
         socket2::SockRef::from(stream.get_ref())
+    }
+
+    async fn send_eor<'a>(stream: &'a mut Stream, buf: &'a [u8]) -> io::Result<usize> {
+        let tcp = stream.get_ref();
+        tcp.async_io(tokio::io::Interest::WRITABLE, || {
+            socket2::SockRef::from(tcp).send_with_flags(buf, EOR_FLAGS)
+        })
+        .await
     }
 
     fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {

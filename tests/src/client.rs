@@ -40,6 +40,8 @@ pub struct EeOptions {
     pub preamble: Vec<u8>,
     /// The transport tag of the obfuscated2 frame (padded intermediate unless set).
     pub tag: [u8; 4],
+    /// SO_RCVBUF set before connecting (a small receive window), instead of the OS default.
+    pub recv_buffer: Option<u32>,
 }
 
 impl Default for EeOptions {
@@ -51,6 +53,7 @@ impl Default for EeOptions {
             source: None,
             preamble: Vec::new(),
             tag: mtg_proto::obfs2::TAG_PADDED_INTERMEDIATE,
+            recv_buffer: None,
         }
     }
 }
@@ -114,16 +117,22 @@ fn build_hello(secret: &Secret, options: &EeOptions) -> (FakeTlsHello, Vec<u8>) 
     (hello, hello_bytes)
 }
 
-/// A TCP connection to the loopback `proxy`, from the loopback `source` when given.
-async fn connect_from(proxy: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+/// A TCP connection to the loopback `proxy`, from the loopback `options.source` when given,
+/// with `options.recv_buffer` as SO_RCVBUF when given.
+async fn connect_from(proxy: SocketAddr, options: &EeOptions) -> io::Result<TcpStream> {
     crate::ensure_loopback(proxy)?;
-    let stream = match source {
-        None => TcpStream::connect(proxy).await?,
-        Some(ip) => {
-            let from = SocketAddr::new(ip, 0);
-            crate::ensure_loopback(from)?;
-            let socket = if ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-            socket.bind(from)?;
+    let stream = match (options.source, options.recv_buffer) {
+        (None, None) => TcpStream::connect(proxy).await?,
+        (source, recv_buffer) => {
+            let socket = if proxy.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            if let Some(ip) = source {
+                let from = SocketAddr::new(ip, 0);
+                crate::ensure_loopback(from)?;
+                socket.bind(from)?;
+            }
+            if let Some(size) = recv_buffer {
+                socket.set_recv_buffer_size(size)?;
+            }
             socket.connect(proxy).await?
         }
     };
@@ -149,7 +158,7 @@ impl ProxyClient {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "connect_ee needs an ee secret"));
         }
         let (hello, hello_bytes) = build_hello(secret, options);
-        let mut stream = connect_from(proxy, options.source).await?;
+        let mut stream = connect_from(proxy, options).await?;
         stream.write_all(&hello_bytes).await?;
         let mut received = Vec::new();
         let mut buf = vec![0u8; 16 * 1024];
@@ -191,7 +200,7 @@ impl ProxyClient {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "hello_answer needs an ee secret"));
         }
         let (_, hello_bytes) = build_hello(secret, options);
-        let mut stream = connect_from(proxy, options.source).await?;
+        let mut stream = connect_from(proxy, options).await?;
         // The proxy may close before the hello is written: then the write fails with a reset.
         let _ = stream.write_all(&hello_bytes).await;
         let mut answer = Answer::default();

@@ -6,6 +6,7 @@
 //!   refuse, reset, blackhole and sink modes).
 //! * [`fake_middle`]: a fake Telegram middle proxy (handshake, records `RPC_PROXY_REQ`, answers
 //!   `req_pq_multi` with `resPQ`, echoes, pings; hooks to close clients or itself, stall, refuse).
+//! * [`capture`]: `tcpdump` on `lo` into a pcap file, and a reader of its TCP segments.
 //! * [`fronting`]: a local HTTPS fronting website with a self-signed certificate.
 //! * [`tls_site`]: a real OpenSSL `s_server` fronting site on loopback.
 //! * [`flight_capture`]: a TLS server's first flight as an observer sees it, re-signing
@@ -31,6 +32,7 @@
 
 pub mod api_client;
 pub mod bench;
+pub mod capture;
 pub mod client;
 pub mod config_text;
 pub mod dns_server;

@@ -54,6 +54,9 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// Opens a listener (SO_REUSEADDR, backlog 1024).
     fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener>;
+    /// Takes over a listening socket the engine bound and configured itself (for options that
+    /// must be set before `listen()`, such as TCP_MAXSEG).
+    fn adopt_listener(&self, listener: std::net::TcpListener) -> io::Result<Self::Listener>;
     /// The address a listener is bound to.
     fn listener_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
     /// Accepts one connection (TCP_NODELAY set).
@@ -68,6 +71,13 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn local_addr(stream: &Self::Stream) -> io::Result<SocketAddr>;
     /// The OS socket of a stream, for socket options.
     fn socket(stream: &Self::Stream) -> socket2::SockRef<'_>;
+    /// Sends the start of `buf` with `MSG_EOR` (waiting until the socket takes some): the
+    /// kernel never appends later data to the segment these bytes go out in. Returns how many
+    /// bytes were taken.
+    fn send_eor<'a>(
+        stream: &'a mut Self::Stream,
+        buf: &'a [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a;
 
     /// Binds a UDP socket.
     fn bind_udp(addr: SocketAddr) -> io::Result<Self::Udp>;

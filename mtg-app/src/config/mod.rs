@@ -243,6 +243,11 @@ pub struct Network {
     pub proxies: Vec<ProxyUrl>,
     /// `tcp-not-sent-lowat`: TCP_NOTSENT_LOWAT of outbound sockets, bytes (default 128 KiB).
     pub tcp_not_sent_lowat: u64,
+    /// `client-mss`: TCP segment size (MSS) the handshake with a client is sent in, bytes
+    /// (Linux); `None` = the kernel's.
+    pub client_mss: Option<u16>,
+    /// `client-mss-bulk`: segment size once the relay starts (only with `client-mss`).
+    pub client_mss_bulk: Option<u16>,
     /// `[network.timeout]`.
     pub timeout: Timeouts,
     /// `[network.keep-alive]`.

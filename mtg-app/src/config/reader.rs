@@ -115,6 +115,20 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A TCP segment size: an integer in `values::MSS_RANGE` or a preset string; 0 = absent.
+    pub(super) fn mss(&self, key: &str) -> Result<Option<u16>, ConfigError> {
+        match self.value(key) {
+            None | Some(toml::Value::Integer(0)) => Ok(None),
+            Some(v @ toml::Value::Integer(n)) => values::MSS_RANGE
+                .contains(n)
+                .then(|| u16::try_from(*n).ok())
+                .flatten()
+                .map(Some)
+                .ok_or_else(|| Self::invalid(key, v, values::MSS)),
+            _ => self.parsed(key, values::mss),
+        }
+    }
+
     /// A rate in bytes per second (an integer or a rate string, see `values::rate`); 0 = absent.
     pub(super) fn rate(&self, key: &str) -> Result<Option<u64>, ConfigError> {
         match self.value(key) {

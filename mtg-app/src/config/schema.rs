@@ -21,6 +21,8 @@ const NETWORK: &[(&str, Node)] = &[
     ("dns", Node::Leaf),
     ("proxies", Node::Leaf),
     ("tcp-not-sent-lowat", Node::Leaf),
+    ("client-mss", Node::Leaf),
+    ("client-mss-bulk", Node::Leaf),
     ("timeout", Node::Table(TIMEOUT)),
     ("keep-alive", Node::Table(KEEP_ALIVE)),
     ("dc-overrides", Node::Map(&Node::Leaf)),

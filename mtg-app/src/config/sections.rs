@@ -185,6 +185,7 @@ fn domain_fronting(r: &Reader<'_>) -> Result<DomainFronting, ConfigError> {
 
 fn network(r: &Reader<'_>) -> Result<Network, ConfigError> {
     let doh_ip = r.ip("network.doh-ip")?;
+    let (client_mss, client_mss_bulk) = client_mss(r)?;
     Ok(Network {
         dns: r.parsed("network.dns", urls::dns)?.or(doh_ip.map(Dns::https_ip)),
         proxies: r.list(
@@ -199,6 +200,8 @@ fn network(r: &Reader<'_>) -> Result<Network, ConfigError> {
             urls::redacted,
         )?,
         tcp_not_sent_lowat: r.bytes("network.tcp-not-sent-lowat")?.unwrap_or(128 << 10),
+        client_mss,
+        client_mss_bulk,
         timeout: Timeouts {
             tcp: r.duration("network.timeout.tcp")?.unwrap_or(10 * SECOND),
             http: r.duration("network.timeout.http")?.unwrap_or(10 * SECOND),
@@ -213,6 +216,30 @@ fn network(r: &Reader<'_>) -> Result<Network, ConfigError> {
         },
         dc_overrides: dc_overrides(r)?,
     })
+}
+
+/// `client-mss` and `client-mss-bulk`: the bulk size only raises a handshake size, so it
+/// needs `client-mss` and must be larger.
+fn client_mss(r: &Reader<'_>) -> Result<(Option<u16>, Option<u16>), ConfigError> {
+    const BULK: &str = "network.client-mss-bulk";
+    let handshake = r.mss("network.client-mss")?;
+    let bulk = r.mss(BULK)?;
+    match (handshake, bulk) {
+        (None, Some(_)) => Err(ConfigError::Missing {
+            key: "network.client-mss".into(),
+            hint: Some(format!(
+                "{BULK} is set: it is the segment size after a handshake sent in client-mss segments"
+            )),
+        }),
+        (Some(small), Some(big)) if big <= small => {
+            let expected = format!("a segment size larger than network.client-mss ({small})");
+            Err(match r.value(BULK) {
+                Some(written) => Reader::invalid(BULK, written, &expected),
+                None => ConfigError::Invalid { key: BULK.into(), value: big.to_string(), expected },
+            })
+        }
+        pair => Ok(pair),
+    }
 }
 
 /// `[network.dc-overrides]`: `DC = ["IP:port", ...]`, DC an integer in the i16 range.

@@ -134,6 +134,29 @@ fn scaled(whole: &str, fraction: &str, unit: u128) -> Option<u128> {
     total.checked_add(numerator.checked_mul(unit)? / denominator)
 }
 
+/// What a TCP segment size (`[network] client-mss`) must be.
+pub(super) const MSS: Expected = "a segment size in bytes from 88 to 32767 (the bounds Linux accepts for \
+     TCP_MAXSEG), or a preset: \"tspu\" (92), \"extreme-low\" (88), \"2in8\" (256)";
+
+/// The smallest and largest TCP_MAXSEG Linux accepts (`TCP_MIN_MSS`, `MAX_TCP_WINDOW`).
+pub(super) const MSS_RANGE: std::ops::RangeInclusive<i64> = 88..=32767;
+
+/// A segment size as a string, case-insensitive: a preset (`tspu` = 92, `extreme-low` = 88,
+/// `2in8` = 256) or a number of bytes within [`MSS_RANGE`].
+pub(super) fn mss(text: &str) -> Result<u16, Expected> {
+    match normalise(text).as_str() {
+        "tspu" => Ok(92),
+        "extreme-low" => Ok(88),
+        "2in8" => Ok(256),
+        digits => digits
+            .parse::<i64>()
+            .ok()
+            .filter(|n| MSS_RANGE.contains(n))
+            .and_then(|n| u16::try_from(n).ok())
+            .ok_or(MSS),
+    }
+}
+
 /// What a listen or target address must look like.
 pub(super) const SOCKET_ADDR: Expected =
     "a literal IP:port with port 1-65535 (IPv6 as [::1]:443; no hostnames)";

@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 
 use crate::runtime::Runtime;
 
+use super::client_mss;
 use super::session::serve_connection;
 use super::{ActiveGuard, Shared};
 
@@ -22,9 +23,12 @@ pub(crate) fn bind_listeners<R: Runtime>(
 ) -> io::Result<(Vec<R::Listener>, Vec<SocketAddr>)> {
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
+    if client_mss::unsupported(&shared.settings.config.network) {
+        warn!("[network] client-mss and client-mss-bulk work on Linux only: ignored here");
+    }
+    let mss = shared.settings.client_segments.listener;
     for &addr in &shared.settings.config.bind_to {
-        let listener = runtime
-            .bind(addr)
+        let listener = client_mss::bind(runtime, addr, mss)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         addrs.push(R::listener_addr(&listener)?);
         listeners.push(listener);

@@ -6,6 +6,7 @@
 //! here depends on it.
 
 mod buffer_pool;
+mod client_mss;
 mod doppel;
 mod fronting;
 mod hints;
@@ -40,6 +41,7 @@ use crate::users::gate::UserGate;
 use crate::users::throttle::Throttle;
 
 pub use crate::ip_filter::AllowAll;
+pub use client_mss::ClientSegments;
 pub use doppel::Doppelganger;
 pub(crate) use listener::{accept_loop, bind_listeners, spawn_tracked, until_stopped};
 pub use settings::Settings;

@@ -23,7 +23,7 @@ use crate::users::limits;
 use super::middle_session::{self, MiddleReady};
 use super::relay::{Pump, Relay};
 use super::shaper::Shaped;
-use super::{Directory, Settings, Shared, fronting, upstream, with_timeout};
+use super::{Directory, Settings, Shared, client_mss, fronting, upstream, with_timeout};
 
 /// Read granularity during the handshake.
 const HANDSHAKE_READ: usize = 4096;
@@ -123,6 +123,17 @@ impl<R: Runtime> Handshaking<R> {
     async fn write(&mut self, bytes: &[u8]) -> bool {
         let left = self.deadline.saturating_duration_since(Instant::now());
         matches!(with_timeout::<R, _>(left, self.client.write_all(bytes)).await, Some(Ok(())))
+    }
+
+    /// Writes the server's handshake flight before the deadline, in MSG_EOR pieces when
+    /// `client-mss-bulk` asks for small handshake segments; `false` if that failed.
+    async fn write_flight(&mut self, flight: &[u8], piece: Option<u16>) -> bool {
+        let Some(piece) = piece else {
+            return self.write(flight).await;
+        };
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let written = client_mss::write_in_pieces::<R>(&mut self.client, flight, piece);
+        matches!(with_timeout::<R, _>(left, written).await, Some(Ok(())))
     }
 
     /// Finishes a connection that will not relay.
@@ -287,7 +298,7 @@ async fn admit_and_accept<R: Runtime>(
     };
     let mut flight = Vec::new();
     let frame = pending.accept(&mut rand::rng(), &mut flight);
-    if !flight.is_empty() && !conn.write(&flight).await {
+    if !flight.is_empty() && !conn.write_flight(&flight, shared.settings.client_segments.flight_piece).await {
         return Err(Exit::Close);
     }
     let Some(slot) = slot else {

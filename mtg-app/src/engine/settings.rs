@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::dc_table::DcTable;
 use crate::resolver::Resolver;
 
-use super::{Keepalive, TcpTuning};
+use super::{ClientSegments, Keepalive, TcpTuning};
 
 /// How long live sessions may finish after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -36,6 +36,8 @@ pub struct Settings {
     pub accepted_tcp: TcpTuning,
     /// TCP options of DC dials (`[network.keep-alive]`).
     pub dc_tcp: TcpTuning,
+    /// Segment sizes of client connections (`[network] client-mss`, `client-mss-bulk`).
+    pub client_segments: ClientSegments,
     /// How long live sessions may run on after SIGINT/SIGTERM (not a config key; tests
     /// shorten it).
     pub shutdown_grace: Duration,
@@ -68,6 +70,7 @@ impl Settings {
                 interval: keep_alive.interval,
                 count: keep_alive.count,
             })),
+            client_segments: ClientSegments::from_config(&config.network),
             shutdown_grace: SHUTDOWN_GRACE,
         }
     }
