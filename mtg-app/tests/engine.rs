@@ -87,6 +87,8 @@ fn start_proxy(users: &[(String, Secret)], dc: SocketAddr, front: SocketAddr) ->
     config.network.dc_overrides = overrides;
     config.domain_fronting.host = Some(front.ip().to_string());
     config.domain_fronting.port = front.port();
+    // The one-connection fronting site here must see only the probe the test sends.
+    config.doppelganger.learn_from_fronting = false;
     let mut settings = Settings::from_config(&config);
     settings.shutdown_grace = Duration::from_secs(1);
     let shared = Shared::new(
