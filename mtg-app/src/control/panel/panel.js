@@ -343,10 +343,12 @@
     return body;
   }
 
-  function toggle(name) {
+  async function toggle(name) {
+    // The current fields, not the last poll's: a change made a moment ago must not be undone.
+    try { secrets = (await api('GET', '/secrets')) || {}; } catch (e) { showError(e.message); return false; }
+    if (!secrets[name]) return poll();
     const body = ownFields(name);
-    const disabled = Boolean(stats.users[name] && stats.users[name].disabled);
-    if (disabled) delete body.disabled; else body.disabled = true;
+    if (secrets[name].disabled) delete body.disabled; else body.disabled = true;
     return act('POST', '/secrets', body);
   }
 
@@ -394,9 +396,9 @@
     if (field('disabled').checked) body.disabled = true;
     try {
       await api('POST', '/secrets', body);
-      $('#editor').close();
       showError('');
       await poll();
+      $('#editor').close();
     } catch (e) {
       if (e.status === 401) { $('#editor').close(); needToken(true); return; }
       const box = $('#editor-error');
