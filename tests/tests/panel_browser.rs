@@ -31,9 +31,12 @@ fn shots() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("panel-screenshots").join(RUNTIME)
 }
 
-fn config(names: &[&str], dc: SocketAddr, front: &FrontingSite, token: Option<&str>) -> String {
+fn config(names: &[&str], dc: SocketAddr, front: &FrontingSite, token: Option<&str>, tables: &str) -> String {
     let token = token.map(|t| format!("api-token = \"{t}\"\n")).unwrap_or_default();
-    format!("public-ipv4 = \"{PUBLIC}\"\n{token}{}", users_config(names, HOST, dc, front.addr().port(), ""))
+    format!(
+        "public-ipv4 = \"{PUBLIC}\"\n{token}{}",
+        users_config(names, HOST, dc, front.addr().port(), tables)
+    )
 }
 
 /// `GET /secrets` through the API, with the token.
@@ -111,7 +114,7 @@ fn panel_in_a_real_browser() {
 
     // --- Without a token: the page shows the users at once. -------------------------------
     let open_api = {
-        let proxy = ProxyUnderTest::start(&config(&["alice", "bob"], dc.addr(), &front, None));
+        let proxy = ProxyUnderTest::start(&config(&["alice", "bob"], dc.addr(), &front, None, ""));
         let (addr, api) = (proxy.addr(), proxy.api().expect("API on"));
         // Known traffic: alice 3 sessions of 1000 bytes each way, bob 2 of 5000; kept open.
         let mut clients = block_on(async move {
@@ -219,7 +222,13 @@ fn panel_in_a_real_browser() {
     let _ = open_api;
 
     // --- With a token: the page asks for it, then acts through the API. ---------------------
-    let proxy = ProxyUnderTest::start(&config(&["alice", "bob"], dc.addr(), &front, Some(TOKEN)));
+    let proxy = ProxyUnderTest::start(&config(
+        &["alice", "bob"],
+        dc.addr(),
+        &front,
+        Some(TOKEN),
+        "[throttle]\nmax-connections = 10\ncheck-interval = \"1h\"\n",
+    ));
     let api = proxy.api().expect("API on");
     let origin = format!("http://{api}");
     // The page loads without the token; the data and the links need it.
@@ -249,12 +258,24 @@ fn panel_in_a_real_browser() {
         page.wait_for("document.querySelectorAll('#users tbody tr').length === 2", WAIT),
     );
     assert_eq!(step("token kept for the tab", page.eval("sessionStorage.getItem('mtg-panel-token')")), TOKEN);
+    let throttle = step("throttle", page.eval("document.querySelector('#throttle').textContent"));
+    assert!(
+        throttle.as_str().is_some_and(|t| t.contains("not capping") && t.contains("Limit: 10")),
+        "{throttle}"
+    );
 
     // Add a user from the page.
     step("open the editor", page.eval("document.querySelector('#add').click()"));
     fill(
         &page,
-        &[("name", "carol"), ("host", HOST), ("quota", "10GB"), ("rate_limit", "20mbit"), ("max_ips", "2")],
+        &[
+            ("name", "carol"),
+            ("host", HOST),
+            ("quota", "10GB"),
+            ("quota_reset", "monthly"),
+            ("rate_limit", "20mbit"),
+            ("max_ips", "2"),
+        ],
     );
     step("save", page.eval("document.querySelector('#editor-save').click()"));
     let list = wait_secrets(api, "carol", |l| l.get("carol").is_some());
@@ -262,10 +283,19 @@ fn panel_in_a_real_browser() {
     assert_eq!(list["carol"]["rate_limit"], 2_500_000);
     assert_eq!(list["carol"]["max_ips"], 2);
     assert_eq!(list["carol"]["host"], HOST);
+    assert_eq!(list["carol"]["quota_reset"], "monthly");
     step("carol listed", page.wait_for("document.querySelector('tr[data-user=\"carol\"]') !== null", WAIT));
-    step(
-        "quota bar",
-        page.wait_for("document.querySelector('tr[data-user=\"carol\"] td.quota .bar') !== null", WAIT),
+    let quota = step(
+        "quota bar with its reset date",
+        page.wait_for(
+            "document.querySelector('tr[data-user=\"carol\"] td.quota .bar') && \
+             document.querySelector('tr[data-user=\"carol\"] td.quota').textContent",
+            WAIT,
+        ),
+    );
+    assert!(
+        quota.as_str().is_some_and(|q| q.contains("0 B / 10.0 GiB") && q.contains("resets 20")),
+        "{quota}"
     );
 
     // An API error is shown from its JSON, and changes nothing.
