@@ -441,7 +441,8 @@
           button.addEventListener('click', () => copy(url, button));
           box.append(el('div', { class: 'link', dataKind: kind, dataFamily: l.family },
             el('code', { class: 'url', text: url }), el('div', {}, button)));
-          qrs.append(el('div', { class: 'qr', dataKind: kind, dataFamily: l.family, title: url }, svgNode(qr)));
+          qrs.append(el('figure', { class: 'qr', dataKind: kind, dataFamily: l.family, title: url }, svgNode(qr),
+            el('figcaption', { class: 'small', text: `${kind === 'tg' ? 'tg://' : 't.me'} · ${l.ip}` })));
         }
         box.append(qrs);
       }
