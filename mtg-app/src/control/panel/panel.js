@@ -404,6 +404,7 @@
       const box = $('#editor-error');
       box.textContent = e.message;
       box.hidden = false;
+      box.scrollIntoView({ block: 'nearest' });
     }
   }
 
