@@ -98,7 +98,8 @@ fn encode(value: &str) -> String {
     out
 }
 
-fn links(ip: IpAddr, port: u16, secret: &str) -> Links {
+/// The links of one secret text (hex or base64url) for a server address and port.
+pub(crate) fn links(ip: IpAddr, port: u16, secret: &str) -> Links {
     // Query keys in alphabetical order, as mtg.
     let query = format!("port={port}&secret={}&server={}", encode(secret), encode(&ip.to_string()));
     Links {
@@ -186,6 +187,23 @@ pub fn qr_text(link: &str) -> Result<String, String> {
         .build())
 }
 
+/// A link as a QR code in SVG (rendered locally): a white square with a 4-module quiet zone
+/// and one path of 1×1 dark modules, `M{x} {y}h1v1h-1z` each, in module units.
+pub fn qr_svg(link: &str) -> Result<String, String> {
+    use std::fmt::Write;
+    let (width, dark) = qr_modules(link)?;
+    let side = width + 8;
+    let mut path = String::with_capacity(dark.len() * 8);
+    for (i, _) in dark.iter().enumerate().filter(|(_, d)| **d) {
+        let _ = write!(path, "M{} {}h1v1h-1z", i % width + 4, i / width + 4);
+    }
+    Ok(format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {side} {side}\" \
+         shape-rendering=\"crispEdges\"><rect width=\"{side}\" height=\"{side}\" fill=\"#fff\"/>\
+         <path fill=\"#000\" d=\"{path}\"/></svg>"
+    ))
+}
+
 /// The QR modules of a link (`true` = dark), row by row, for tests and other renderers.
 pub fn qr_modules(link: &str) -> Result<(usize, Vec<bool>), String> {
     let code = qrcode::QrCode::new(link.as_bytes()).map_err(|e| format!("cannot make a QR code: {e}"))?;
@@ -238,5 +256,9 @@ mod tests {
         let (_, content) = grids[0].decode().unwrap();
         assert_eq!(content, link);
         assert!(qr_text(link).unwrap().lines().count() > 10);
+        let svg = qr_svg(link).unwrap();
+        let side = width + 8;
+        assert!(svg.starts_with("<svg ") && svg.contains(&format!("viewBox=\"0 0 {side} {side}\"")), "{svg}");
+        assert_eq!(svg.matches("h1v1h-1z").count(), dark.iter().filter(|d| **d).count());
     }
 }

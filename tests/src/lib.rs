@@ -1,6 +1,7 @@
 //! Test infrastructure of mtg-multi: everything talks only to loopback.
 //!
 //! * [`bench`]: the load generator behind the `mtg-bench` binary.
+//! * [`browser`]: headless chromium driven over the DevTools protocol (the web panel's tests).
 //! * [`api_client`]: raw HTTP requests to the proxy's API.
 //! * [`fake_dc`]: a fake Telegram datacenter (obfuscated2 leg without secret; echo, `resPQ`,
 //!   refuse, reset, blackhole and sink modes).
@@ -32,6 +33,7 @@
 
 pub mod api_client;
 pub mod bench;
+pub mod browser;
 pub mod capture;
 pub mod client;
 pub mod config_text;

@@ -93,7 +93,11 @@ fn cases() -> Vec<Case> {
         case("PATCH", "/secrets", "{}", 405, "allowed: GET, POST, PUT"),
         case("GET", "/secrets/alice", "", 405, "allowed: DELETE"),
         case("GET", "/secrets/alice/reset-quota", "", 405, "allowed: POST"),
-        case("GET", "/", "", 404, "no such endpoint"),
+        // `GET /` is the web panel (no token needed); other methods on it are not.
+        case("POST", "/", "", 404, "no such endpoint"),
+        case("GET", "/secrets/nobody/links", "", 404, "no user named \"nobody\""),
+        case("DELETE", "/secrets/alice/links", "", 405, "allowed: GET"),
+        Case { auth: None, ..case("GET", "/secrets/alice/links", "", 401, "bearer token") },
         case("GET", "/nope", "", 404, "no such endpoint"),
         case("GET", "/secrets/a/b/c", "", 404, "no such endpoint"),
         case("POST", "/reload", "", 400, "no config file to reload"),

@@ -83,7 +83,7 @@ fn stats_count_sessions_and_payload_bytes_exactly() {
     );
     assert_eq!(
         u["carol"],
-        serde_json::json!({"connections": 0, "bytes_in": 0, "bytes_out": 0, "last_seen": null})
+        serde_json::json!({"connections": 0, "bytes_in": 0, "bytes_out": 0, "last_seen": null, "ips": 0})
     );
     assert!(u["alice"]["last_seen"].as_str().unwrap().ends_with('Z'));
 

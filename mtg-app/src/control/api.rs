@@ -1,6 +1,8 @@
 //! The stats HTTP API on `api-bind-to` (served by [`http_server`](super::http_server)):
 //! `GET /stats` returns the mtg-multi JSON; `/reload`, `/secrets` and `/adtag` manage the
-//! users and ad tags ([`management`](super::management)); other paths 404, other methods 405. Every error
+//! users and ad tags ([`management`](super::management)); `/`, `/panel.js` and `/panel.css`
+//! are the web panel and `GET /secrets/NAME/links` its share links and QR codes
+//! ([`panel`](super::panel)); other paths 404, other methods 405. Every error
 //! is a JSON body `{"error": "..."}`.
 
 use std::sync::Arc;
@@ -15,7 +17,7 @@ pub(crate) struct Api(pub(crate) Arc<Control>);
 impl Handler for Api {
     fn handle(&self, request: Request) -> impl Future<Output = Response> + Send {
         let control = Arc::clone(&self.0);
-        async move { respond(&control, request).await }
+        async move { super::panel::secure(respond(&control, request).await) }
     }
 }
 
@@ -46,6 +48,12 @@ fn not_allowed(allow: &'static str) -> Response {
 
 /// The answer to one API request (the body is looked at only by routes that take one).
 pub(crate) async fn respond(control: &Control, request: Request) -> Response {
+    // The panel's page, script and style hold no data: they load without the token.
+    if matches!(request.method(), Method::Get | Method::Head)
+        && let Some(asset) = super::panel::asset(request.path())
+    {
+        return asset;
+    }
     if !authorized(control, request.header("authorization")) {
         let mut response = error(401, "missing or wrong bearer token");
         response.insert_header("www-authenticate", "Bearer");
@@ -106,6 +114,13 @@ pub(crate) async fn respond(control: &Control, request: Request) -> Response {
             }
         }
         (["secrets", _, "reset-quota"], _) => not_allowed("POST"),
+        (["secrets", name, "links"], &Method::GET) => {
+            match super::panel::links(control, name, request.header("host")) {
+                Ok(links) => reply(StatusCode::OK, "application/json", json_line(&links)),
+                Err(e) => error(e.status, &e.message),
+            }
+        }
+        (["secrets", _, "links"], _) => not_allowed("GET"),
         (["adtag"], &Method::GET) => {
             reply(StatusCode::OK, "application/json", json_line(&super::management::get_ad_tag(control)))
         }

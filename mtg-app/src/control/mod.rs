@@ -9,6 +9,7 @@ mod api;
 mod http_server;
 pub mod management;
 mod metrics_http;
+mod panel;
 mod reload;
 mod serve;
 mod stats;

@@ -19,16 +19,22 @@ impl Control {
                 let extra = LimitsJson {
                     quota: limits.quota,
                     quota_used: limits.quota.map(|_| stats.quota_used(period)),
+                    quota_resets_at: limits
+                        .quota
+                        .and(crate::users::limits::quota_period_end(limits.quota_reset, now))
+                        .map(crate::users::stats_json::rfc3339_ms),
                     expires_at: limits
                         .expires
                         .map(|at| crate::users::stats_json::rfc3339_ms(at.saturating_mul(1000))),
                     disabled: limits.disabled.then_some(true),
                     max_ips: (limits.max_ips > 0).then_some(u64::from(limits.max_ips)),
-                    ips: (limits.max_ips > 0).then(|| stats.addresses() as u64),
+                    ips: Some(stats.addresses() as u64),
                     rate_limit: limits.rate_limit,
                     rate_limited_ms: limits
                         .rate_limit
                         .map(|_| u64::try_from(stats.rate().limited().as_millis()).unwrap_or(u64::MAX)),
+                    max_connections: (limits.max_connections > 0)
+                        .then_some(u64::from(limits.max_connections)),
                 };
                 (name.as_str(), stats.snapshot(), extra)
             })

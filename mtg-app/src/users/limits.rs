@@ -53,6 +53,30 @@ pub fn quota_period(reset: QuotaReset, unix_ms: i64) -> u64 {
     }
 }
 
+/// When the quota period of a moment ends (Unix ms of the first of the next month, 00:00 UTC)
+/// for monthly resets; `None` for none.
+pub fn quota_period_end(reset: QuotaReset, unix_ms: i64) -> Option<i64> {
+    match reset {
+        QuotaReset::None => None,
+        QuotaReset::Monthly => {
+            let (y, m) = year_month(unix_ms.div_euclid(1000).div_euclid(86_400));
+            let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            Some(days_from_civil(y, m, 1).saturating_mul(86_400_000))
+        }
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 fn year_month(days: i64) -> (i64, i64) {
     let (y, m, _) = super::stats_json::civil_from_days(days);
     (y, m)
@@ -95,6 +119,15 @@ pub fn tighter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_monthly_period_ends_on_the_first_of_the_next_month() {
+        // 2026-12-02T06:55:00Z → 2027-01-01; 2024-02-29 → 2024-03-01.
+        assert_eq!(quota_period_end(QuotaReset::Monthly, 1_796_194_500_000), Some(1_798_761_600_000));
+        assert_eq!(quota_period_end(QuotaReset::Monthly, 1_709_164_800_000), Some(1_709_251_200_000));
+        assert_eq!(quota_period_end(QuotaReset::None, 1_709_164_800_000), None);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+    }
 
     #[test]
     fn a_new_month_starts_usage_from_zero_for_monthly_quotas_only() {

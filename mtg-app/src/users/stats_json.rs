@@ -29,6 +29,9 @@ pub struct LimitsJson {
     /// Bytes used against the quota this period.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota_used: Option<u64>,
+    /// When a monthly quota starts over (the first of next month, 00:00 UTC), RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_resets_at: Option<String>,
     /// `expires` as RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
@@ -38,7 +41,7 @@ pub struct LimitsJson {
     /// `max-ips`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_ips: Option<u64>,
-    /// Distinct client addresses with live sessions (with `max_ips`).
+    /// Distinct client addresses with live sessions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ips: Option<u64>,
     /// `rate-limit` in bytes per second.
@@ -48,6 +51,9 @@ pub struct LimitsJson {
     /// (with `rate_limit`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limited_ms: Option<u64>,
+    /// `max-connections`: the user's own cap on live connections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
 }
 
 #[derive(Serialize)]
