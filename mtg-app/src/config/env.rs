@@ -21,7 +21,7 @@ const KEY_LEN: usize = 16;
 pub const VARIABLES: &[&str] =
     &["MTG_SECRET", "SECRET", "MTG_SECRET_HOST", "SECRET_HOST", "MTG_TAG", "TAG", "MTG_BIND_TO"];
 
-/// A variable's value: `Ok(None)` when unset, an error when it is not UTF-8.
+/// Reads one environment variable: its value, `None` when unset.
 pub(super) type Lookup<'a> = &'a dyn Fn(&str) -> Option<std::ffi::OsString>;
 
 /// The process environment as a [`Lookup`].

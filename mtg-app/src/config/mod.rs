@@ -7,6 +7,10 @@
 //! value is a [`ConfigError`] whose `Display` is one line naming the key, the value as written
 //! and what is allowed. Secret values never appear in errors, warnings or `Debug` output.
 //!
+//! [`Config::load`] applies the environment overlays of MHSanaei/mtg-multi and the official
+//! image first (`SECRET`/`MTG_SECRET`, `SECRET_HOST`, `TAG`/`MTG_TAG`, `MTG_BIND_TO`; see
+//! `env.rs`): the environment wins over the file.
+//!
 //! mtg's "omit if empty" rule holds: `0`, `""` and `false` mean "use the default".
 
 #![deny(missing_docs)]
