@@ -1,6 +1,6 @@
 //! The command line: verbs and flags as mtg's (`run`, `generate-secret`, `access`, `doctor`,
-//! `simple-run`, `-v`/`--version`), plus `completions` and `manpage` generated from these
-//! definitions.
+//! `simple-run`, `-v`/`--version`), plus `healthcheck`, and `completions` and `manpage`
+//! generated from these definitions.
 
 use std::path::PathBuf;
 
@@ -57,6 +57,15 @@ pub enum Command {
         /// Skip the direct DC probes (accepted for mtg compatibility).
         #[arg(long)]
         skip_native_check: bool,
+        /// Path to the config file.
+        config: PathBuf,
+    },
+    /// Check that the proxy serving a config is up (for a container HEALTHCHECK): every
+    /// bind-to address accepts, and the API (when set) answers GET /stats. Exit 1 if not.
+    Healthcheck {
+        /// Seconds to wait for each connection and answer.
+        #[arg(short = 't', long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: u64,
         /// Path to the config file.
         config: PathBuf,
     },
@@ -159,7 +168,7 @@ mod tests {
         assert_eq!(line(&["run", "a", "b"]), "unexpected argument 'b' found (try --help)");
         assert_eq!(
             line(&[]),
-            "a command is required: one of run, access, simple-run, doctor, completions, manpage, generate-secret (try --help)"
+            "a command is required: one of run, access, simple-run, doctor, healthcheck, completions, manpage, generate-secret (try --help)"
         );
         assert_eq!(line(&["rn"]), "unrecognized subcommand 'rn' (try --help)");
         assert_eq!(

@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod doppel_learn;
 pub mod engine;
 pub mod flight_learn;
+pub mod healthcheck;
 pub mod http_fetch;
 pub mod ip_filter;
 pub mod ip_lists;

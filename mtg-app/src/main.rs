@@ -42,6 +42,9 @@ fn main() -> ExitCode {
             let options = mtg_app::doctor::DoctorOptions { skip_native_check, ..Default::default() };
             ExitCode::from(mtg_app::doctor::doctor(&config, &options, &mut std::io::stdout().lock()))
         }
+        Command::Healthcheck { timeout, config } => {
+            healthcheck(&config, std::time::Duration::from_secs(timeout))
+        }
         Command::Completions { shell } => {
             match mtg_app::cli::completions(shell, &mut std::io::stdout().lock()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -73,6 +76,21 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn healthcheck(path: &std::path::Path, timeout: std::time::Duration) -> ExitCode {
+    let loaded = match mtg_app::config::Config::load(path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("mtg-multi: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let problems = mtg_app::healthcheck::check(&loaded.config, timeout);
+    for problem in &problems {
+        eprintln!("mtg-multi: unhealthy: {problem}");
+    }
+    if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn access(path: &std::path::Path, options: &mtg_app::access::AccessOptions, qr: bool) -> ExitCode {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use mtg_proto::{NoReplayCheck, ReplayCache, Secret, StableBloomFilter};
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::control::{Control, serve, serve_with_signals};
 use crate::engine::{Directory, Settings, Shared};
 use crate::ip_lists::IpLists;
@@ -18,17 +18,20 @@ use crate::runtime::{Runtime, Selected};
 pub const EXIT_CONFIG: u8 = 2;
 
 /// Logs to stderr: `info` by default, `debug` with `debug = true`; `RUST_LOG` overrides.
-pub fn init_logging(debug: bool) {
+/// `format` picks text lines or one JSON object per line (the same fields, flattened).
+pub fn init_logging(debug: bool, format: LogFormat) {
     let default = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // A second init (tests) keeps the first subscriber.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).try_init()
+        }
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).try_init(),
+    };
 }
 
 /// The engine's shared state for a config: users in name order, the anti-replay cache, the
@@ -73,7 +76,7 @@ pub fn run(path: &Path) -> ExitCode {
 /// Serves a loaded config until SIGINT/SIGTERM; `path` (if any) is what reloads re-read.
 pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitCode {
     let config = loaded.config;
-    init_logging(config.debug);
+    init_logging(config.debug, config.log_format);
     for warning in &loaded.warnings {
         warn!("{warning}");
     }

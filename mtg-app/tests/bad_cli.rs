@@ -15,7 +15,7 @@ fn cases() -> Vec<(Vec<String>, &'static str)> {
     let table: Vec<(Vec<&str>, &'static str)> = vec![
         (
             vec![],
-            "a command is required: one of run, access, simple-run, doctor, completions, manpage, generate-secret",
+            "a command is required: one of run, access, simple-run, doctor, healthcheck, completions, manpage, generate-secret",
         ),
         (vec!["frobnicate"], "unrecognized subcommand 'frobnicate'"),
         (vec!["doctor"], "required arguments were not provided: <CONFIG>"),

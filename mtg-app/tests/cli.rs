@@ -351,6 +351,7 @@ fn bash_completes_the_verbs_and_their_flags() {
             "access",
             "simple-run",
             "doctor",
+            "healthcheck",
             "completions",
             "manpage",
             "generate-secret",
@@ -391,7 +392,9 @@ fn man_pages_are_valid_roff_naming_the_verbs() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("\n.TH mtg-multi 1 "));
     let page = groff(&out.stdout).unwrap();
     assert!(page.contains("SUBCOMMANDS"), "{page}");
-    for verb in ["run", "access", "simple-run", "doctor", "completions", "manpage", "generate-secret"] {
+    for verb in
+        ["run", "access", "simple-run", "doctor", "healthcheck", "completions", "manpage", "generate-secret"]
+    {
         assert!(page.contains(&format!("mtg-multi-{verb}(1)")), "{verb} missing from:\n{page}");
     }
 
@@ -404,6 +407,157 @@ fn man_pages_are_valid_roff_naming_the_verbs() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
-        "mtg-multi: no verb \"nope\"; the verbs are run, access, simple-run, doctor, completions, manpage, generate-secret\n"
+        "mtg-multi: no verb \"nope\"; the verbs are run, access, simple-run, doctor, healthcheck, completions, manpage, generate-secret\n"
     );
+}
+
+/// `BIN` with none of the environment overlays' variables inherited.
+fn bin_without_overlays() -> Command {
+    let mut command = Command::new(BIN);
+    for name in mtg_app::config::ENV_VARIABLES.iter().chain(&["WORKERS", "SECRET_COUNT"]) {
+        command.env_remove(name);
+    }
+    command
+}
+
+#[test]
+fn environment_overlays_win_over_the_file() {
+    let path = temp_config(
+        "env",
+        &format!(
+            "bind-to = \"127.0.0.1:3128\"\nad-tag = \"0123456789abcdef0123456789abcdef\"\n[secrets]\n\
+             alice = \"ee{KEY_HEX}6578616d706c652e636f6d\"\n"
+        ),
+    );
+    let access = |vars: &[(&str, &str)]| {
+        let out = bin_without_overlays()
+            .args(["access", "-i", "203.0.113.7", "--hex"])
+            .arg(&path)
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (json["users"].as_object().unwrap().clone(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (users, _) = access(&[]);
+    assert_eq!(users.keys().collect::<Vec<_>>(), ["alice"]);
+    // The official image's bare key with SECRET_HOST; MTG_BIND_TO's first port is the links' port.
+    let key = "00112233445566778899aabbccddeeff";
+    let (users, _) =
+        access(&[("SECRET", key), ("SECRET_HOST", "example.com"), ("MTG_BIND_TO", "0.0.0.0:8443,[::]:8443")]);
+    assert_eq!(users.keys().collect::<Vec<_>>(), ["default"]);
+    let link = users["default"]["ipv4"]["tg_url"].as_str().unwrap();
+    assert_eq!(link, format!("tg://proxy?port=8443&secret=ee{key}6578616d706c652e636f6d&server=203.0.113.7"));
+    // MTG_SECRET wins over SECRET.
+    let (users, _) =
+        access(&[("SECRET", key), ("MTG_SECRET", &format!("ee{KEY_HEX}6f746865722e6578616d706c65"))]);
+    let link = users["default"]["ipv4"]["tg_url"].as_str().unwrap();
+    assert!(link.contains(&format!("port=3128&secret=ee{KEY_HEX}6f746865722e6578616d706c65&")), "{link}");
+}
+
+#[test]
+fn environment_overlay_errors_name_the_variable() {
+    let path = temp_config(
+        "envbad",
+        &format!("bind-to = \"127.0.0.1:3128\"\nsecret = \"ee{KEY_HEX}6578616d706c652e636f6d\"\n"),
+    );
+    for (vars, expected) in [
+        (
+            vec![("MTG_SECRET", "not-a-secret!")],
+            "mtg-multi: invalid secret environment variable MTG_SECRET: ",
+        ),
+        (
+            vec![("SECRET", "00112233445566778899aabbccddeeff")],
+            "mtg-multi: environment variable SECRET_HOST is required (",
+        ),
+        (vec![("TAG", "12345")], "mtg-multi: invalid ad tag environment variable TAG: "),
+        (
+            vec![("MTG_BIND_TO", "example.com:443")],
+            "mtg-multi: invalid value for environment variable MTG_BIND_TO: \"example.com:443\": expected ",
+        ),
+    ] {
+        let out = bin_without_overlays()
+            .args(["access", "-i", "203.0.113.7"])
+            .arg(&path)
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{vars:?}: {stderr}");
+        assert!(stderr.starts_with(expected) && stderr.lines().count() == 1, "{vars:?}: {stderr}");
+        assert!(!stderr.contains("00112233445566778899aabbccddeeff"), "a secret in {stderr}");
+    }
+}
+
+#[test]
+fn healthcheck_passes_while_the_proxy_serves_and_fails_after() {
+    if !netns::enter("healthcheck_passes_while_the_proxy_serves_and_fails_after") {
+        return;
+    }
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let api = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The file names a closed port; MTG_BIND_TO (the environment wins) the one served.
+    let path = temp_config(
+        "health",
+        &format!(
+            "bind-to = \"127.0.0.1:{closed}\"\napi-bind-to = \"127.0.0.1:{api}\"\napi-token = \"t0ken\"\n\
+             secret = \"ee{KEY_HEX}6578616d706c652e636f6d\"\n"
+        ),
+    );
+    let bind = format!("0.0.0.0:{port}");
+    let healthcheck = |env: bool| {
+        let mut command = bin_without_overlays();
+        command.args(["healthcheck", "-t", "3"]).arg(&path);
+        if env {
+            command.env("MTG_BIND_TO", &bind);
+        }
+        command.output().unwrap()
+    };
+    let mut child = bin_without_overlays()
+        .arg("run")
+        .arg(&path)
+        .env("MTG_BIND_TO", &bind)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = log_lines(child.stderr.take().unwrap());
+    let mut log = String::new();
+    assert!(wait_line(&lines, &mut log, "serving", Duration::from_secs(10)), "{log}");
+    assert!(log.contains(&format!("0.0.0.0:{port}")), "{log}");
+    let out = healthcheck(true);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Without the variable the file's closed port is checked: unhealthy, naming it.
+    let out = healthcheck(false);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("mtg-multi: unhealthy: bind-to 127.0.0.1:{closed}: cannot connect")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("api-bind-to"), "the API answered: {stderr}");
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let out = healthcheck(true);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("bind-to 0.0.0.0:{port}: cannot connect to 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("api-bind-to 127.0.0.1:{api}: GET http://127.0.0.1:{api}/stats")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("t0ken"), "the token in {stderr}");
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use mtg_app::config::{
     AdTag, AntiReplay, Config, ConfigWarning, Dns, DomainFronting, Doppelganger, IpList, KeepAlive,
-    ListSource, Loaded, MiddleProxy, Network, PreferIp, Prometheus, ProxyUrl, QuotaReset, SecretLimits,
-    Statsd, Suggestion, TagFormat, Throttle, Timeouts, all_key_paths,
+    ListSource, Loaded, LogFormat, MiddleProxy, Network, PreferIp, Prometheus, ProxyUrl, QuotaReset,
+    SecretLimits, Statsd, Suggestion, TagFormat, Throttle, Timeouts, all_key_paths,
 };
 use mtg_proto::{Secret, SecretKind};
 
@@ -104,6 +104,7 @@ fn minimal_config_gets_every_effective_default() {
     let c = loaded.config;
     let expected = Config {
         debug: false,
+        log_format: LogFormat::Text,
         users: BTreeMap::from([("default".to_owned(), secret(SECRET))]),
         bind_to: vec![addr("127.0.0.1:3128")],
         proxy_protocol_listener: false,
@@ -337,6 +338,7 @@ enabled = true
     assert_eq!(loaded.warnings, vec![]);
     let expected = Config {
         debug: true,
+        log_format: LogFormat::Text,
         users: BTreeMap::from([
             ("alice".to_owned(), secret(SECRET)),
             ("bob the builder".to_owned(), secret(OTHER_HEX)),

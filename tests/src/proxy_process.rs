@@ -69,8 +69,14 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// Takes `name=[...]`'s first quoted address, or `name=Some(...)`'s address, from a log line.
+/// Takes `name=[...]`'s first quoted address, or `name=Some(...)`'s address, from a log line
+/// (a text line, or a JSON line (`log-format = "json"`) whose field `name` holds that text).
 fn logged_addr(line: &str, name: &str) -> Option<SocketAddr> {
+    if line.trim_start().starts_with('{') {
+        let object: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+        let field = object.get(name)?.as_str()?;
+        return logged_addr(&format!("{name}={field}"), name);
+    }
     let rest = &line[line.find(&format!("{name}="))? + name.len() + 1..];
     let rest = rest.strip_prefix("[\"").or_else(|| rest.strip_prefix("Some("))?;
     let end = rest.find(['"', ')'])?;
@@ -344,5 +350,9 @@ mod tests {
         assert_eq!(logged_addr(line, "listen"), Some("127.0.0.1:4321".parse().unwrap()));
         assert_eq!(logged_addr(line, "api"), Some("127.0.0.1:999".parse().unwrap()));
         assert_eq!(logged_addr("serving listen=[\"x\"] api=None", "api"), None);
+        let json = r#"{"timestamp":"t","level":"INFO","message":"serving","listen":"[\"127.0.0.1:4321\"]","api":"Some(127.0.0.1:9)","metrics":"None"}"#;
+        assert_eq!(logged_addr(json, "listen"), Some("127.0.0.1:4321".parse().unwrap()));
+        assert_eq!(logged_addr(json, "api"), Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(logged_addr(json, "metrics"), None);
     }
 }

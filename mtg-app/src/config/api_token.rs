@@ -17,6 +17,11 @@ impl ApiToken {
         Self(token.into())
     }
 
+    /// The token's text, for a client of the API (`mtg-multi healthcheck`); never log it.
+    pub(crate) fn text(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `given` is this token. The SHA-256 digests of both are compared in constant
     /// time, so neither the time taken nor an early exit tells how much of a guess was right
     /// or how long the token is.

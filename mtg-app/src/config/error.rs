@@ -191,6 +191,13 @@ pub enum ConfigWarning {
         /// The user that never matches.
         shadowed: String,
     },
+    /// An environment variable the overlay ignores, or one that replaced part of the file.
+    Environment {
+        /// The variable.
+        name: &'static str,
+        /// What was done with it.
+        note: &'static str,
+    },
 }
 
 /// The likely intent behind an unknown key.
@@ -220,6 +227,7 @@ impl fmt::Display for ConfigWarning {
             Self::SameSecret { kept, shadowed } => {
                 write!(f, "secrets.{shadowed} has the same secret as secrets.{kept}; only {kept} can match")
             }
+            Self::Environment { name, note } => write!(f, "environment variable {name} {note}"),
         }
     }
 }

@@ -7,12 +7,17 @@
 //! value is a [`ConfigError`] whose `Display` is one line naming the key, the value as written
 //! and what is allowed. Secret values never appear in errors, warnings or `Debug` output.
 //!
+//! [`Config::load`] applies the environment overlays of MHSanaei/mtg-multi and the official
+//! image first (`SECRET`/`MTG_SECRET`, `SECRET_HOST`, `TAG`/`MTG_TAG`, `MTG_BIND_TO`; see
+//! `env.rs`): the environment wins over the file.
+//!
 //! mtg's "omit if empty" rule holds: `0`, `""` and `false` mean "use the default".
 
 #![deny(missing_docs)]
 
 mod ad_tag;
 mod api_token;
+mod env;
 mod error;
 mod reader;
 mod schema;
@@ -33,10 +38,11 @@ use mtg_proto::Secret;
 
 pub use ad_tag::{AD_TAG_LEN, AD_TAG_RULE, AdTag, AdTagProblem, AdTags};
 pub use api_token::ApiToken;
+pub use env::VARIABLES as ENV_VARIABLES;
 pub use error::{ConfigError, ConfigWarning, SecretProblem, Suggestion};
 pub use schema::all_key_paths;
 pub use urls::{Dns, ListSource, ProxyUrl, redacted};
-pub use values::{QuotaReset, TagFormat};
+pub use values::{LogFormat, QuotaReset, TagFormat};
 
 pub use crate::dc_table::PreferIp;
 
@@ -46,6 +52,8 @@ pub use crate::dc_table::PreferIp;
 pub struct Config {
     /// `debug`: debug-level logging (default false).
     pub debug: bool,
+    /// `log-format`: text (default) or JSON lines on stderr.
+    pub log_format: LogFormat,
     /// Users by name, sorted: `[secrets]`, or the single `secret` named `default`.
     pub users: BTreeMap<String, Secret>,
     /// `bind-to`: listen addresses (at least one, no duplicates).
@@ -123,6 +131,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self {
             debug,
+            log_format,
             users,
             bind_to,
             proxy_protocol_listener,
@@ -155,6 +164,7 @@ impl fmt::Debug for Config {
         } = self;
         f.debug_struct("Config")
             .field("debug", debug)
+            .field("log_format", log_format)
             .field("users", users)
             .field("bind_to", bind_to)
             .field("proxy_protocol_listener", proxy_protocol_listener)
@@ -451,18 +461,29 @@ impl Config {
         AdTags { global: self.ad_tag, per_user: self.secret_ad_tags.clone() }
     }
 
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file, with the environment overlays
+    /// (`SECRET`/`MTG_SECRET`, `SECRET_HOST`, `TAG`/`MTG_TAG`, `MTG_BIND_TO`) winning over it.
     pub fn load(path: impl AsRef<Path>) -> Result<Loaded, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read { path: path.to_owned(), error: e.to_string() })?;
-        Self::from_toml_str(&text)
+        Self::from_toml_str_with_env(&text, &env::process_env)
     }
 
-    /// Parses and validates config text.
+    /// Parses and validates config text (no environment overlay).
     pub fn from_toml_str(text: &str) -> Result<Loaded, ConfigError> {
-        let root: toml::Table = text.parse().map_err(|e| ConfigError::syntax(text, &e))?;
+        Self::from_toml_str_with_env(text, &|_| None)
+    }
+
+    /// Parses and validates config text with the environment overlays read through `env`
+    /// (a variable's value, `None` when unset).
+    pub fn from_toml_str_with_env(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Loaded, ConfigError> {
+        let mut root: toml::Table = text.parse().map_err(|e| ConfigError::syntax(text, &e))?;
         let mut warnings = unknown_keys::unknown_keys(&root);
+        env::overlay(&mut root, env, &mut warnings)?;
         let config =
             sections::read(&reader::Reader(&root), &mut warnings).map_err(|e| e.with_typo_hint(&warnings))?;
         Ok(Loaded { config, warnings })

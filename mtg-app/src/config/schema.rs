@@ -86,6 +86,7 @@ const MIDDLE_PROXY: &[(&str, Node)] = &[
 /// Every key of the config file.
 pub(super) const ROOT: &[(&str, Node)] = &[
     ("debug", Node::Leaf),
+    ("log-format", Node::Leaf),
     ("secret", Node::Leaf),
     ("bind-to", Node::Leaf),
     ("proxy-protocol-listener", Node::Leaf),

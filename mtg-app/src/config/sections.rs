@@ -53,6 +53,7 @@ pub(super) fn read(r: &Reader<'_>, warnings: &mut Vec<ConfigWarning>) -> Result<
     }
     let config = Config {
         debug: r.flag("debug")?,
+        log_format: r.parsed("log-format", values::log_format)?.unwrap_or_default(),
         bind_to,
         proxy_protocol_listener: r.flag("proxy-protocol-listener")?,
         concurrency: r.count("concurrency")?.unwrap_or(4096),

@@ -220,6 +220,26 @@ pub(super) fn prefer_ip(text: &str) -> Result<PreferIp, Expected> {
     }
 }
 
+/// How the log lines on stderr are written (`log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines: time, level, target, message, `key=value` fields (the default).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the same
+    /// fields as the text lines, at the top level.
+    Json,
+}
+
+/// Parses `log-format`.
+pub(super) fn log_format(text: &str) -> Result<LogFormat, Expected> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("text or json"),
+    }
+}
+
 /// Tag style of statsd lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TagFormat {
