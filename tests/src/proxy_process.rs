@@ -162,6 +162,12 @@ impl ProxyProcess {
             Some(filter) => command.env("RUST_LOG", filter),
             None => command.env_remove("RUST_LOG"),
         };
+        // The environment overlays would replace the test's users, tag or address.
+        for overlay in
+            ["SECRET", "MTG_SECRET", "SECRET_HOST", "MTG_SECRET_HOST", "TAG", "MTG_TAG", "MTG_BIND_TO"]
+        {
+            command.env_remove(overlay);
+        }
         let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Log::default());
