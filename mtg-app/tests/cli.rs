@@ -92,6 +92,18 @@ fn wait_line(
     wait_log(lines, log, timeout, |log| log[seen..].contains(needle))
 }
 
+/// Waits (bounded: 15 s) for `child` to exit after a signal.
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn invalid_config_exits_2_with_one_line_naming_the_key() {
     let path = temp_config(
@@ -145,14 +157,7 @@ fn serves_logs_without_secrets_and_stops_on_sigterm() {
 
     // The kill command sends SIGTERM.
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "did not stop after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut child);
     // The reader's channel closes once the child's stderr is at its end.
     while let Ok(line) = lines.recv_timeout(Duration::from_secs(10)) {
         log.push_str(&line);
@@ -539,14 +544,7 @@ fn healthcheck_passes_while_the_proxy_serves_and_fails_after() {
     assert!(!stderr.contains("api-bind-to"), "the API answered: {stderr}");
 
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "did not stop after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut child);
     assert_eq!(status.code(), Some(0));
     let out = healthcheck(true);
     let stderr = String::from_utf8(out.stderr).unwrap();
