@@ -8,11 +8,13 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use mtg_runtime::{Runtime, Signal, SignalStream};
+use tokio::io::Interest;
 use tokio::signal::unix::SignalKind;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
@@ -101,10 +103,45 @@ impl Runtime for Tokio {
 
     async fn send_eor<'a>(stream: &'a mut Stream, buf: &'a [u8]) -> io::Result<usize> {
         let tcp = stream.get_ref();
-        tcp.async_io(tokio::io::Interest::WRITABLE, || {
+        tcp.async_io(Interest::WRITABLE, || {
             socket2::SockRef::from(tcp).send_with_flags(buf, EOR_FLAGS)
         })
         .await
+    }
+
+    fn poll_read_with(
+        stream: &Stream,
+        cx: &mut Context<'_>,
+        op: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        let tcp = stream.get_ref();
+        loop {
+            if let Err(e) = std::task::ready!(tcp.poll_read_ready(cx)) {
+                return Poll::Ready(Err(e));
+            }
+            // `try_io` clears the readiness on `WouldBlock`: the next poll registers the waker.
+            match tcp.try_io(Interest::READABLE, || op(tcp.as_fd())) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+
+    fn poll_write_with(
+        stream: &Stream,
+        cx: &mut Context<'_>,
+        op: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        let tcp = stream.get_ref();
+        loop {
+            if let Err(e) = std::task::ready!(tcp.poll_write_ready(cx)) {
+                return Poll::Ready(Err(e));
+            }
+            match tcp.try_io(Interest::WRITABLE, || op(tcp.as_fd())) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return Poll::Ready(done),
+            }
+        }
     }
 
     fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
