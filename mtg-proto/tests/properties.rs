@@ -227,6 +227,75 @@ proptest! {
     }
 
     #[test]
+    fn fast_mode_relays_both_ways_and_passes_the_dc_bytes_as_they_are(
+        seed in any::<u64>(),
+        up in prop::collection::vec(any::<u8>(), 0..20_000),
+        down in prop::collection::vec(any::<u8>(), 0..40_000),
+        up_chunks in prop::collection::vec(1usize..5000, 1..10),
+        down_chunks in prop::collection::vec(1usize..16379, 1..10),
+        dd in any::<bool>(),
+        dc in any::<i16>(),
+    ) {
+        let s = if dd { Secret::secured([9; 16]).unwrap() } else { secret(5, "fast.example") };
+        let users = UserTable::new([&s]);
+        let mut r = rng(seed);
+        let mut wire = Vec::new();
+        if !dd {
+            mtg_proto::client::FakeTlsHello::build(&s, NOW, &mut r, &mut wire).unwrap();
+        }
+        let mut client = ClientSession::start(&s, dc, &mut r, &mut wire);
+        client.seal(&up, &mut wire);
+
+        let config = HandshakeConfig { secured: true, ..HandshakeConfig::default() };
+        let fed = feed(&users, &mut NoReplayCheck, config, now(), &wire, &[wire.len()], seed);
+        let Some(&Event::Ready { consumed, .. }) = fed.events.last() else { panic!("{:?}", fed.events) };
+        let (mut session, frame) = fed.established.unwrap().into_fast_session(dc, &mut r);
+        prop_assert!(!is_forbidden_frame(&frame), "{:02x?}", &frame[..8]);
+        let (header, mut dc_leg) = dc_accept(&frame);
+        prop_assert_eq!(header.tag, [0xdd; 4]);
+        prop_assert_eq!(header.dc, dc);
+        prop_assert_eq!(session.dc_to_client.framed(), !dd);
+
+        // Client → DC, in arbitrary read sizes: decrypted and re-encrypted as usual.
+        let mut rest = wire[consumed..].to_vec();
+        let mut at_dc = Vec::new();
+        let (mut i, mut pos) = (0, 0);
+        while pos < rest.len() {
+            let n = up_chunks[i % up_chunks.len()].min(rest.len() - pos);
+            i += 1;
+            let chunk = &mut rest[pos..pos + n];
+            let k = session.client_to_dc.process(chunk).unwrap();
+            let mut out = chunk[k].to_vec();
+            dc_leg.decrypt(&mut out);
+            at_dc.extend_from_slice(&out);
+            pos += n;
+        }
+        prop_assert_eq!(&at_dc, &up);
+
+        // DC → client: header, then the DC's ciphertext untouched; the client reads plaintext.
+        let mut to_client_wire = Vec::new();
+        let mut dc_wire = Vec::new();
+        let (mut i, mut pos) = (0, 0);
+        while pos < down.len() {
+            let n = down_chunks[i % down_chunks.len()].min(down.len() - pos);
+            i += 1;
+            let mut chunk = down[pos..pos + n].to_vec();
+            dc_leg.encrypt(&mut chunk);
+            dc_wire.extend_from_slice(&chunk);
+            let (head, head_len) = session.dc_to_client.header(n);
+            to_client_wire.extend_from_slice(&head[..head_len]);
+            to_client_wire.extend_from_slice(&chunk);
+            pos += n;
+        }
+        if dd {
+            prop_assert_eq!(&to_client_wire, &dc_wire, "dd: the download bytes are the DC's");
+        }
+        let k = client.open(&mut to_client_wire).unwrap();
+        prop_assert_eq!(&to_client_wire[k], &down[..]);
+        prop_assert_eq!(session.dc_to_client.bytes(), down.len() as u64);
+    }
+
+    #[test]
     fn client_leg_gives_the_client_plaintext_and_frames_answers_like_the_relay(
         seed in any::<u64>(),
         up in prop::collection::vec(any::<u8>(), 0..40_000),
