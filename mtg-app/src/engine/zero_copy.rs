@@ -45,6 +45,15 @@ pub(crate) struct Spliced<T> {
     header_sent: u8,
     eof: bool,
     done: bool,
+    /// Test knob: the first splice fails as unsupported (the fallback's test).
+    #[cfg(test)]
+    fail_first: bool,
+    /// Splices into the destination that moved less than the pipe held.
+    #[cfg(test)]
+    partial_splices: u64,
+    /// Bytes spliced from the source.
+    #[cfg(test)]
+    spliced: u64,
 }
 
 impl<T: Transform> Spliced<T> {
@@ -62,6 +71,12 @@ impl<T: Transform> Spliced<T> {
             header_sent: 0,
             eof: false,
             done: false,
+            #[cfg(test)]
+            fail_first: false,
+            #[cfg(test)]
+            partial_splices: 0,
+            #[cfg(test)]
+            spliced: 0,
         }
     }
 
@@ -113,6 +128,10 @@ impl<T: Transform> Spliced<T> {
             match R::poll_write_with(to, cx, &mut |fd| pipe.splice_out(fd, left)) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(End::Io(io::ErrorKind::WriteZero.into()))),
                 Poll::Ready(Ok(n)) => {
+                    #[cfg(test)]
+                    if n < left {
+                        self.partial_splices += 1;
+                    }
                     self.in_pipe -= n.min(left);
                     *active = true;
                 }
@@ -169,6 +188,13 @@ impl<T: Transform> Spliced<T> {
                 }
             }
             let Some(pipe) = &self.pipe else { unreachable!("taken above") };
+            #[cfg(test)]
+            let read = if std::mem::take(&mut self.fail_first) {
+                Poll::Ready(Err(io::Error::from_raw_os_error(22)))
+            } else {
+                R::poll_read_with(from, cx, &mut |fd| pipe.splice_in(fd, limit))
+            };
+            #[cfg(not(test))]
             let read = R::poll_read_with(from, cx, &mut |fd| pipe.splice_in(fd, limit));
             if let Some(gate) = gate.as_deref_mut() {
                 gate.settle(match read {
@@ -179,6 +205,10 @@ impl<T: Transform> Spliced<T> {
             match read {
                 Poll::Ready(Ok(0)) => self.eof = true,
                 Poll::Ready(Ok(n)) => {
+                    #[cfg(test)]
+                    {
+                        self.spliced += n as u64;
+                    }
                     *active = true;
                     let (header, len) = self.copy.transform.pass_through(n);
                     (self.header, self.header_len, self.header_sent) = (header, len as u8, 0);
@@ -243,3 +273,6 @@ impl<T> Drop for Spliced<T> {
         }
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests;

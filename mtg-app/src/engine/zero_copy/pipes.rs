@@ -71,12 +71,6 @@ pub(crate) fn discard(pipe: Pipe) {
     drop(pipe);
 }
 
-/// Pipes lent now (all threads).
-#[cfg(test)]
-pub(crate) fn lent() -> usize {
-    LENT.load(Ordering::Relaxed)
-}
-
 /// Whether a splice error means "not supported here" (nothing moved; copy instead) rather
 /// than a socket error.
 pub(crate) fn unsupported(e: &io::Error) -> bool {
