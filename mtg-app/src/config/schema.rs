@@ -101,6 +101,7 @@ pub(super) const ROOT: &[(&str, Node)] = &[
     ("domain-fronting-proxy-protocol", Node::Leaf),
     ("tolerate-time-skewness", Node::Leaf),
     ("allow-fallback-on-unknown-dc", Node::Leaf),
+    ("fast-mode", Node::Leaf),
     ("api-bind-to", Node::Leaf),
     ("api-token", Node::Leaf),
     ("api-persist", Node::Leaf),

@@ -71,6 +71,7 @@ pub(super) fn read(r: &Reader<'_>, warnings: &mut Vec<ConfigWarning>) -> Result<
         auto_update: r.flag("auto-update")?,
         tolerate_time_skewness: r.duration("tolerate-time-skewness")?.unwrap_or(3 * SECOND),
         allow_fallback_on_unknown_dc: r.flag("allow-fallback-on-unknown-dc")?,
+        fast_mode: r.flag("fast-mode")?,
         api_bind_to: r.socket_addr("api-bind-to")?,
         api_token: r.string("api-token")?.map(ApiToken::from),
         api_persist: r.flag("api-persist")?,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::Stream;
-use mtg_proto::{ClientToDc, DcToClient, RelayError};
+use mtg_proto::{ClientToDc, DcToClient, FastDcToClient, RelayError};
 
 use crate::metrics::Traffic;
 use crate::runtime::Runtime;
@@ -110,6 +110,74 @@ impl Transform for DcToClient {
     }
     fn bytes(&self) -> u64 {
         Self::bytes(self)
+    }
+}
+
+impl Transform for FastDcToClient {
+    const READ_AT: usize = Self::HEADROOM;
+    const READ_MAX: usize = Self::MAX_CHUNK;
+    fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError> {
+        self.process(buf, n)
+    }
+    fn bytes(&self) -> u64 {
+        Self::bytes(self)
+    }
+}
+
+/// A Telegram session's DC→client half: re-encrypting, or fast mode's framing only. Both
+/// read into the same place and at most one record per read, so the shaper and the pump
+/// treat them alike.
+#[derive(Debug)]
+pub(crate) enum Downlink {
+    /// Decrypt the DC leg, encrypt the client leg.
+    Crypto(DcToClient),
+    /// Fast mode: the DC's bytes as they are, in records for FakeTLS.
+    Fast(FastDcToClient),
+}
+
+impl From<DcToClient> for Downlink {
+    fn from(half: DcToClient) -> Self {
+        Self::Crypto(half)
+    }
+}
+
+impl From<FastDcToClient> for Downlink {
+    fn from(half: FastDcToClient) -> Self {
+        Self::Fast(half)
+    }
+}
+
+impl Transform for Downlink {
+    const READ_AT: usize = {
+        assert!(DcToClient::HEADROOM == FastDcToClient::HEADROOM);
+        DcToClient::HEADROOM
+    };
+    const READ_MAX: usize = {
+        assert!(DcToClient::MAX_CHUNK == FastDcToClient::MAX_CHUNK);
+        DcToClient::MAX_CHUNK
+    };
+    #[inline]
+    fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError> {
+        match self {
+            Self::Crypto(half) => half.process(buf, n),
+            Self::Fast(half) => half.process(buf, n),
+        }
+    }
+    fn bytes(&self) -> u64 {
+        match self {
+            Self::Crypto(half) => half.bytes(),
+            Self::Fast(half) => half.bytes(),
+        }
+    }
+    fn passes_through(&self) -> bool {
+        matches!(self, Self::Fast(_))
+    }
+    fn pass_through(&mut self, n: usize) -> ([u8; RECORD_HEADER], usize) {
+        match self {
+            Self::Fast(half) => half.header(n),
+            // Never called: `passes_through` is false (nothing counted, no header).
+            Self::Crypto(_) => ([0; RECORD_HEADER], 0),
+        }
     }
 }
 

@@ -14,15 +14,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use mtg_proto::RelayError;
 use mtg_proto::doppel::{RecordSizer, Weibull};
-use mtg_proto::{DcToClient, RelayError};
 
-use super::relay::Transform;
+use super::relay::{Downlink, RECORD_HEADER, Transform};
 use crate::runtime::Runtime;
 
-/// The DC→client transform with its shaping.
+/// The DC→client transform (re-encrypting or fast mode's) with its shaping.
 pub(crate) struct Shaped<R: Runtime> {
-    inner: DcToClient,
+    inner: Downlink,
     /// When the session's shaping started: the origin of the sizer's clock.
     origin: Instant,
     sizer: Option<RecordSizer>,
@@ -39,12 +39,12 @@ struct Pacer<R: Runtime> {
 
 impl<R: Runtime> Shaped<R> {
     /// No shaping (secured clients, or nothing asked for).
-    pub(crate) fn off(inner: DcToClient) -> Self {
+    pub(crate) fn off(inner: Downlink) -> Self {
         Self { inner, origin: Instant::now(), sizer: None, pacer: None }
     }
 
     /// Shaping with dynamic record sizing (`drs`) and pacing by `delays` (when `Some`).
-    pub(crate) fn new(inner: DcToClient, drs: bool, pacing: Option<Weibull>) -> Self {
+    pub(crate) fn new(inner: Downlink, drs: bool, pacing: Option<Weibull>) -> Self {
         let mut rng = rand::rng();
         let origin = Instant::now();
         let sizer = drs.then(|| RecordSizer::new(true, &mut rng));
@@ -69,8 +69,8 @@ impl<R: Runtime> Shaped<R> {
 }
 
 impl<R: Runtime> Transform for Shaped<R> {
-    const READ_AT: usize = DcToClient::HEADROOM;
-    const READ_MAX: usize = DcToClient::MAX_CHUNK;
+    const READ_AT: usize = Downlink::READ_AT;
+    const READ_MAX: usize = Downlink::READ_MAX;
 
     fn poll_read_limit(&mut self, cx: &mut Context<'_>) -> Poll<usize> {
         if let Some(pacer) = &mut self.pacer
@@ -88,6 +88,28 @@ impl<R: Runtime> Transform for Shaped<R> {
     }
 
     fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError> {
+        self.record_sent();
+        self.inner.transform(buf, n)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.inner.bytes()
+    }
+
+    fn passes_through(&self) -> bool {
+        self.inner.passes_through()
+    }
+
+    fn pass_through(&mut self, n: usize) -> ([u8; RECORD_HEADER], usize) {
+        self.record_sent();
+        self.inner.pass_through(n)
+    }
+}
+
+impl<R: Runtime> Shaped<R> {
+    /// Moves the shaping on by one record (read from the DC, about to go to the client): the
+    /// sizer's next limit, the pacer's next delay. The copy and the zero-copy path alike.
+    fn record_sent(&mut self) {
         if self.sizer.is_some() || self.pacer.is_some() {
             let now = Instant::now();
             let mut rng = rand::rng();
@@ -100,10 +122,5 @@ impl<R: Runtime> Transform for Shaped<R> {
                 R::reset(&mut pacer.timer, now + pacer.delays.delay(&mut rng));
             }
         }
-        self.inner.process(buf, n)
-    }
-
-    fn bytes(&self) -> u64 {
-        self.inner.bytes()
     }
 }
