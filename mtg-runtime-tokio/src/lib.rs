@@ -103,10 +103,7 @@ impl Runtime for Tokio {
 
     async fn send_eor<'a>(stream: &'a mut Stream, buf: &'a [u8]) -> io::Result<usize> {
         let tcp = stream.get_ref();
-        tcp.async_io(Interest::WRITABLE, || {
-            socket2::SockRef::from(tcp).send_with_flags(buf, EOR_FLAGS)
-        })
-        .await
+        tcp.async_io(Interest::WRITABLE, || socket2::SockRef::from(tcp).send_with_flags(buf, EOR_FLAGS)).await
     }
 
     fn poll_read_with(

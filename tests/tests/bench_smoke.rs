@@ -27,6 +27,7 @@ fn options() -> Options {
         settle: Duration::from_millis(50),
         middle_packet: 4096,
         rate_limit: None,
+        zero_copy: true,
     }
 }
 

@@ -35,7 +35,9 @@ fn start(dc: SocketAddr, front: &FrontingSite, zero_copy: bool) -> ProxyUnderTes
         front.addr(),
         Timeouts::default(),
         "fast-mode = true",
-        &format!("[secured]\nenabled = true\n[defense.doppelganger]\ndrs = true\n[network]\nzero-copy = {zero_copy}\n"),
+        &format!(
+            "[secured]\nenabled = true\n[defense.doppelganger]\ndrs = true\n[network]\nzero-copy = {zero_copy}\n"
+        ),
     ))
 }
 

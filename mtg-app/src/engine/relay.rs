@@ -401,9 +401,7 @@ pub(crate) struct Relay<R: Runtime, S, Up, Down> {
     gates: Option<Box<(RateGate<R>, RateGate<R>)>>,
 }
 
-impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Flow<R, S>, Down: Flow<R, S>>
-    Relay<R, S, Up, Down>
-{
+impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Flow<R, S>, Down: Flow<R, S>> Relay<R, S, Up, Down> {
     /// A relay between `client` and `upstream`.
     pub(crate) fn new(client: S, upstream: S, up: Up, down: Down, idle: Duration) -> Self {
         let now = Instant::now();

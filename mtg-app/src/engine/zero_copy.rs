@@ -22,8 +22,8 @@ use tracing::debug;
 
 use crate::runtime::Runtime;
 
-use super::relay::{CHUNKS_PER_POLL, End, Flow, Pump, RECORD_HEADER, Transform};
 use super::rate_gate::RateGate;
+use super::relay::{CHUNKS_PER_POLL, End, Flow, Pump, RECORD_HEADER, Transform};
 
 pub(crate) mod pipes;
 

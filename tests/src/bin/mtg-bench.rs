@@ -92,6 +92,10 @@ struct RunArgs {
     /// "100mib": the figures are then those of a limited user. Unset: unlimited.
     #[arg(long)]
     rate_limit: Option<String>,
+    /// Runs the measured proxy with `[network] zero-copy = false` (downloads that pass
+    /// unchanged are copied instead of spliced).
+    #[arg(long)]
+    no_zero_copy: bool,
     /// Worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -131,6 +135,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         settle: Duration::from_millis(args.settle_ms),
         middle_packet: args.middle_packet,
         rate_limit: args.rate_limit,
+        zero_copy: !args.no_zero_copy,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))

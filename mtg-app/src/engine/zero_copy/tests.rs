@@ -84,7 +84,8 @@ fn run<F: Future<Output = ()>>(test: impl FnOnce(Selected) -> F) {
 async fn connected(rt: &Selected) -> (Stream, Stream) {
     let listener = rt.bind("127.0.0.1:0".parse().expect("an address")).expect("bind");
     let addr = Selected::listener_addr(&listener).expect("bound address");
-    let (dialed, accepted) = futures_util::future::join(Selected::connect(addr), Selected::accept(&listener)).await;
+    let (dialed, accepted) =
+        futures_util::future::join(Selected::connect(addr), Selected::accept(&listener)).await;
     (accepted.expect("accept").0, dialed.expect("connect"))
 }
 
@@ -122,7 +123,13 @@ struct Delivered {
 /// The DC sends `data` then closes; the client reads everything (in `read_piece` pieces);
 /// the relay runs until it ends. With `small_buffers`, the proxy's client socket sends and
 /// the client receives through 4 KiB buffers.
-async fn download(rt: &Selected, data: &[u8], down: Spliced<Records>, read_piece: usize, small_buffers: bool) -> Delivered {
+async fn download(
+    rt: &Selected,
+    data: &[u8],
+    down: Spliced<Records>,
+    read_piece: usize,
+    small_buffers: bool,
+) -> Delivered {
     let (client, mut client_peer) = connected(rt).await;
     let (dc, mut dc_peer) = connected(rt).await;
     if small_buffers {
@@ -194,7 +201,8 @@ fn a_slow_reader_gets_partial_splices_and_every_byte() {
     run(|rt| async move {
         // Not a multiple of any record size: the DC closes in the middle of a record.
         let data = random((1 << 20) + 3);
-        let delivered = download(&rt, &data, Spliced::new(Records::new(&[MAX_PAYLOAD]), true), 1000, true).await;
+        let delivered =
+            download(&rt, &data, Spliced::new(Records::new(&[MAX_PAYLOAD]), true), 1000, true).await;
         check_records(&delivered, &data);
         assert!(delivered.relay.down.splices());
         assert!(
@@ -221,7 +229,8 @@ fn where_splice_fails_the_direction_copies_with_the_same_records() {
 fn switched_off_the_direction_copies() {
     run(|rt| async move {
         let data = random(1 << 20);
-        let delivered = download(&rt, &data, Spliced::new(Records::new(SHAPED), false), 64 << 10, false).await;
+        let delivered =
+            download(&rt, &data, Spliced::new(Records::new(SHAPED), false), 64 << 10, false).await;
         check_records(&delivered, &data);
         assert!(!delivered.relay.down.splices());
     });
@@ -247,8 +256,13 @@ fn plain_bytes_pass_unchanged_without_headers() {
             client_peer.read_exact(&mut wire).await.expect("the client reads");
             got_tx.send((wire, client_peer)).await.expect("the test waits");
         });
-        let mut relay: Relay<Selected, Stream, Pump<Plain>, Spliced<Plain>> =
-            Relay::new(client, site, Pump::new(Plain::default(), &[]), Spliced::new(Plain::default(), true), IDLE);
+        let mut relay: Relay<Selected, Stream, Pump<Plain>, Spliced<Plain>> = Relay::new(
+            client,
+            site,
+            Pump::new(Plain::default(), &[]),
+            Spliced::new(Plain::default(), true),
+            IDLE,
+        );
         let (wire, _client_peer) = until_received(&rt, &mut relay, got_rx).await;
         let _site_peer = within(&rt, site_rx.recv()).await.expect("the site wrote").expect("sent");
         assert!(wire == data, "the bytes arrive unchanged");
@@ -315,7 +329,11 @@ fn payload_len(wire: &[u8]) -> usize {
 }
 
 /// Polls `relay` (which must not end) until `received` yields, within [`DEADLINE`].
-async fn until_received<T, F: Future + Unpin>(rt: &Selected, relay: &mut F, received: async_channel::Receiver<T>) -> T
+async fn until_received<T, F: Future + Unpin>(
+    rt: &Selected,
+    relay: &mut F,
+    received: async_channel::Receiver<T>,
+) -> T
 where
     F::Output: std::fmt::Display,
 {
