@@ -150,13 +150,13 @@ mod sys {
 
 pub(crate) use sys::send_more;
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
     #[test]
     fn a_given_pipe_is_taken_again_and_the_free_list_is_bounded() {
-        let Some(pipe) = take() else { return assert!(!SUPPORTED, "a pipe can be made on Linux") };
+        let pipe = take().expect("a pipe can be made on Linux");
         give(pipe);
         let taken: Vec<Pipe> = (0..KEEP + 3).filter_map(|_| take()).collect();
         assert_eq!(taken.len(), KEEP + 3);
