@@ -5,7 +5,7 @@
 //! or bare (`dd`), and carry the DC's bytes as they are.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mtg_proto::Secret;
 use mtg_tests::config_text::{Timeouts, proxy_config};
@@ -29,6 +29,11 @@ fn dave() -> Secret {
 
 /// A fast-mode proxy with dynamic record sizing, `zero-copy` as given, DC 2 at `dc`.
 fn start(dc: SocketAddr, front: &FrontingSite, zero_copy: bool) -> ProxyUnderTest {
+    start_with(dc, front, zero_copy, "")
+}
+
+/// [`start`] with `tables` appended to the config.
+fn start_with(dc: SocketAddr, front: &FrontingSite, zero_copy: bool, tables: &str) -> ProxyUnderTest {
     ProxyUnderTest::start(&proxy_config(
         &[("alice", &alice()), ("dave", &dave())],
         &[(2, dc)],
@@ -36,7 +41,7 @@ fn start(dc: SocketAddr, front: &FrontingSite, zero_copy: bool) -> ProxyUnderTes
         Timeouts::default(),
         "fast-mode = true",
         &format!(
-            "[secured]\nenabled = true\n[defense.doppelganger]\ndrs = true\n[network]\nzero-copy = {zero_copy}\n"
+            "[secured]\nenabled = true\n[defense.doppelganger]\ndrs = true\n[network]\nzero-copy = {zero_copy}\n{tables}"
         ),
     ))
 }
@@ -100,4 +105,31 @@ fn fast_mode_downloads_are_byte_exact_in_shaped_records_with_zero_copy_on_and_of
         assert!(records.is_empty(), "dd: no records");
         assert_eq!(head, dc_head(&dc, 1), "zero-copy {zero_copy}, dd: the DC's bytes as they are");
     }
+}
+
+#[test]
+fn a_spliced_download_waits_for_the_users_rate() {
+    let total = 2 << 20;
+    let dc = FakeDc::start(DcMode::Flood { bytes: total as u64 });
+    let front = FrontingSite::start(HOST);
+    let proxy = start_with(dc.addr(), &front, true, "[secret-limits.alice]\nrate-limit = \"1mib\"\n");
+    let addr = proxy.addr();
+    let (first, last) = block_on(async move {
+        let mut client = ProxyClient::connect_ee(addr, &alice(), 2).await?;
+        let first_bytes = client.recv_exact(1).await?;
+        let first = Instant::now();
+        let rest = client.recv_exact(total - 1).await?;
+        let last = Instant::now();
+        let all: Vec<u8> = first_bytes.into_iter().chain(rest).collect();
+        let first_bad = all.iter().enumerate().position(|(i, &b)| b != flood_byte(i as u64));
+        assert_eq!(first_bad, None, "the flood arrives byte for byte");
+        std::io::Result::Ok((first, last))
+    })
+    .expect("the download completes");
+    // The limiter's lower bound: at most half a second of burst, then 1 MiB/s.
+    let took = last - first;
+    assert!(took >= Duration::from_millis(1200), "2 MiB at 1 MiB/s took {took:?}");
+    let stats: serde_json::Value = serde_json::from_str(&proxy.stats_json()).expect("stats JSON");
+    assert!(stats["users"]["alice"]["rate_limited_ms"].as_u64().is_some_and(|ms| ms > 0), "{stats}");
+    assert_eq!(stats["users"]["alice"]["bytes_out"], total as u64, "{stats}");
 }
