@@ -111,17 +111,7 @@ impl Runtime for Tokio {
         cx: &mut Context<'_>,
         op: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
-        let tcp = stream.get_ref();
-        loop {
-            if let Err(e) = std::task::ready!(tcp.poll_read_ready(cx)) {
-                return Poll::Ready(Err(e));
-            }
-            // `try_io` clears the readiness on `WouldBlock`: the next poll registers the waker.
-            match tcp.try_io(Interest::READABLE, || op(tcp.as_fd())) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return Poll::Ready(done),
-            }
-        }
+        poll_with(stream, cx, Interest::READABLE, op)
     }
 
     fn poll_write_with(
@@ -129,16 +119,7 @@ impl Runtime for Tokio {
         cx: &mut Context<'_>,
         op: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
-        let tcp = stream.get_ref();
-        loop {
-            if let Err(e) = std::task::ready!(tcp.poll_write_ready(cx)) {
-                return Poll::Ready(Err(e));
-            }
-            match tcp.try_io(Interest::WRITABLE, || op(tcp.as_fd())) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return Poll::Ready(done),
-            }
-        }
+        poll_with(stream, cx, Interest::WRITABLE, op)
     }
 
     fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
@@ -184,6 +165,28 @@ impl Runtime for Tokio {
                 (Signal::Interrupt, watch(SignalKind::interrupt())?),
             ],
         })
+    }
+}
+
+/// Runs `op` on `stream`'s socket once it is ready for `interest` (readable or writable),
+/// until `op` does not report `WouldBlock`.
+fn poll_with(
+    stream: &Stream,
+    cx: &mut Context<'_>,
+    interest: Interest,
+    op: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    let tcp = stream.get_ref();
+    loop {
+        let ready = if interest.is_readable() { tcp.poll_read_ready(cx) } else { tcp.poll_write_ready(cx) };
+        if let Err(e) = std::task::ready!(ready) {
+            return Poll::Ready(Err(e));
+        }
+        // `try_io` clears the readiness on `WouldBlock`: the next poll registers the waker.
+        match tcp.try_io(interest, || op(tcp.as_fd())) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => return Poll::Ready(done),
+        }
     }
 }
 

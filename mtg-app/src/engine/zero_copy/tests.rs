@@ -241,14 +241,8 @@ fn plain_bytes_pass_unchanged_without_headers() {
     run(|rt| async move {
         let data = random(3 << 20);
         let (client, mut client_peer) = connected(&rt).await;
-        let (site, mut site_peer) = connected(&rt).await;
-        let to_send = data.clone();
-        let (site_tx, site_rx) = async_channel::bounded(1);
-        rt.spawn(async move {
-            site_peer.write_all(&to_send).await.expect("the site writes");
-            // Stays open: the relay must not end before the test looked.
-            site_tx.send(site_peer).await.expect("the test waits");
-        });
+        let (site, site_peer) = connected(&rt).await;
+        let site_rx = send_and_stay(&rt, site_peer, &data);
         let (got_tx, got_rx) = async_channel::bounded(1);
         let len = data.len();
         rt.spawn(async move {
@@ -276,14 +270,9 @@ fn an_idle_session_holds_no_pipe() {
     run(|rt| async move {
         let data = random(1 << 20);
         let (client, mut client_peer) = connected(&rt).await;
-        let (dc, mut dc_peer) = connected(&rt).await;
-        let to_send = data.clone();
-        let (dc_tx, dc_rx) = async_channel::bounded(1);
-        rt.spawn(async move {
-            dc_peer.write_all(&to_send).await.expect("the DC writes");
-            // Stays open and silent: the session is idle, not over.
-            dc_tx.send(dc_peer).await.expect("the test waits");
-        });
+        let (dc, dc_peer) = connected(&rt).await;
+        // The DC stays open and silent: the session is idle, not over.
+        let dc_rx = send_and_stay(&rt, dc_peer, &data);
         let (got_tx, got_rx) = async_channel::bounded(1);
         let len = data.len();
         rt.spawn(async move {
@@ -312,6 +301,18 @@ fn an_idle_session_holds_no_pipe() {
         assert!(released, "an idle session gives its pipe back");
         assert!(relay.down.splices());
     });
+}
+
+/// Writes `data` to `peer` in a task, then hands `peer` over, still open (the relay must not
+/// end before the test looked).
+fn send_and_stay(rt: &Selected, mut peer: Stream, data: &[u8]) -> async_channel::Receiver<Stream> {
+    let (tx, rx) = async_channel::bounded(1);
+    let data = data.to_vec();
+    rt.spawn(async move {
+        peer.write_all(&data).await.expect("the peer writes");
+        tx.send(peer).await.expect("the test waits");
+    });
+    rx
 }
 
 /// Payload bytes in the complete records at the start of `wire`.
