@@ -316,6 +316,22 @@ impl ProxyClient {
         Ok(std::mem::replace(&mut self.plain, rest))
     }
 
+    /// Sends `payload` to an echoing DC and reads it back, interleaved (256 KiB out, then what
+    /// came back, up to 64 KiB at a time) so that neither side stalls.
+    pub async fn echo(&mut self, payload: &[u8]) -> io::Result<Vec<u8>> {
+        let (mut sent, mut got) = (0, Vec::with_capacity(payload.len()));
+        while got.len() < payload.len() {
+            if sent < payload.len() {
+                let end = (sent + 256 * 1024).min(payload.len());
+                self.send(&payload[sent..end]).await?;
+                sent = end;
+            }
+            let want = (sent - got.len()).min(64 * 1024);
+            got.extend(self.recv_exact(want).await?);
+        }
+        Ok(got)
+    }
+
     /// Reads one padded-intermediate frame and returns its payload (padding included).
     pub async fn recv_frame(&mut self) -> io::Result<Vec<u8>> {
         let head = self.recv_exact(4).await?;

@@ -57,21 +57,6 @@ async fn connect(proxy: SocketAddr, secret: &Secret) -> std::io::Result<ProxyCli
     }
 }
 
-/// Sends `payload` and reads it back from an echoing DC, interleaved so neither side stalls.
-async fn echo(client: &mut ProxyClient, payload: &[u8]) -> std::io::Result<Vec<u8>> {
-    let (mut sent, mut got) = (0, Vec::with_capacity(payload.len()));
-    while got.len() < payload.len() {
-        if sent < payload.len() {
-            let end = (sent + 256 * 1024).min(payload.len());
-            client.send(&payload[sent..end]).await?;
-            sent = end;
-        }
-        let want = (sent - got.len()).min(64 * 1024);
-        got.extend(client.recv_exact(want).await?);
-    }
-    Ok(got)
-}
-
 /// The fake DC's connection `index` once it sent at least [`WIRE_HEAD`] bytes.
 fn dc_head(dc: &FakeDc, index: usize) -> DcConnection {
     assert!(
@@ -90,7 +75,7 @@ fn echo_session(proxy: SocketAddr, secret: &Secret, len: usize, seed: u32) -> Ve
         let payload = payload.clone();
         async move {
             let mut client = connect(proxy, &secret).await?;
-            let echoed = echo(&mut client, &payload).await?;
+            let echoed = client.echo(&payload).await?;
             std::io::Result::Ok((echoed, client.wire_head().to_vec()))
         }
     })
@@ -132,11 +117,11 @@ fn without_fast_mode_the_legs_carry_different_bytes_and_a_reload_turns_it_on_for
     let live = std::thread::spawn(move || {
         block_on(async move {
             let mut client = connect(addr, &alice()).await?;
-            let first = echo(&mut client, &pattern(100_000, 1)).await?;
+            let first = client.echo(&pattern(100_000, 1)).await?;
             let _ = opened_tx.send(client.wire_head().to_vec());
             let _ = before_rx.recv();
             // After the reload, the same session keeps relaying as it started.
-            let second = echo(&mut client, &pattern(100_000, 2)).await?;
+            let second = client.echo(&pattern(100_000, 2)).await?;
             std::io::Result::Ok((first, second))
         })
     });

@@ -200,6 +200,12 @@ fn tdlib_and_telethon_connect_through_a_proxy_shaped_after_an_openssl_site() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    tdlib_and_telethon_reach(&proxy, &dc);
+}
+
+/// TDLib (`ee`) pings through `proxy`, then Telethon (`dd`) reaches the fake DC `dc` through it;
+/// returns Telethon's result.
+fn tdlib_and_telethon_reach(proxy: &ProxyUnderTest, dc: &FakeDc) -> real_clients::ClientResult {
     let result = real_clients::tdlib_ping(proxy.addr(), &ee(), Duration::from_secs(15));
     println!("tdlib result: {}", result.json);
     assert!(!dc.req_pq_nonces().is_empty(), "TDLib's req_pq_multi reached the fake DC");
@@ -209,6 +215,7 @@ fn tdlib_and_telethon_connect_through_a_proxy_shaped_after_an_openssl_site() {
     let result = real_clients::telethon_dd(proxy.addr(), &dd(), 2, Duration::from_secs(8));
     println!("telethon result: {}", result.json);
     assert!(dc.req_pq_nonces().len() > before, "Telethon's req_pq_multi reached the fake DC");
+    result
 }
 
 #[test]
@@ -228,15 +235,7 @@ fn tdlib_and_telethon_connect_through_a_fast_mode_proxy() {
 
     // TDLib's ping succeeds only if it reads the fake DC's resPQ, which reached it as the DC
     // encrypted it (in TLS records).
-    let result = real_clients::tdlib_ping(proxy.addr(), &ee(), Duration::from_secs(15));
-    println!("tdlib result: {}", result.json);
-    assert!(!dc.req_pq_nonces().is_empty(), "TDLib's req_pq_multi reached the fake DC");
-    assert!(result.ok(), "TDLib ping failed: {}\n{}", result.json, result.stderr);
-
-    let before = dc.req_pq_nonces().len();
-    let result = real_clients::telethon_dd(proxy.addr(), &dd(), 2, Duration::from_secs(8));
-    println!("telethon result: {}", result.json);
-    assert!(dc.req_pq_nonces().len() > before, "Telethon's req_pq_multi reached the fake DC");
+    let result = tdlib_and_telethon_reach(&proxy, &dc);
     // Telethon read the resPQ (its nonce checked out in step 1) and stopped at step 2: the
     // fake DC's key fingerprint is no real Telegram key.
     let tail = result.json["log_tail"].to_string();
