@@ -128,6 +128,7 @@ fn minimal_config_gets_every_effective_default() {
             tcp_not_sent_lowat: 128 * 1024,
             client_mss: None,
             client_mss_bulk: None,
+            zero_copy: true,
             timeout: Timeouts {
                 tcp: Duration::from_secs(10),
                 http: Duration::from_secs(10),
@@ -387,6 +388,7 @@ enabled = true
             tcp_not_sent_lowat: 64 * 1024,
             client_mss: None,
             client_mss_bulk: None,
+            zero_copy: true,
             timeout: Timeouts {
                 tcp: Duration::from_secs(1),
                 http: Duration::from_secs(2),

@@ -28,6 +28,7 @@ fn options() -> Options {
         middle_packet: 4096,
         rate_limit: None,
         fast_mode: false,
+        zero_copy: true,
     }
 }
 

@@ -264,6 +264,8 @@ pub struct Network {
     pub client_mss: Option<u16>,
     /// `client-mss-bulk`: segment size once the relay starts (only with `client-mss`).
     pub client_mss_bulk: Option<u16>,
+    /// `zero-copy`: relay downloads that pass unchanged with `splice(2)` (Linux; default on).
+    pub zero_copy: bool,
     /// `[network.timeout]`.
     pub timeout: Timeouts,
     /// `[network.keep-alive]`.

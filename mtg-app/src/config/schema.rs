@@ -23,6 +23,7 @@ const NETWORK: &[(&str, Node)] = &[
     ("tcp-not-sent-lowat", Node::Leaf),
     ("client-mss", Node::Leaf),
     ("client-mss-bulk", Node::Leaf),
+    ("zero-copy", Node::Leaf),
     ("timeout", Node::Table(TIMEOUT)),
     ("keep-alive", Node::Table(KEEP_ALIVE)),
     ("dc-overrides", Node::Map(&Node::Leaf)),

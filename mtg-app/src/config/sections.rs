@@ -204,6 +204,7 @@ fn network(r: &Reader<'_>) -> Result<Network, ConfigError> {
         tcp_not_sent_lowat: r.bytes("network.tcp-not-sent-lowat")?.unwrap_or(128 << 10),
         client_mss,
         client_mss_bulk,
+        zero_copy: r.flag_or("network.zero-copy", true)?,
         timeout: Timeouts {
             tcp: r.duration("network.timeout.tcp")?.unwrap_or(10 * SECOND),
             http: r.duration("network.timeout.http")?.unwrap_or(10 * SECOND),

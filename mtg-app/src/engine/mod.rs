@@ -23,6 +23,7 @@ mod shaper;
 mod socks5;
 mod tuning;
 pub(crate) mod upstream;
+mod zero_copy;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};

@@ -39,8 +39,8 @@ pub struct Probe<S> {
 
 #[expect(clippy::large_enum_variant, reason = "one per test; a session's relay is not boxed either")]
 enum Wired<S> {
-    Telegram(Relay<Selected, S, ClientToDc, Shaped<Selected>>),
-    Fronting(Relay<Selected, S, Plain, Plain>),
+    Telegram(Relay<Selected, S, Pump<ClientToDc>, Pump<Shaped<Selected>>>),
+    Fronting(Relay<Selected, S, Pump<Plain>, Pump<Plain>>),
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Probe<S> {

@@ -23,6 +23,7 @@ use crate::users::limits;
 use super::middle_session::{self, MiddleReady};
 use super::relay::{Downlink, Pump, Relay};
 use super::shaper::Shaped;
+use super::zero_copy::Spliced;
 use super::{Directory, Settings, Shared, client_mss, fronting, upstream, with_timeout};
 
 /// Read granularity during the handshake.
@@ -436,7 +437,7 @@ async fn open_direct<R: Runtime>(
     let up = Pump::new(client_to_dc, &first);
     // Nothing of the handshake outlives it: the session holds only the relay.
     drop(first);
-    let down = Pump::new(shaped::<R>(settings, doppel, mode, down), &[]);
+    let down = Spliced::new(shaped::<R>(settings, doppel, mode, down), settings.config.network.zero_copy);
     let relay = Relay::new(conn.client, dc_stream, up, down, settings.config.network.timeout.idle)
         .counting(admitted)
         .metered(user_traffic)
@@ -526,7 +527,7 @@ fn shaped<R: Runtime>(settings: &Settings, doppel: &Statistics, mode: Mode, half
 
 /// A client session ready to relay: all a relaying session's task holds.
 struct Ready<R: Runtime> {
-    relay: Relay<R, R::Stream, ClientToDc, Shaped<R>>,
+    relay: Relay<R, R::Stream, Pump<ClientToDc>, Spliced<Shaped<R>>>,
     name: String,
     target: i16,
     dc_addr: SocketAddr,
@@ -554,7 +555,7 @@ pub(crate) async fn serve_connection<R: Runtime>(
         Some(Prepared::Middle(ready)) => return middle_session::serve(ready).await,
     };
     let end = (&mut ready.relay).await;
-    shared.doppelganger().add_paced_records(ready.relay.down.transform.paced_records());
+    shared.doppelganger().add_paced_records(ready.relay.down.transform().paced_records());
     info!(
         user = %ready.name,
         dc = ready.target,
@@ -562,7 +563,7 @@ pub(crate) async fn serve_connection<R: Runtime>(
         via = %ready.via,
         fast_mode = ready.fast,
         bytes_in = ready.relay.up.transform.bytes(),
-        bytes_out = ready.relay.down.transform.bytes(),
+        bytes_out = ready.relay.down.transform().bytes(),
         duration_ms = ready.started.elapsed().as_millis() as u64,
         reason = %end,
         "session ended"

@@ -17,7 +17,7 @@ use std::time::Instant;
 use mtg_proto::RelayError;
 use mtg_proto::doppel::{RecordSizer, Weibull};
 
-use super::relay::{Downlink, Transform};
+use super::relay::{Downlink, RECORD_HEADER, Transform};
 use crate::runtime::Runtime;
 
 /// The DC→client transform (re-encrypting or fast mode's) with its shaping.
@@ -88,6 +88,28 @@ impl<R: Runtime> Transform for Shaped<R> {
     }
 
     fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError> {
+        self.record_sent();
+        self.inner.transform(buf, n)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.inner.bytes()
+    }
+
+    fn passes_through(&self) -> bool {
+        self.inner.passes_through()
+    }
+
+    fn pass_through(&mut self, n: usize) -> ([u8; RECORD_HEADER], usize) {
+        self.record_sent();
+        self.inner.pass_through(n)
+    }
+}
+
+impl<R: Runtime> Shaped<R> {
+    /// Moves the shaping on by one record (read from the DC, about to go to the client): the
+    /// sizer's next limit, the pacer's next delay. The copy and the zero-copy path alike.
+    fn record_sent(&mut self) {
         if self.sizer.is_some() || self.pacer.is_some() {
             let now = Instant::now();
             let mut rng = rand::rng();
@@ -100,10 +122,5 @@ impl<R: Runtime> Transform for Shaped<R> {
                 R::reset(&mut pacer.timer, now + pacer.delays.delay(&mut rng));
             }
         }
-        self.inner.transform(buf, n)
-    }
-
-    fn bytes(&self) -> u64 {
-        self.inner.bytes()
     }
 }

@@ -64,6 +64,8 @@ pub struct Options {
     pub rate_limit: Option<String>,
     /// Runs the measured proxy with `fast-mode = true`.
     pub fast_mode: bool,
+    /// `[network] zero-copy` of the measured proxy (false: every byte is copied).
+    pub zero_copy: bool,
 }
 
 /// One benchmark mode.
@@ -161,6 +163,7 @@ impl Rig {
         setup.middle_proxy = middle_proxy;
         setup.rate_limit.clone_from(&options.rate_limit);
         setup.fast_mode = options.fast_mode;
+        setup.zero_copy = options.zero_copy;
         let subject = Subject::proxy(&options.proxy, &setup).await?;
         let secret = setup.users[0].clone();
         Ok((Self { subject, far, secret }, setup, site))

@@ -96,6 +96,10 @@ struct RunArgs {
     /// cryptography), so the same cases measure fast mode.
     #[arg(long)]
     fast_mode: bool,
+    /// Runs the measured proxy with `[network] zero-copy = false` (downloads that pass
+    /// unchanged are copied instead of spliced).
+    #[arg(long)]
+    no_zero_copy: bool,
     /// Worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -136,6 +140,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         middle_packet: args.middle_packet,
         rate_limit: args.rate_limit,
         fast_mode: args.fast_mode,
+        zero_copy: !args.no_zero_copy,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
@@ -143,9 +148,10 @@ fn run(args: RunArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     println!(
-        "proxy: {}{}; open-file limit {nofile}; medians of {} runs\n",
+        "proxy: {}{}{}; open-file limit {nofile}; medians of {} runs\n",
         args.proxy.display(),
         if args.fast_mode { " (fast-mode = true)" } else { "" },
+        if args.no_zero_copy { " (zero-copy = false)" } else { "" },
         args.repeat.max(1)
     );
     let mut all = Vec::new();
