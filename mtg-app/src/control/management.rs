@@ -72,6 +72,9 @@ pub struct UserView {
     /// The rate limit in bytes per second, each direction (absent = no limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<u64>,
+    /// `["max-connections"]` when the cap counts the whole fleet's sessions (`[cluster]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_wide: Option<Vec<&'static str>>,
     /// The user's own ad tag (`[secret-ad-tags]`), 32 hex; absent when it has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ad_tag: Option<String>,
@@ -96,6 +99,7 @@ impl UserView {
             disabled: limits.disabled.then_some(true),
             max_ips: Some(limits.max_ips).filter(|&n| n > 0),
             rate_limit: limits.rate_limit,
+            cluster_wide: limits.cluster_wide_connections.then(|| vec!["max-connections"]),
         }
     }
 }
@@ -113,6 +117,7 @@ struct LimitFields {
     disabled: Option<Value>,
     max_ips: Option<Value>,
     rate_limit: Option<Value>,
+    cluster_wide: Option<Value>,
 }
 
 impl LimitFields {
@@ -127,6 +132,7 @@ impl LimitFields {
             ("disabled", self.disabled),
             ("max-ips", self.max_ips),
             ("rate-limit", self.rate_limit),
+            ("cluster-wide", self.cluster_wide),
         ] {
             if let Some(value) = value.and_then(json_to_toml) {
                 table.insert(key.to_owned(), value);
@@ -195,6 +201,7 @@ struct AddUser {
     disabled: Option<Value>,
     max_ips: Option<Value>,
     rate_limit: Option<Value>,
+    cluster_wide: Option<Value>,
 }
 
 /// One user in the body of `PUT /secrets`.
@@ -210,6 +217,7 @@ struct Entry {
     disabled: Option<Value>,
     max_ips: Option<Value>,
     rate_limit: Option<Value>,
+    cluster_wide: Option<Value>,
 }
 
 /// The body of `PUT /secrets`: the whole new set of users, and the global ad tag (absent =
@@ -364,6 +372,7 @@ pub async fn add(control: &Control, body: &[u8]) -> Result<Added, ApiError> {
         disabled: request.disabled,
         max_ips: request.max_ips,
         rate_limit: request.rate_limit,
+        cluster_wide: request.cluster_wide,
     }
     .parse("")?;
     let name = request.name;
@@ -399,7 +408,7 @@ pub async fn add(control: &Control, body: &[u8]) -> Result<Added, ApiError> {
     state.set_limits(&name, limits.clone());
     state.set_own_ad_tag(&name, own_tag);
     state.check_tags()?;
-    apply(control, &state)?;
+    apply(control, &state).await?;
     let view = UserView::new(&secret, &limits, own_tag, state.tags.effective(&name));
     Ok(Added { view, name, created })
 }
@@ -432,6 +441,7 @@ pub async fn replace(control: &Control, body: &[u8]) -> Result<BTreeMap<String, 
             disabled: entry.disabled,
             max_ips: entry.max_ips,
             rate_limit: entry.rate_limit,
+            cluster_wide: entry.cluster_wide,
         }
         .parse(&format!("secrets.{name}."))?;
         let own_tag = parse_ad_tag(entry.ad_tag, &format!("secrets.{name}.ad_tag"))?;
@@ -442,7 +452,7 @@ pub async fn replace(control: &Control, body: &[u8]) -> Result<BTreeMap<String, 
     state.check_tags()?;
     // BTreeMap order: already sorted by name.
     let _serialised = control.manage_lock().await;
-    apply(control, &state)?;
+    apply(control, &state).await?;
     Ok(list(control))
 }
 
@@ -461,7 +471,7 @@ pub async fn remove(control: &Control, name: &str) -> Result<(), ApiError> {
     }
     state.limits.remove(name);
     state.tags.per_user.remove(name);
-    apply(control, &state)
+    apply(control, &state).await
 }
 
 /// `GET /adtag`: `{"ad_tag": "<32 hex>"}`, or `{"ad_tag": null}` when no global tag is set
@@ -481,7 +491,7 @@ pub async fn set_ad_tag(control: &Control, body: &[u8]) -> Result<(), ApiError> 
     let mut state = State::current(control);
     state.tags.global = Some(tag);
     state.check_tags()?;
-    apply(control, &state)
+    apply(control, &state).await
 }
 
 /// `DELETE /adtag`: clears the global tag (also when none is set). Users with their own tag
@@ -490,7 +500,7 @@ pub async fn delete_ad_tag(control: &Control) -> Result<(), ApiError> {
     let _serialised = control.manage_lock().await;
     let mut state = State::current(control);
     state.tags.global = None;
-    apply(control, &state)
+    apply(control, &state).await
 }
 
 /// `POST /secrets/{name}/reset-quota`.
@@ -503,13 +513,24 @@ pub async fn reset_quota(control: &Control, name: &str) -> Result<(), ApiError> 
         .position(|n| n == name)
         .ok_or_else(|| ApiError::new(404, format!("no user {name}")))?;
     let period = crate::users::limits::quota_period(users.all_limits()[index].quota_reset, unix_ms());
+    if let Some(cluster) = control.cluster() {
+        cluster.reset_usage(name, period).await.map_err(|e| {
+            ApiError::new(503, format!("cannot reset the fleet's usage (nothing changed): {e}"))
+        })?;
+    }
     users.all_stats()[index].restore_quota(0, period);
     Ok(())
 }
 
 /// Writes the new state to the file (with `api-persist`), then swaps it in. The caller holds
 /// the management lock. A write failure changes nothing.
-fn apply(control: &Control, state: &State) -> Result<(), ApiError> {
+async fn apply(control: &Control, state: &State) -> Result<(), ApiError> {
+    if let Some(cluster) = control.cluster() {
+        let change = fleet_change(&State::current(control), state);
+        cluster.write_users(change).await.map_err(|e| {
+            ApiError::new(503, format!("cannot change the fleet's users (nothing changed): {e}"))
+        })?;
+    }
     if control.config().api_persist
         && let Some(path) = &control.config_path
     {
@@ -523,6 +544,105 @@ fn apply(control: &Control, state: &State) -> Result<(), ApiError> {
         relimited = ?summary.relimited, retagged = ?summary.retagged, "users changed through the API"
     );
     Ok(())
+}
+
+/// The user as the fleet's Redis keeps it: the `PUT /secrets` entry fields (`secret`,
+/// `ad_tag`, the limits).
+fn stored_json(secret: &Secret, limits: Option<&SecretLimits>, own_tag: Option<AdTag>) -> String {
+    let none = SecretLimits::default();
+    let view = UserView::new(secret, limits.unwrap_or(&none), own_tag, None);
+    let mut value = serde_json::to_value(&view).unwrap_or_default();
+    if let Value::Object(map) = &mut value {
+        map.remove("base64");
+        map.remove("host");
+    }
+    value.to_string()
+}
+
+impl State {
+    /// The users as the fleet's Redis keeps them.
+    fn stored(&self) -> crate::cluster::StoredUsers {
+        let users = self
+            .users
+            .iter()
+            .map(|(name, secret)| {
+                (name.clone(), stored_json(secret, self.limits.get(name), self.tags.per_user.get(name).copied()))
+            })
+            .collect();
+        crate::cluster::StoredUsers { users, ad_tag: self.tags.global.map(|t| t.to_hex()) }
+    }
+
+    /// Users read from the fleet's Redis; a user that does not parse is skipped with a
+    /// warning naming it (never its secret).
+    fn from_stored(control: &Control, stored: &crate::cluster::StoredUsers) -> Self {
+        let global = stored.ad_tag.as_deref().and_then(|t| match AdTag::parse(t) {
+            Ok(tag) => Some(tag),
+            Err(e) => {
+                tracing::warn!(error = %e, "the fleet's global ad tag is invalid; ignored");
+                None
+            }
+        });
+        let mut state = Self { users: Vec::new(), limits: BTreeMap::new(), tags: AdTags { global, per_user: BTreeMap::new() } };
+        for (name, json) in &stored.users {
+            let parsed = serde_json::from_str::<Entry>(json)
+                .map_err(|e| ApiError::bad(format!("bad JSON: {e}")))
+                .and_then(|entry| {
+                    let secret = parse_secret(control, &entry.secret, "secret")?;
+                    let limits = LimitFields {
+                        max_connections: entry.max_connections,
+                        quota: entry.quota,
+                        quota_reset: entry.quota_reset,
+                        expires: entry.expires,
+                        disabled: entry.disabled,
+                        max_ips: entry.max_ips,
+                        rate_limit: entry.rate_limit,
+                        cluster_wide: entry.cluster_wide,
+                    }
+                    .parse("")?;
+                    Ok((secret, limits, parse_ad_tag(entry.ad_tag, "ad_tag")?))
+                });
+            match parsed {
+                Ok((secret, limits, tag)) if valid_name(name) => {
+                    state.set_limits(name, limits);
+                    state.set_own_ad_tag(name, tag);
+                    state.users.push((name.clone(), secret));
+                }
+                Ok(_) => tracing::warn!(user = %name.chars().take(64).collect::<String>(), "the fleet has a user with an invalid name; skipped"),
+                Err(e) => tracing::warn!(user = %name, error = %e.message, "the fleet has a user that does not parse; skipped"),
+            }
+        }
+        state
+    }
+}
+
+/// The users served now, as the fleet's Redis keeps them (what the first instance seeds).
+pub(crate) fn stored_users(control: &Control) -> crate::cluster::StoredUsers {
+    State::current(control).stored()
+}
+
+/// Serves users read from the fleet's Redis (or its cache) when they differ from the served
+/// ones; the caller holds the management lock. An empty set is not applied.
+pub(crate) fn apply_stored(control: &Control, stored: &crate::cluster::StoredUsers) {
+    let state = State::from_stored(control, stored);
+    if state.users.is_empty() || state == State::current(control) {
+        return;
+    }
+    let default_limits = control.data.users().default_limits().clone();
+    let summary = control.data.reload_users(&state.users, &state.limits, &default_limits, &state.tags);
+    tracing::info!(
+        added = ?summary.added, removed = ?summary.removed, rekeyed = ?summary.rekeyed,
+        relimited = ?summary.relimited, retagged = ?summary.retagged, "users changed by the fleet"
+    );
+}
+
+/// What to write to the fleet's Redis to go from `old` to `new`.
+fn fleet_change(old: &State, new: &State) -> crate::cluster::UsersChange {
+    let (old, new) = (old.stored(), new.stored());
+    crate::cluster::UsersChange {
+        put: new.users.iter().filter(|(n, j)| old.users.get(*n) != Some(j)).map(|(n, j)| (n.clone(), j.clone())).collect(),
+        delete: old.users.keys().filter(|n| !new.users.contains_key(*n)).cloned().collect(),
+        ad_tag: (old.ad_tag != new.ad_tag).then_some(new.ad_tag),
+    }
 }
 
 /// Tables keyed by user name: an entry for a user that is gone is removed with the user, so

@@ -16,6 +16,12 @@ impl Control {
         ManageGuard(&self.manage.1)
     }
 
+    /// The management lock if it is free now (the cluster agent, a plain thread, never waits
+    /// for it: an API change may be waiting on the agent while holding it).
+    pub(crate) fn try_manage_lock(&self) -> Option<ManageGuard<'_>> {
+        self.manage.0.try_send(()).ok().map(|()| ManageGuard(&self.manage.1))
+    }
+
     /// Re-reads the config file and applies its users, limits and ad tags (a tag change
     /// reaches new sessions only); an invalid file changes nothing. Other settings (listeners, timeouts, …) need a restart. Runs under the
     /// management lock, so it never interleaves with an API change of the users.
