@@ -186,6 +186,7 @@ fn minimal_config_gets_every_effective_default() {
             update_each: Duration::from_secs(3600),
             cache_dir: None,
         },
+        cluster: None,
     };
     assert_eq!(c, expected);
 }
@@ -450,6 +451,7 @@ enabled = true
                     disabled: true,
                     max_ips: 4,
                     rate_limit: Some(1_000_000),
+                    cluster_wide_connections: false,
                 },
             ),
             (
@@ -479,6 +481,7 @@ enabled = true
             update_each: Duration::from_secs(1800),
             cache_dir: Some(PathBuf::from("/var/cache/mtg-multi")),
         },
+        cluster: None,
     };
     assert_eq!(loaded.config, expected);
     assert_eq!(
