@@ -123,7 +123,7 @@ impl Agent {
                 if !self.outage {
                     self.outage = true;
                     warn!(redis = %address, error = %e,
-                        "the fleet's Redis is unreachable: serving the last known users, counting usage locally");
+                        "the fleet's Redis is unreachable: keeping the last known users, counting usage locally");
                 } else {
                     debug!(error = %e, "the fleet's Redis is still unreachable");
                 }
@@ -163,8 +163,10 @@ impl Agent {
                 *self.unflushed.entry(key.clone()).or_default() += delta;
                 self.tracked.remove(name);
             }
-            let tracked =
-                self.tracked.entry(name.clone()).or_insert_with(|| Tracked { stats: stats.clone(), counted: 0 });
+            let tracked = self
+                .tracked
+                .entry(name.clone())
+                .or_insert_with(|| Tracked { stats: stats.clone(), counted: 0 });
             let total = bytes(stats);
             let delta = total.saturating_sub(tracked.counted);
             tracked.counted = total;
@@ -173,7 +175,8 @@ impl Agent {
             }
             seen.push(name.as_str());
         }
-        let gone: Vec<String> = self.tracked.keys().filter(|n| !seen.contains(&n.as_str())).cloned().collect();
+        let gone: Vec<String> =
+            self.tracked.keys().filter(|n| !seen.contains(&n.as_str())).cloned().collect();
         for name in gone {
             if let Some(old) = self.tracked.remove(&name) {
                 let delta = bytes(&old.stats).saturating_sub(old.counted);
@@ -213,7 +216,8 @@ impl Agent {
         if self.pending.is_none() && !self.unflushed.is_empty() {
             let seq = self.next_seq.unwrap_or(1);
             self.next_seq = Some(seq + 1);
-            self.pending = Some(Batch { seq, deltas: std::mem::take(&mut self.unflushed).into_iter().collect() });
+            self.pending =
+                Some(Batch { seq, deltas: std::mem::take(&mut self.unflushed).into_iter().collect() });
         }
         let users = self.control.data.users();
         let now = unix_ms();

@@ -45,11 +45,11 @@ pub struct Beat {
 impl Beat {
     /// This instance's beat now.
     pub(super) fn local(name: &str, started_at_ms: i64, now_ms: i64, users: &Directory) -> Self {
-        let mut beat =
-            Self { name: name.to_owned(), started_at_ms, seen_at_ms: now_ms, ..Self::default() };
+        let mut beat = Self { name: name.to_owned(), started_at_ms, seen_at_ms: now_ms, ..Self::default() };
         for (user, stats) in users.names().iter().zip(users.all_stats()) {
             let s = stats.snapshot();
-            let counts = UserBeat { connections: s.connections, bytes_in: s.bytes_in, bytes_out: s.bytes_out };
+            let counts =
+                UserBeat { connections: s.connections, bytes_in: s.bytes_in, bytes_out: s.bytes_out };
             beat.totals.add(&counts);
             beat.users.insert(user.clone(), counts);
         }

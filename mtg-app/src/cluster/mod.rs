@@ -62,7 +62,10 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("name", &self.name).field("redis", &self.address).finish_non_exhaustive()
+        f.debug_struct("Cluster")
+            .field("name", &self.name)
+            .field("redis", &self.address)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,7 +102,10 @@ impl Cluster {
         self.commands.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(command).is_ok()
     }
 
-    async fn ask(&self, make: impl FnOnce(async_channel::Sender<Result<(), String>>) -> Command) -> Result<(), String> {
+    async fn ask(
+        &self,
+        make: impl FnOnce(async_channel::Sender<Result<(), String>>) -> Command,
+    ) -> Result<(), String> {
         let (reply, answer) = async_channel::bounded(1);
         if !self.send(make(reply)) {
             return Err("the cluster agent has stopped".to_owned());
@@ -156,8 +162,8 @@ fn apply_stored(control: &Control, users: &StoredUsers) -> Option<()> {
 /// without its password.
 pub fn start(control: &Arc<Control>, config: &crate::config::Cluster) -> Result<Arc<Cluster>, String> {
     let address = redis_address(&config.redis);
-    let client = redis::Client::open(config.redis.as_str())
-        .map_err(|e| format!("[cluster] redis {address}: {e}"))?;
+    let client =
+        redis::Client::open(config.redis.as_str()).map_err(|e| format!("[cluster] redis {address}: {e}"))?;
     let mut store = store::Store::new(client.clone(), &config.key_prefix);
     let (commands, receive) = mpsc::channel();
     let cluster = Arc::new(Cluster {
@@ -197,7 +203,7 @@ pub fn start(control: &Arc<Control>, config: &crate::config::Cluster) -> Result<
                 ));
             };
             warn!(redis = %address, error = %e, users = users.users.len(),
-                "the fleet's Redis is unreachable: serving the cached users");
+                "the fleet's Redis is unreachable: using the cached users");
             apply_stored(control, &users);
             0
         }

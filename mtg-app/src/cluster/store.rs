@@ -133,7 +133,10 @@ impl Store {
 
     /// Runs `f` on the connection (opened first if needed); a failure drops the connection
     /// so the next call reconnects.
-    pub(super) fn with<T>(&mut self, f: impl FnOnce(&mut Connection, &Keys) -> RedisResult<T>) -> RedisResult<T> {
+    pub(super) fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection, &Keys) -> RedisResult<T>,
+    ) -> RedisResult<T> {
         if self.con.is_none() {
             let con = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
             con.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -150,7 +153,12 @@ impl Store {
 }
 
 /// Seeds the store with `users` unless it was seeded; `true` when this call did.
-pub(super) fn seed(con: &mut Connection, keys: &Keys, instance: &str, users: &StoredUsers) -> RedisResult<bool> {
+pub(super) fn seed(
+    con: &mut Connection,
+    keys: &Keys,
+    instance: &str,
+    users: &StoredUsers,
+) -> RedisResult<bool> {
     let script = redis::Script::new(SEED);
     let mut call = script.key(keys.seeded());
     call.key(keys.users()).key(keys.ad_tag()).key(keys.version());
@@ -163,12 +171,8 @@ pub(super) fn seed(con: &mut Connection, keys: &Keys, instance: &str, users: &St
 
 /// The users and their version.
 pub(super) fn load(con: &mut Connection, keys: &Keys) -> RedisResult<(u64, StoredUsers)> {
-    let (version, users, ad_tag): (Option<u64>, BTreeMap<String, String>, Option<String>) = redis::pipe()
-        .atomic()
-        .get(keys.version())
-        .hgetall(keys.users())
-        .get(keys.ad_tag())
-        .query(con)?;
+    let (version, users, ad_tag): (Option<u64>, BTreeMap<String, String>, Option<String>) =
+        redis::pipe().atomic().get(keys.version()).hgetall(keys.users()).get(keys.ad_tag()).query(con)?;
     Ok((version.unwrap_or(0), StoredUsers { users, ad_tag }))
 }
 

@@ -76,12 +76,8 @@ const LIMITS: &[(&str, Node)] = &[
     ("cluster-wide", Node::Leaf),
 ];
 const SECURED: &[(&str, Node)] = &[("enabled", Node::Leaf)];
-const CLUSTER: &[(&str, Node)] = &[
-    ("redis", Node::Leaf),
-    ("name", Node::Leaf),
-    ("key-prefix", Node::Leaf),
-    ("cache-file", Node::Leaf),
-];
+const CLUSTER: &[(&str, Node)] =
+    &[("redis", Node::Leaf), ("name", Node::Leaf), ("key-prefix", Node::Leaf), ("cache-file", Node::Leaf)];
 const MIDDLE_PROXY: &[(&str, Node)] = &[
     ("secret-url", Node::Leaf),
     ("config-url", Node::Leaf),

@@ -12,8 +12,8 @@ use super::reader::Reader;
 use super::urls::{self, Dns};
 use super::values::{self, Expected};
 use super::{
-    AntiReplay, ApiToken, Cluster, Config, DomainFronting, Doppelganger, IpList, KeepAlive, MiddleProxy, Network,
-    Prometheus, Statsd, Throttle, Timeouts, schema, users,
+    AntiReplay, ApiToken, Cluster, Config, DomainFronting, Doppelganger, IpList, KeepAlive, MiddleProxy,
+    Network, Prometheus, Statsd, Throttle, Timeouts, schema, users,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -327,7 +327,10 @@ fn cluster(r: &Reader<'_>) -> Result<Option<Cluster>, ConfigError> {
     }
     let plain = |key: &str| {
         r.parsed(key, |s: &str| {
-            if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            if !s.is_empty()
+                && s.len() <= 64
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
                 Ok(s.to_owned())
             } else {
                 Err("1-64 letters, digits, '-', '_' or '.'")

@@ -145,7 +145,13 @@ pub(super) fn limits_at(r: &Reader<'_>, prefix: &str) -> Result<SecretLimits, Co
 fn cluster_wide(r: &Reader<'_>, key: &str) -> Result<bool, ConfigError> {
     let names = r.list(
         key,
-        |s| if s == "max-connections" { Ok(()) } else { Err("\"max-connections\" (the only limit counted fleet-wide)") },
+        |s| {
+            if s == "max-connections" {
+                Ok(())
+            } else {
+                Err("\"max-connections\" (the only limit counted fleet-wide)")
+            }
+        },
         str::to_owned,
     )?;
     Ok(!names.is_empty())

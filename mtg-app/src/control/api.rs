@@ -64,10 +64,12 @@ pub(crate) async fn respond(control: &Control, request: Request) -> Response {
     let path = request.path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (segments.as_slice(), &method) {
-        (["stats"], &Method::GET) if request.has_query("scope", "cluster") => match control.cluster_stats_json() {
-            Some(body) => reply(StatusCode::OK, "application/json", body),
-            None => error(404, "no [cluster] configured: /stats?scope=cluster needs fleet mode"),
-        },
+        (["stats"], &Method::GET) if request.has_query("scope", "cluster") => {
+            match control.cluster_stats_json() {
+                Some(body) => reply(StatusCode::OK, "application/json", body),
+                None => error(404, "no [cluster] configured: /stats?scope=cluster needs fleet mode"),
+            }
+        }
         (["stats"], &Method::GET) => reply(StatusCode::OK, "application/json", control.stats_json()),
         (["stats"], _) => not_allowed("GET"),
         (["cluster"], &Method::GET) => match control.cluster_json() {

@@ -566,7 +566,10 @@ impl State {
             .users
             .iter()
             .map(|(name, secret)| {
-                (name.clone(), stored_json(secret, self.limits.get(name), self.tags.per_user.get(name).copied()))
+                (
+                    name.clone(),
+                    stored_json(secret, self.limits.get(name), self.tags.per_user.get(name).copied()),
+                )
             })
             .collect();
         crate::cluster::StoredUsers { users, ad_tag: self.tags.global.map(|t| t.to_hex()) }
@@ -582,7 +585,11 @@ impl State {
                 None
             }
         });
-        let mut state = Self { users: Vec::new(), limits: BTreeMap::new(), tags: AdTags { global, per_user: BTreeMap::new() } };
+        let mut state = Self {
+            users: Vec::new(),
+            limits: BTreeMap::new(),
+            tags: AdTags { global, per_user: BTreeMap::new() },
+        };
         for (name, json) in &stored.users {
             let parsed = serde_json::from_str::<Entry>(json)
                 .map_err(|e| ApiError::bad(format!("bad JSON: {e}")))
@@ -607,8 +614,12 @@ impl State {
                     state.set_own_ad_tag(name, tag);
                     state.users.push((name.clone(), secret));
                 }
-                Ok(_) => tracing::warn!(user = %name.chars().take(64).collect::<String>(), "the fleet has a user with an invalid name; skipped"),
-                Err(e) => tracing::warn!(user = %name, error = %e.message, "the fleet has a user that does not parse; skipped"),
+                Ok(_) => {
+                    tracing::warn!(user = %name.chars().take(64).collect::<String>(), "the fleet has a user with an invalid name; skipped")
+                }
+                Err(e) => {
+                    tracing::warn!(user = %name, error = %e.message, "the fleet has a user that does not parse; skipped")
+                }
             }
         }
         state
@@ -639,7 +650,12 @@ pub(crate) fn apply_stored(control: &Control, stored: &crate::cluster::StoredUse
 fn fleet_change(old: &State, new: &State) -> crate::cluster::UsersChange {
     let (old, new) = (old.stored(), new.stored());
     crate::cluster::UsersChange {
-        put: new.users.iter().filter(|(n, j)| old.users.get(*n) != Some(j)).map(|(n, j)| (n.clone(), j.clone())).collect(),
+        put: new
+            .users
+            .iter()
+            .filter(|(n, j)| old.users.get(*n) != Some(j))
+            .map(|(n, j)| (n.clone(), j.clone()))
+            .collect(),
         delete: old.users.keys().filter(|n| !new.users.contains_key(*n)).cloned().collect(),
         ad_tag: (old.ad_tag != new.ad_tag).then_some(new.ad_tag),
     }

@@ -53,7 +53,12 @@ impl std::fmt::Debug for Control {
 impl Control {
     /// The control plane over `data`, reloading from `config_path` (if any).
     pub fn new(data: Arc<Shared>, config_path: Option<PathBuf>) -> Arc<Self> {
-        Arc::new(Self { data, config_path, manage: async_channel::bounded(1), cluster: std::sync::OnceLock::new() })
+        Arc::new(Self {
+            data,
+            config_path,
+            manage: async_channel::bounded(1),
+            cluster: std::sync::OnceLock::new(),
+        })
     }
 
     /// The config the proxy started with (keys that need a restart; users, limits and ad tags
