@@ -256,11 +256,11 @@ impl Agent {
     /// them when they differ from the served ones.
     fn resync(&mut self) -> redis::RedisResult<()> {
         let due = self.resync_wanted || self.last_resync.elapsed() >= RESYNC;
-        let version = self.store.with(|con, keys| store::version(con, keys))?;
+        let version = self.store.with(store::version)?;
         if !due && version == self.version {
             return Ok(());
         }
-        let (version, users) = self.store.with(|con, keys| store::load(con, keys))?;
+        let (version, users) = self.store.with(store::load)?;
         match super::apply_stored(&self.control, &users) {
             Some(()) => {
                 self.version = version;

@@ -615,10 +615,10 @@ impl State {
                     state.users.push((name.clone(), secret));
                 }
                 Ok(_) => {
-                    tracing::warn!(user = %name.chars().take(64).collect::<String>(), "the fleet has a user with an invalid name; skipped")
+                    tracing::warn!(user = %name.chars().take(64).collect::<String>(), "the fleet has a user with an invalid name; skipped");
                 }
                 Err(e) => {
-                    tracing::warn!(user = %name, error = %e.message, "the fleet has a user that does not parse; skipped")
+                    tracing::warn!(user = %name, error = %e.message, "the fleet has a user that does not parse; skipped");
                 }
             }
         }
@@ -902,6 +902,7 @@ mod tests {
             disabled: true,
             max_ips: 2,
             rate_limit: Some(2_500_000),
+            cluster_wide_connections: true,
         };
         let some = SecretLimits { quota: Some(5), ..SecretLimits::default() };
         let want = state(&[("alice", &a), ("bob", &b), ("carol", &c)], &[("bob", full), ("carol", some)]);
@@ -1012,12 +1013,14 @@ mod tests {
                 disabled: get("disabled"),
                 max_ips: get("max_ips"),
                 rate_limit: get("rate_limit"),
+                cluster_wide: get("cluster_wide"),
             }
             .parse("")
         };
         let ok = fields(serde_json::json!({
             "quota": "10GB", "quota_reset": "Monthly", "expires": "2026-12-31",
-            "disabled": true, "max_connections": 2, "max_ips": 3, "rate_limit": "20mbit"
+            "disabled": true, "max_connections": 2, "max_ips": 3, "rate_limit": "20mbit",
+            "cluster_wide": ["max-connections"]
         }))
         .unwrap();
         assert_eq!(
@@ -1030,8 +1033,11 @@ mod tests {
                 disabled: true,
                 max_ips: 3,
                 rate_limit: Some(2_500_000),
+                cluster_wide_connections: true,
             }
         );
+        let wrong = fields(serde_json::json!({"cluster_wide": ["quota"]})).unwrap_err().message;
+        assert!(wrong.contains("field `cluster_wide`") && wrong.contains("max-connections"), "{wrong}");
         assert_eq!(fields(serde_json::json!({"quota": 1024})).unwrap().quota, Some(1024));
         assert_eq!(fields(serde_json::json!({"rate_limit": 4096})).unwrap().rate_limit, Some(4096));
         assert_eq!(fields(serde_json::json!({"rate_limit": "1mib"})).unwrap().rate_limit, Some(1 << 20));
