@@ -260,7 +260,22 @@ impl Agent {
         if !due && version == self.version {
             return Ok(());
         }
-        let (version, users) = self.store.with(store::load)?;
+        let (mut version, mut users) = self.store.with(store::load)?;
+        if users.users.is_empty() {
+            // The store lost its data (a Redis without persistence restarted): whoever notices
+            // first seeds it again with the users it serves.
+            let ours = crate::control::management::stored_users(&self.control);
+            let name = self.cluster.name.clone();
+            let seeded = self.store.with(|con, keys| {
+                store::unseed_if_empty(con, keys)?;
+                store::seed(con, keys, &name, &ours)
+            })?;
+            if seeded {
+                warn!(redis = %self.cluster.address, users = ours.users.len(),
+                    "the fleet's Redis had no users: seeded it again with the ones served here");
+            }
+            (version, users) = self.store.with(store::load)?;
+        }
         match super::apply_stored(&self.control, &users) {
             Some(()) => {
                 self.version = version;

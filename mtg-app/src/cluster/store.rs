@@ -169,6 +169,14 @@ pub(super) fn seed(
     call.invoke::<i64>(con).map(|n| n == 1)
 }
 
+/// Drops the "seeded" mark when the store holds no users (so [`seed`] can seed it again).
+pub(super) fn unseed_if_empty(con: &mut Connection, keys: &Keys) -> RedisResult<()> {
+    let script = redis::Script::new(
+        "if redis.call('HLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end return 0",
+    );
+    script.key(keys.users()).key(keys.seeded()).invoke::<i64>(con).map(drop)
+}
+
 /// The users and their version.
 pub(super) fn load(con: &mut Connection, keys: &Keys) -> RedisResult<(u64, StoredUsers)> {
     let (version, users, ad_tag): (Option<u64>, BTreeMap<String, String>, Option<String>) =
