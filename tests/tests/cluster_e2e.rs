@@ -136,7 +136,12 @@ fn three_instances_share_users_quotas_and_caps() {
     wait_until("dave on A and C", || {
         session(a.addr(), &user(4)).is_some() && session(c.addr(), &user(4)).is_some()
     });
+    // The probes' sessions have ended everywhere, as every instance sees it.
+    for p in [&a, &b, &c] {
+        wait_until("no dave session left", || fleet_user(p, "dave", "connections") == 0);
+    }
     let on_a = [session(a.addr(), &user(4)).expect("dave 1"), session(a.addr(), &user(4)).expect("dave 2")];
+    wait_until("B sees dave's 2 sessions on A", || fleet_user(&b, "dave", "connections") == 2);
     let on_b = [session(b.addr(), &user(4)).expect("dave 3"), session(b.addr(), &user(4)).expect("dave 4")];
     wait_until("C sees dave's 4 sessions", || fleet_user(&c, "dave", "connections") == 4);
     // C's own view of the others may lag one beat: it refuses once it has read them.

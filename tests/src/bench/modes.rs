@@ -62,6 +62,9 @@ pub struct Options {
     pub middle_packet: usize,
     /// Every user's `rate-limit` in the measured proxy (`None`: unlimited).
     pub rate_limit: Option<String>,
+    /// A Redis URL: the measured proxy runs in fleet mode (`[cluster]`) against it, every
+    /// user with a (never reached) quota so usage is flushed every second (`None`: off).
+    pub cluster: Option<String>,
 }
 
 /// One benchmark mode.
@@ -158,6 +161,7 @@ impl Rig {
         let mut setup = ProxySetup::with_users(users.max(1), far.addr(), site.addr());
         setup.middle_proxy = middle_proxy;
         setup.rate_limit.clone_from(&options.rate_limit);
+        setup.cluster.clone_from(&options.cluster);
         let subject = Subject::proxy(&options.proxy, &setup).await?;
         let secret = setup.users[0].clone();
         Ok((Self { subject, far, secret }, setup, site))

@@ -43,6 +43,8 @@ pub struct ProxySetup {
     pub middle_proxy: Option<String>,
     /// Every user's `rate-limit` (`[secret-limits-default]`), when set.
     pub rate_limit: Option<String>,
+    /// A Redis URL: fleet mode on (`[cluster]`), every user with a 1000 TiB quota.
+    pub cluster: Option<String>,
 }
 
 /// The ad tag of the middle-proxy modes.
@@ -53,7 +55,7 @@ impl ProxySetup {
     pub fn with_users(count: usize, dc: SocketAddr, site: SocketAddr) -> Self {
         let users =
             (0..count).map(|_| Secret::fake_tls(rand::random(), HOST).expect("a valid ee secret")).collect();
-        Self { users, dc, site, middle_proxy: None, rate_limit: None }
+        Self { users, dc, site, middle_proxy: None, rate_limit: None, cluster: None }
     }
 
     /// The config text, listening on `bind`.
@@ -79,8 +81,16 @@ impl ProxySetup {
             text.push('\n');
             text.push_str(section);
         }
+        if self.rate_limit.is_some() || self.cluster.is_some() {
+            text.push_str("\n[secret-limits-default]\n");
+        }
         if let Some(rate) = &self.rate_limit {
-            text.push_str(&format!("\n[secret-limits-default]\nrate-limit = {rate:?}\n"));
+            text.push_str(&format!("rate-limit = {rate:?}\n"));
+        }
+        if let Some(redis) = &self.cluster {
+            text.push_str(&format!(
+                "quota = \"1000tib\"\n\n[cluster]\nredis = {redis:?}\nname = \"bench\"\n"
+            ));
         }
         text
     }

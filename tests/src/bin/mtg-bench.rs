@@ -92,6 +92,11 @@ struct RunArgs {
     /// "100mib": the figures are then those of a limited user. Unset: unlimited.
     #[arg(long)]
     rate_limit: Option<String>,
+    /// Run the measured proxy in fleet mode (`[cluster]`) against a `redis-server` this
+    /// command starts on loopback (Debian package redis-server); every user gets a quota it
+    /// never reaches, so usage is flushed to Redis every second as in a real fleet.
+    #[arg(long)]
+    cluster: bool,
     /// Worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -114,6 +119,8 @@ fn run(args: RunArgs) -> Result<(), String> {
     let nofile =
         bench::proc_stats::raise_nofile_limit().map_err(|e| format!("raising RLIMIT_NOFILE: {e}"))?;
     let bench = std::env::current_exe().map_err(|e| format!("locating mtg-bench itself: {e}"))?;
+    // Kept running until the benchmark ends.
+    let redis = args.cluster.then(|| mtg_tests::redis_server::RedisServer::start(None));
     let options = Options {
         proxy: ProxySource::Binary(args.proxy.clone()),
         bench,
@@ -131,6 +138,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         settle: Duration::from_millis(args.settle_ms),
         middle_packet: args.middle_packet,
         rate_limit: args.rate_limit,
+        cluster: redis.as_ref().map(mtg_tests::redis_server::RedisServer::url),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
