@@ -696,3 +696,38 @@ fn load_reads_a_file_and_names_a_missing_one() {
     assert!(e.starts_with("cannot read config /nonexistent/mtg.toml: "), "{e}");
     assert!(!e.contains('\n'));
 }
+
+#[test]
+fn cluster_section_and_cluster_wide_limits() {
+    let c = load(&minimal("[cluster]\nredis = \"redis://:pw-s3cret@10.0.0.5:6379/0\"\nname = \"fra-1\"\n"))
+        .config;
+    let cluster = c.cluster.clone().expect("[cluster] is on");
+    assert_eq!(cluster.name, "fra-1");
+    assert_eq!(cluster.key_prefix, "mtg-multi");
+    assert_eq!(cluster.cache_file, None);
+    assert!(!format!("{c:?}").contains("pw-s3cret"), "Debug hides the password");
+    // No section, or an empty one: off. The name defaults to the hostname.
+    assert_eq!(load(&minimal("")).config.cluster, None);
+    let named = load(&minimal("[cluster]\nredis = \"redis://h/0\"\n")).config.cluster.unwrap();
+    assert!(!named.name.is_empty());
+
+    let error = |extra: &str| Config::from_toml_str(&minimal(extra)).unwrap_err().to_string();
+    let e = error("[cluster]\nredis = \"http://:pw-s3cret@h\"\n");
+    assert!(e.contains("cluster.redis") && e.contains("redis://") && !e.contains("pw-s3cret"), "{e}");
+    let e = error("[cluster]\nname = \"a\"\n");
+    assert!(e.contains("cluster.redis"), "{e}");
+    let e = error("[cluster]\nredis = \"redis://h\"\nname = \"a b\"\n");
+    assert!(e.contains("cluster.name"), "{e}");
+
+    let limits = |table: &str| {
+        load(&minimal(&format!("[secret-limits-default]\nmax-connections = 4\n{table}")))
+            .config
+            .secret_limits_default
+            .cluster_wide_connections
+    };
+    assert!(limits("cluster-wide = [\"max-connections\"]\n"));
+    assert!(!limits("cluster-wide = []\n"));
+    assert!(!limits(""));
+    let e = error("[secret-limits-default]\ncluster-wide = [\"quota\"]\n");
+    assert!(e.contains("secret-limits-default.cluster-wide") && e.contains("max-connections"), "{e}");
+}

@@ -30,6 +30,8 @@ pub(super) const RESYNC: Duration = Duration::from_secs(10);
 struct Tracked {
     stats: Arc<UserStats>,
     counted: u64,
+    /// The usage counter it was last counted into.
+    key: String,
 }
 
 /// A usage batch sent (or to send again) with its sequence number.
@@ -47,7 +49,8 @@ pub(super) struct Agent {
     /// Bytes not in any batch yet, by usage key.
     unflushed: BTreeMap<String, u64>,
     pending: Option<Batch>,
-    next_seq: Option<u64>,
+    /// The sequence number of the next batch (of this process: see [`store::Keys`]).
+    next_seq: u64,
     last_resync: Instant,
     resync_wanted: bool,
     /// Whether Redis is unreachable (logged once per outage).
@@ -64,7 +67,7 @@ impl Agent {
             tracked: BTreeMap::new(),
             unflushed: BTreeMap::new(),
             pending: None,
-            next_seq: None,
+            next_seq: 1,
             last_resync: Instant::now(),
             resync_wanted: false,
             outage: false,
@@ -86,7 +89,7 @@ impl Agent {
                 }
                 Ok(Command::Changed) => {
                     self.resync_wanted = true;
-                    let result = self.store.with(|_, _| Ok(())).and_then(|()| self.resync());
+                    let result = self.resync();
                     self.outcome(result);
                 }
                 Ok(Command::Stop(done)) => {
@@ -115,7 +118,7 @@ impl Agent {
             Ok(()) => {
                 if self.outage {
                     self.outage = false;
-                    info!(redis = %address, "the fleet's Redis is reachable again; usage flushed");
+                    info!(redis = %address, "the fleet's Redis is reachable again");
                 }
                 self.cluster.set_reachable(true);
             }
@@ -148,41 +151,45 @@ impl Agent {
             .map_err(|e| format!("the fleet's Redis at {address}: {e}"))
     }
 
-    /// Moves the users' new bytes into `unflushed` (also the last bytes of users gone).
+    /// Moves the users' new bytes into `unflushed` (also the last bytes of users gone, into
+    /// the counter of the period they were last counted in).
     fn count(&mut self) {
         let users = self.control.data.users();
         let now = unix_ms();
         let mut seen = Vec::with_capacity(users.len());
         for ((name, stats), limits) in users.names().iter().zip(users.all_stats()).zip(users.all_limits()) {
             let key = self.store.keys.usage(name, quota_period(limits.quota_reset, now));
-            if let Some(old) = self.tracked.get(name)
-                && !Arc::ptr_eq(&old.stats, stats)
-            {
-                // Removed and added again: the old counters' last bytes still count.
-                let delta = bytes(&old.stats).saturating_sub(old.counted);
-                *self.unflushed.entry(key.clone()).or_default() += delta;
-                self.tracked.remove(name);
+            if self.tracked.get(name).is_some_and(|old| !Arc::ptr_eq(&old.stats, stats)) {
+                // Removed and added again since the last count: the old counters' last bytes.
+                self.forget(name);
             }
-            let tracked = self
-                .tracked
-                .entry(name.clone())
-                .or_insert_with(|| Tracked { stats: stats.clone(), counted: 0 });
+            let tracked = self.tracked.entry(name.clone()).or_insert_with(|| Tracked {
+                stats: stats.clone(),
+                counted: 0,
+                key: key.clone(),
+            });
+            tracked.key = key;
             let total = bytes(stats);
             let delta = total.saturating_sub(tracked.counted);
             tracked.counted = total;
             if delta > 0 {
-                *self.unflushed.entry(key).or_default() += delta;
+                *self.unflushed.entry(tracked.key.clone()).or_default() += delta;
             }
             seen.push(name.as_str());
         }
         let gone: Vec<String> =
             self.tracked.keys().filter(|n| !seen.contains(&n.as_str())).cloned().collect();
         for name in gone {
-            if let Some(old) = self.tracked.remove(&name) {
-                let delta = bytes(&old.stats).saturating_sub(old.counted);
-                if delta > 0 {
-                    *self.unflushed.entry(self.store.keys.usage(&name, 0)).or_default() += delta;
-                }
+            self.forget(&name);
+        }
+    }
+
+    /// Stops tracking a user, counting its last bytes.
+    fn forget(&mut self, name: &str) {
+        if let Some(old) = self.tracked.remove(name) {
+            let delta = bytes(&old.stats).saturating_sub(old.counted);
+            if delta > 0 {
+                *self.unflushed.entry(old.key).or_default() += delta;
             }
         }
     }
@@ -190,10 +197,6 @@ impl Agent {
     /// One round with Redis: the batch, the quota totals, the heartbeat, the users if changed.
     fn exchange(&mut self) -> redis::RedisResult<()> {
         let name = self.cluster.name.clone();
-        if self.next_seq.is_none() {
-            let last = self.store.with(|con, keys| store::last_seq(con, keys, &name))?;
-            self.next_seq = Some(last + 1);
-        }
         self.flush()?;
         let users = self.control.data.users();
         let now = unix_ms();
@@ -214,8 +217,8 @@ impl Agent {
     /// to the fleet's total plus its bytes not in Redis yet.
     fn flush(&mut self) -> redis::RedisResult<()> {
         if self.pending.is_none() && !self.unflushed.is_empty() {
-            let seq = self.next_seq.unwrap_or(1);
-            self.next_seq = Some(seq + 1);
+            let seq = self.next_seq;
+            self.next_seq += 1;
             self.pending =
                 Some(Batch { seq, deltas: std::mem::take(&mut self.unflushed).into_iter().collect() });
         }
@@ -232,7 +235,6 @@ impl Agent {
             })
             .collect();
         let read: Vec<String> = quotas.iter().map(|(_, _, key)| key.clone()).collect();
-        let name = self.cluster.name.clone();
         let (seq, deltas) = match &self.pending {
             Some(batch) => (batch.seq, batch.deltas.clone()),
             None => (0, Vec::new()),
@@ -240,7 +242,8 @@ impl Agent {
         if deltas.is_empty() && read.is_empty() {
             return Ok(());
         }
-        let totals = self.store.with(|con, keys| store::flush(con, keys, &name, seq, &deltas, &read))?;
+        let writer = self.cluster.writer.clone();
+        let totals = self.store.with(|con, keys| store::flush(con, keys, &writer, seq, &deltas, &read))?;
         self.pending = None;
         for ((i, period, key), total) in quotas.iter().zip(&totals[deltas.len()..]) {
             let stats = &users.all_stats()[*i];

@@ -51,7 +51,10 @@ impl Beat {
             let counts =
                 UserBeat { connections: s.connections, bytes_in: s.bytes_in, bytes_out: s.bytes_out };
             beat.totals.add(&counts);
-            beat.users.insert(user.clone(), counts);
+            // Users with no traffic yet stay out: the beat grows with the active users only.
+            if counts != UserBeat::default() {
+                beat.users.insert(user.clone(), counts);
+            }
         }
         beat
     }

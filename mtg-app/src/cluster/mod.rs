@@ -51,6 +51,8 @@ pub(crate) enum Command {
 /// The control plane's handle on fleet mode.
 pub struct Cluster {
     name: String,
+    /// `NAME:RUN`: whose usage batches these are (`RUN` random per process).
+    writer: String,
     /// The Redis address without the user info.
     address: String,
     cache_file: Option<PathBuf>,
@@ -168,6 +170,7 @@ pub fn start(control: &Arc<Control>, config: &crate::config::Cluster) -> Result<
     let (commands, receive) = mpsc::channel();
     let cluster = Arc::new(Cluster {
         name: config.name.clone(),
+        writer: format!("{}:{:016x}", config.name, rand::random::<u64>()),
         address: address.clone(),
         cache_file: config.cache_file.clone(),
         commands: Mutex::new(commands.clone()),

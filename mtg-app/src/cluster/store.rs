@@ -6,7 +6,9 @@
 //!   `P:users-version` (counter): bumped by every change; `P:seeded`: the instance that seeded
 //!   the store; `P:events` (pub/sub channel): a message after every change.
 //! - `P:usage:USER:PERIOD` (counter): the fleet's quota bytes of a user in a quota period;
-//!   `P:seq:INSTANCE`: the last usage batch of an instance applied (batches are idempotent).
+//!   `P:seq:INSTANCE:RUN`: the last usage batch of one run of an instance applied (batches
+//!   are idempotent; `RUN` is random per process, so two processes given the same name never
+//!   drop each other's batches; the key expires 7 days after its last batch).
 //! - `P:instance:INSTANCE` (JSON, expires after [`BEAT_TTL`]): an instance's heartbeat with
 //!   its counters; `P:instances` (sorted set): the names, scored by the last beat.
 
@@ -72,8 +74,8 @@ impl Keys {
     pub(super) fn events(&self) -> String {
         format!("{}:events", self.0)
     }
-    fn seq(&self, instance: &str) -> String {
-        format!("{}:seq:{instance}", self.0)
+    fn seq(&self, writer: &str) -> String {
+        format!("{}:seq:{writer}", self.0)
     }
     pub(super) fn usage(&self, user: &str, period: u64) -> String {
         format!("{}:usage:{user}:{period}", self.0)
@@ -106,7 +108,7 @@ local n = tonumber(ARGV[2])
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > last then
   for i = 1, n do redis.call('INCRBY', KEYS[i + 1], ARGV[i + 2]) end
-  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', 604800)
 end
 local out = {}
 for i = 2, #KEYS do out[i - 1] = redis.call('GET', KEYS[i]) or '0' end
@@ -213,23 +215,18 @@ pub(super) fn write(con: &mut Connection, keys: &Keys, change: &UsersChange) -> 
     redis::cmd("PUBLISH").arg(keys.events()).arg("users").query::<i64>(con).map(drop)
 }
 
-/// The instance's last applied usage batch (0: none).
-pub(super) fn last_seq(con: &mut Connection, keys: &Keys, instance: &str) -> RedisResult<u64> {
-    redis::cmd("GET").arg(keys.seq(instance)).query::<Option<u64>>(con).map(Option::unwrap_or_default)
-}
-
-/// Applies the batch `seq` of `deltas` (counter key, bytes) once, and reads back the counters
-/// of `deltas` then `read`.
+/// Applies the batch `seq` of `writer` (`INSTANCE:RUN`) of `deltas` (counter key, bytes) once,
+/// and reads back the counters of `deltas` then `read`.
 pub(super) fn flush(
     con: &mut Connection,
     keys: &Keys,
-    instance: &str,
+    writer: &str,
     seq: u64,
     deltas: &[(String, u64)],
     read: &[String],
 ) -> RedisResult<Vec<u64>> {
     let script = redis::Script::new(FLUSH);
-    let mut call = script.key(keys.seq(instance));
+    let mut call = script.key(keys.seq(writer));
     call.arg(seq).arg(deltas.len());
     for (key, delta) in deltas {
         call.key(key).arg(delta);
@@ -281,4 +278,122 @@ pub(super) fn beat(
 /// Removes this instance's heartbeat (a clean stop).
 pub(super) fn leave(con: &mut Connection, keys: &Keys, instance: &str) -> RedisResult<()> {
     redis::pipe().del(keys.instance(instance)).ignore().zrem(keys.instances(), instance).ignore().query(con)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    /// A throwaway `redis-server` (Debian package `redis-server`) on a free loopback port.
+    struct Server(Child, u16);
+
+    impl Server {
+        fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = Command::new("redis-server")
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server (Debian package redis-server) runs");
+            Self(child, port)
+        }
+
+        fn connect(&self) -> Connection {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", self.1)).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                match client.get_connection_with_timeout(IO_TIMEOUT) {
+                    Ok(con) => return con,
+                    Err(e) => {
+                        assert!(std::time::Instant::now() < deadline, "redis-server never answered: {e}")
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn a_batch_counts_once_however_often_it_is_sent() {
+        let server = Server::start();
+        let mut con = server.connect();
+        let keys = Keys::new("t");
+        let (alice, bob) = (keys.usage("alice", 0), keys.usage("bob", 7));
+        let batch = [(alice.clone(), 100), (bob.clone(), 5)];
+        assert_eq!(flush(&mut con, &keys, "a:1", 1, &batch, &[]).unwrap(), [100, 5]);
+        // Sent again after an unknown outcome: not counted again.
+        assert_eq!(flush(&mut con, &keys, "a:1", 1, &batch, &[]).unwrap(), [100, 5]);
+        // Another run of the same instance, and the next batch, count.
+        assert_eq!(flush(&mut con, &keys, "a:2", 1, &batch[..1], &[bob.clone()]).unwrap(), [200, 5]);
+        assert_eq!(flush(&mut con, &keys, "a:1", 2, &batch[1..], &[alice.clone()]).unwrap(), [10, 200]);
+        // An older batch never comes back in.
+        assert_eq!(flush(&mut con, &keys, "a:1", 1, &batch, &[]).unwrap(), [200, 10]);
+        // Reading only.
+        assert_eq!(
+            flush(&mut con, &keys, "a:1", 0, &[], &[alice.clone(), keys.usage("carol", 0)]).unwrap(),
+            [200, 0]
+        );
+        reset_usage(&mut con, &keys, "alice", 0).unwrap();
+        assert_eq!(flush(&mut con, &keys, "a:1", 0, &[], &[alice]).unwrap(), [0]);
+    }
+
+    #[test]
+    fn one_seed_then_changes() {
+        let server = Server::start();
+        let mut con = server.connect();
+        let keys = Keys::new("t");
+        let mut first = StoredUsers::default();
+        first.users.insert("alice".into(), "{\"secret\":\"a\"}".into());
+        first.ad_tag = Some("00112233445566778899aabbccddeeff".into());
+        let mut second = StoredUsers::default();
+        second.users.insert("zed".into(), "{}".into());
+        assert!(seed(&mut con, &keys, "a", &first).unwrap());
+        assert!(!seed(&mut con, &keys, "b", &second).unwrap(), "seeded once");
+        assert_eq!(load(&mut con, &keys).unwrap(), (1, first.clone()));
+        let change = UsersChange {
+            put: vec![("bob".into(), "{}".into())],
+            delete: vec!["alice".into()],
+            ad_tag: Some(None),
+        };
+        write(&mut con, &keys, &change).unwrap();
+        let (version, users) = load(&mut con, &keys).unwrap();
+        assert_eq!(version, 2);
+        assert_eq!(users.users.keys().collect::<Vec<_>>(), ["bob"]);
+        assert_eq!(users.ad_tag, None);
+        // A store that lost its users can be seeded again; one that has users cannot.
+        unseed_if_empty(&mut con, &keys).unwrap();
+        assert!(!seed(&mut con, &keys, "b", &second).unwrap());
+        redis::cmd("DEL").arg("t:users").query::<i64>(&mut con).unwrap();
+        unseed_if_empty(&mut con, &keys).unwrap();
+        assert!(seed(&mut con, &keys, "b", &second).unwrap());
+        assert_eq!(load(&mut con, &keys).unwrap().1.users.keys().collect::<Vec<_>>(), ["zed"]);
+    }
+
+    #[test]
+    fn heartbeats_list_the_live_instances() {
+        let server = Server::start();
+        let mut con = server.connect();
+        let keys = Keys::new("t");
+        assert_eq!(beat(&mut con, &keys, "a", "A", 1_000).unwrap(), ["A"]);
+        assert_eq!(beat(&mut con, &keys, "b", "B", 1_500).unwrap(), ["A", "B"]);
+        leave(&mut con, &keys, "a").unwrap();
+        assert_eq!(beat(&mut con, &keys, "b", "B2", 2_000).unwrap(), ["B2"]);
+    }
 }
