@@ -220,6 +220,25 @@ struct Entry {
     cluster_wide: Option<Value>,
 }
 
+impl Entry {
+    /// The secret, the limits and the own ad tag; `at` prefixes field names in errors.
+    fn parse(self, control: &Control, at: &str) -> Result<(Secret, SecretLimits, Option<AdTag>), ApiError> {
+        let secret = parse_secret(control, &self.secret, &format!("{at}secret"))?;
+        let limits = LimitFields {
+            max_connections: self.max_connections,
+            quota: self.quota,
+            quota_reset: self.quota_reset,
+            expires: self.expires,
+            disabled: self.disabled,
+            max_ips: self.max_ips,
+            rate_limit: self.rate_limit,
+            cluster_wide: self.cluster_wide,
+        }
+        .parse(at)?;
+        Ok((secret, limits, parse_ad_tag(self.ad_tag, &format!("{at}ad_tag"))?))
+    }
+}
+
 /// The body of `PUT /secrets`: the whole new set of users, and the global ad tag (absent =
 /// none, as in mtg-multi).
 #[derive(Debug, Deserialize)]
@@ -432,19 +451,7 @@ pub async fn replace(control: &Control, body: &[u8]) -> Result<BTreeMap<String, 
             let shown: String = name.chars().take(64).collect();
             return Err(ApiError::bad(format!("field `secrets`: user name {shown:?}: {NAME_RULE}")));
         }
-        let secret = parse_secret(control, &entry.secret, &format!("secrets.{name}.secret"))?;
-        let limits = LimitFields {
-            max_connections: entry.max_connections,
-            quota: entry.quota,
-            quota_reset: entry.quota_reset,
-            expires: entry.expires,
-            disabled: entry.disabled,
-            max_ips: entry.max_ips,
-            rate_limit: entry.rate_limit,
-            cluster_wide: entry.cluster_wide,
-        }
-        .parse(&format!("secrets.{name}."))?;
-        let own_tag = parse_ad_tag(entry.ad_tag, &format!("secrets.{name}.ad_tag"))?;
+        let (secret, limits, own_tag) = entry.parse(control, &format!("secrets.{name}."))?;
         state.set_limits(&name, limits);
         state.set_own_ad_tag(&name, own_tag);
         state.users.push((name, secret));
@@ -555,6 +562,12 @@ fn stored_json(secret: &Secret, limits: Option<&SecretLimits>, own_tag: Option<A
     if let Value::Object(map) = &mut value {
         map.remove("base64");
         map.remove("host");
+        // Sizes above i64::MAX read back only as size strings (as in the config file).
+        for key in ["quota", "rate_limit"] {
+            if let Some(n) = map.get(key).and_then(Value::as_u64).filter(|&n| i64::try_from(n).is_err()) {
+                map.insert(key.to_owned(), Value::String(format!("{n}b")));
+            }
+        }
     }
     value.to_string()
 }
@@ -593,21 +606,7 @@ impl State {
         for (name, json) in &stored.users {
             let parsed = serde_json::from_str::<Entry>(json)
                 .map_err(|e| ApiError::bad(format!("bad JSON: {e}")))
-                .and_then(|entry| {
-                    let secret = parse_secret(control, &entry.secret, "secret")?;
-                    let limits = LimitFields {
-                        max_connections: entry.max_connections,
-                        quota: entry.quota,
-                        quota_reset: entry.quota_reset,
-                        expires: entry.expires,
-                        disabled: entry.disabled,
-                        max_ips: entry.max_ips,
-                        rate_limit: entry.rate_limit,
-                        cluster_wide: entry.cluster_wide,
-                    }
-                    .parse("")?;
-                    Ok((secret, limits, parse_ad_tag(entry.ad_tag, "ad_tag")?))
-                });
+                .and_then(|entry| entry.parse(control, ""));
             match parsed {
                 Ok((secret, limits, tag)) if valid_name(name) => {
                     state.set_limits(name, limits);
@@ -840,6 +839,48 @@ mod tests {
             users: users.iter().map(|(n, s)| ((*n).to_owned(), (*s).clone())).collect(),
             limits: limits.iter().map(|(n, l)| ((*n).to_owned(), l.clone())).collect(),
             tags: AdTags::default(),
+        }
+    }
+
+    fn control(text: &str) -> std::sync::Arc<Control> {
+        let config = Config::from_toml_str(text).unwrap().config;
+        let settings = crate::engine::Settings::from_config(&config);
+        Control::new(crate::run::build_shared(&config, settings), None)
+    }
+
+    proptest::proptest! {
+        /// Users as the fleet's Redis keeps them read back as the same users, limits and tags.
+        #[test]
+        fn stored_users_read_back(
+            max_connections in 0u32..100,
+            quota in proptest::option::of(1u64..=u64::MAX),
+            monthly in proptest::bool::ANY,
+            expires in proptest::option::of(0i64..253_402_300_799),
+            disabled in proptest::bool::ANY,
+            max_ips in 0u32..10,
+            rate_limit in proptest::option::of(1u64..=u64::MAX),
+            cluster_wide in proptest::bool::ANY,
+            own_tag in proptest::option::of(proptest::array::uniform16(1u8..)),
+            global_tag in proptest::option::of(proptest::array::uniform16(1u8..)),
+        ) {
+            let control = control(&config(&[("alice", &user(1))], ""));
+            let limits = SecretLimits {
+                max_connections,
+                quota,
+                quota_reset: if monthly { QuotaReset::Monthly } else { QuotaReset::None },
+                expires,
+                disabled,
+                max_ips,
+                rate_limit,
+                cluster_wide_connections: cluster_wide,
+            };
+            let hex = |bytes: [u8; 16]| AdTag::parse(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap();
+            let mut want = state(&[("alice", &user(1)), ("bob", &user(2))], &[("bob", limits)]);
+            want.limits.retain(|_, l| !l.is_unlimited());
+            want.tags.global = global_tag.map(hex);
+            want.set_own_ad_tag("bob", own_tag.map(hex));
+            let stored = want.stored();
+            proptest::prop_assert_eq!(State::from_stored(&control, &stored), want);
         }
     }
 
