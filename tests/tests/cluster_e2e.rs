@@ -65,17 +65,29 @@ fn session(addr: SocketAddr, secret: &Secret) -> Option<ProxyClient> {
     })
 }
 
-/// Sends `chunks` × 64 KiB through `client` and reads the echo back: 2 × that counts.
-fn echo(client: ProxyClient, chunks: usize) -> ProxyClient {
-    block_on(async move {
+/// Sends `chunks` × 64 KiB through `client` (a session of `proxy`) and reads the echo back:
+/// 2 × that counts.
+fn echo(proxy: &ProxyProcess, client: ProxyClient, chunks: usize) -> ProxyClient {
+    let moved = block_on(async move {
         let mut c = client;
         let payload = vec![0x5a; 64 << 10];
-        for _ in 0..chunks {
-            c.send(&payload).await.expect("send");
-            assert_eq!(c.recv_exact(payload.len()).await.expect("echo").len(), payload.len());
+        for i in 0..chunks {
+            c.send(&payload).await.map_err(|e| format!("send {i}: {e}"))?;
+            let back = c.recv_exact(payload.len()).await.map_err(|e| format!("echo {i}: {e}"))?;
+            assert_eq!(back.len(), payload.len());
         }
-        c
-    })
+        Ok::<_, String>(c)
+    });
+    moved.unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()))
+}
+
+/// Waits until `user` is (or is not) among `proxy`'s users. The tests poll the API rather
+/// than hellos: each hello of an unknown user counts toward the probe limit (4 per 10 s from
+/// one network), after which the proxy tries only the address's last user.
+fn wait_listed(proxy: &ProxyProcess, user: &str, listed: bool) {
+    wait_until(&format!("{user} listed = {listed} on {}", proxy.addr()), || {
+        json(proxy, "/secrets").get(user).is_some() == listed
+    });
 }
 
 /// The fleet's numbers for `user` as `proxy` sees them (`/stats?scope=cluster`).
@@ -102,27 +114,41 @@ fn three_instances_share_users_quotas_and_caps() {
     let started = Instant::now();
     let body = format!("{{\"name\": \"bob\", \"secret\": \"{}\"}}", user(2).to_hex());
     assert_eq!(api(&a, "POST", "/secrets", &body).0, 201);
-    wait_until("bob through B", || session(b.addr(), &user(2)).is_some());
-    wait_until("bob through C", || session(c.addr(), &user(2)).is_some());
-    eprintln!("bob added on A reached B and C in {:?}", started.elapsed());
+    wait_listed(&b, "bob", true);
+    wait_listed(&c, "bob", true);
+    eprintln!("bob added on A was served by B and C {:?} after the API call", started.elapsed());
+    assert!(session(b.addr(), &user(2)).is_some() && session(c.addr(), &user(2)).is_some());
 
     // Removed on C: refused everywhere.
     assert_eq!(api(&c, "DELETE", "/secrets/bob", "").0, 200);
-    wait_until("bob refused on A", || session(a.addr(), &user(2)).is_none());
-    wait_until("bob refused on B", || session(b.addr(), &user(2)).is_none());
-    assert!(session(c.addr(), &user(2)).is_none());
+    for p in [&a, &b, &c] {
+        wait_listed(p, "bob", false);
+        assert!(session(p.addr(), &user(2)).is_none(), "bob refused on {}", p.addr());
+    }
 
     // A 3 MiB quota used across A (2 MiB) and B (1 MiB) refuses the user on C.
     let body = format!("{{\"name\": \"carol\", \"secret\": \"{}\", \"quota\": \"3mib\"}}", user(3).to_hex());
     assert_eq!(api(&a, "POST", "/secrets", &body).0, 201);
-    wait_until("carol on B and C", || {
-        session(b.addr(), &user(3)).is_some() && session(c.addr(), &user(3)).is_some()
-    });
-    let on_a = echo(session(a.addr(), &user(3)).expect("carol on A"), 16);
+    wait_listed(&b, "carol", true);
+    wait_listed(&c, "carol", true);
+    let on_a = echo(&a, session(a.addr(), &user(3)).expect("carol on A"), 16);
     drop(on_a);
     wait_until("B sees carol's 2 MiB", || fleet_user(&b, "carol", "quota_used") >= 2 << 20);
-    let on_b = echo(session(b.addr(), &user(3)).expect("carol on B"), 8);
-    drop(on_b);
+    // On B she may move up to 2 MiB more: B closes her session once the fleet's usage
+    // (A's 2 MiB, read from Redis, plus B's own) reaches 3 MiB.
+    let on_b = session(b.addr(), &user(3)).expect("carol on B");
+    let echoed = block_on(async move {
+        let mut c = on_b;
+        let payload = vec![0x5a; 64 << 10];
+        for i in 0..16 {
+            let ok = c.send(&payload).await.is_ok() && c.recv_exact(payload.len()).await.is_ok();
+            if !ok {
+                return i;
+            }
+        }
+        16
+    });
+    assert!((7..=8).contains(&echoed), "B ended carol's session after {echoed} × 64 KiB echoed");
     wait_until("carol refused on C", || session(c.addr(), &user(3)).is_none());
     let used = fleet_user(&c, "carol", "quota_used");
     assert!(used >= 3 << 20, "C counts {used}");
@@ -133,22 +159,24 @@ fn three_instances_share_users_quotas_and_caps() {
         user(4).to_hex()
     );
     assert_eq!(api(&b, "POST", "/secrets", &body).0, 201);
-    wait_until("dave on A and C", || {
-        session(a.addr(), &user(4)).is_some() && session(c.addr(), &user(4)).is_some()
-    });
-    // The probes' sessions have ended everywhere, as every instance sees it.
-    for p in [&a, &b, &c] {
-        wait_until("no dave session left", || fleet_user(p, "dave", "connections") == 0);
-    }
+    wait_listed(&a, "dave", true);
+    wait_listed(&c, "dave", true);
     let on_a = [session(a.addr(), &user(4)).expect("dave 1"), session(a.addr(), &user(4)).expect("dave 2")];
     wait_until("B sees dave's 2 sessions on A", || fleet_user(&b, "dave", "connections") == 2);
-    let on_b = [session(b.addr(), &user(4)).expect("dave 3"), session(b.addr(), &user(4)).expect("dave 4")];
+    let on_b = [(); 2].map(|()| {
+        session(b.addr(), &user(4))
+            .unwrap_or_else(|| panic!("dave refused on B: {}\n{}", json(&b, "/stats?scope=cluster"), b.log()))
+    });
     wait_until("C sees dave's 4 sessions", || fleet_user(&c, "dave", "connections") == 4);
     // C's own view of the others may lag one beat: it refuses once it has read them.
     wait_until("dave refused on C", || session(c.addr(), &user(4)).is_none());
     wait_until("A is at the fleet's cap too", || session(a.addr(), &user(4)).is_none());
     drop(on_a);
     wait_until("dave admitted on C again", || session(c.addr(), &user(4)).is_some());
+
+    // A reload keeps the fleet's users (B's file names only zed).
+    assert_eq!(api(&b, "POST", "/reload", "").0, 200);
+    assert!(session(b.addr(), &user(1)).is_some() && session(b.addr(), &user(9)).is_none());
 
     // /cluster lists the live instances; a killed one's heartbeat and counts expire.
     let live = |p: &ProxyProcess| {
@@ -181,15 +209,15 @@ fn a_redis_outage_drops_no_session_and_loses_no_byte() {
     let a = ProxyProcess::start(BIN, &config("a", &redis.url(), &dc, &front, &limits), &Launch::default());
     let b = ProxyProcess::start(BIN, &config("b", &redis.url(), &dc, &front, ""), &Launch::default());
 
-    let session_a = echo(session(a.addr(), &user(1)).expect("alice on A"), 4);
+    let session_a = echo(&a, session(a.addr(), &user(1)).expect("alice on A"), 4);
     redis.stop();
     wait_until("A notices the outage", || json(&a, "/cluster")["reachable"] == false);
     // Traffic goes on: the live session and a new one (the last known users).
-    let session_a = echo(session_a, 8);
-    let other = echo(session(a.addr(), &user(1)).expect("a new session during the outage"), 2);
+    let session_a = echo(&a, session_a, 8);
+    let other = echo(&a, session(a.addr(), &user(1)).expect("a new session during the outage"), 2);
     drop(other);
     redis.start_again();
-    let session_a = echo(session_a, 4);
+    let session_a = echo(&a, session_a, 4);
     // 18 chunks of 64 KiB both ways, and two 5-byte hellos both ways.
     let expected = 2 * 18 * (64 << 10) + 2 * 2 * 5;
     wait_until("B reads alice's exact fleet usage", || fleet_user(&b, "alice", "quota_used") == expected);
