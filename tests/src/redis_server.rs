@@ -1,7 +1,8 @@
 //! A real `redis-server` (Debian package `redis-server`) for the fleet tests, on a free
 //! loopback port with its own temporary directory. It keeps its data in an append-only file
 //! fsynced on every write, so [`RedisServer::stop`] then [`RedisServer::start_again`] on the
-//! same port is an outage, not a data loss. Ready = `PING` answered.
+//! same port is an outage, not a data loss. Ready = `PING` answered. [`RedisServer::start_tls`]
+//! serves TLS only, with a certificate for 127.0.0.1 from a private CA of its own.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,6 +16,7 @@ pub struct RedisServer {
     addr: SocketAddr,
     password: Option<String>,
     dir: tempfile::TempDir,
+    tls: bool,
 }
 
 impl RedisServer {
@@ -22,17 +24,59 @@ impl RedisServer {
     pub fn start(password: Option<&str>) -> Self {
         let dir = tempfile::Builder::new().prefix("mtg-redis-").tempdir().expect("a temp dir");
         let addr = crate::config_text::closed_port();
-        let mut server = Self { child: None, addr, password: password.map(str::to_owned), dir };
+        let mut server = Self { child: None, addr, password: password.map(str::to_owned), dir, tls: false };
         server.start_again();
         server
+    }
+
+    /// Starts one serving TLS only (`rediss://`), its certificate for 127.0.0.1 issued by a
+    /// private CA whose certificate is [`Self::ca_file`].
+    pub fn start_tls(password: Option<&str>) -> Self {
+        let dir = tempfile::Builder::new().prefix("mtg-redis-").tempdir().expect("a temp dir");
+        let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "mtg test CA");
+        let ca_cert = ca.self_signed(&ca_key).expect("the CA certificate");
+        let key = rcgen::KeyPair::generate().expect("a server key");
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("server parameters");
+        let cert =
+            leaf.signed_by(&key, &rcgen::Issuer::from_params(&ca, &ca_key)).expect("the server certificate");
+        for (name, pem) in
+            [("ca.pem", ca_cert.pem()), ("server.pem", cert.pem()), ("server.key", key.serialize_pem())]
+        {
+            std::fs::write(dir.path().join(name), pem).expect("write a TLS file");
+        }
+        let addr = crate::config_text::closed_port();
+        let mut server = Self { child: None, addr, password: password.map(str::to_owned), dir, tls: true };
+        server.start_again();
+        server
+    }
+
+    /// The private CA's certificate (PEM) of a [`Self::start_tls`] server.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// Starts it again on the same port and data (after [`Self::stop`]).
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "already running");
         let mut command = Command::new("redis-server");
+        let port = self.addr.port().to_string();
+        if self.tls {
+            let file = |name: &str| self.dir.path().join(name);
+            command.args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"]);
+            command
+                .arg("--tls-cert-file")
+                .arg(file("server.pem"))
+                .arg("--tls-key-file")
+                .arg(file("server.key"));
+            command.arg("--tls-ca-cert-file").arg(file("ca.pem"));
+        } else {
+            command.args(["--port", &port]);
+        }
         command
-            .args(["--bind", "127.0.0.1", "--port", &self.addr.port().to_string()])
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -44,7 +88,11 @@ impl RedisServer {
         }
         self.child = Some(command.spawn().expect("start redis-server (Debian package redis-server)"));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.ping() {
+        // Over TLS, listening is ready enough (the proxy's own connection is the real check).
+        let ready = |s: &Self| {
+            if s.tls { TcpStream::connect_timeout(&s.addr, Duration::from_secs(1)).is_ok() } else { s.ping() }
+        };
+        while !ready(self) {
             assert!(Instant::now() < deadline, "redis-server did not answer PING within 20 s");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -72,9 +120,10 @@ impl RedisServer {
 
     /// The URL the proxy is given (with the password, if any).
     pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
         match &self.password {
-            Some(password) => format!("redis://:{password}@{}/0", self.addr),
-            None => format!("redis://{}/0", self.addr),
+            Some(password) => format!("{scheme}://:{password}@{}/0", self.addr),
+            None => format!("{scheme}://{}/0", self.addr),
         }
     }
 

@@ -245,3 +245,28 @@ fn a_redis_outage_drops_no_session_and_loses_no_byte() {
     assert!(stderr.contains("cannot reach the fleet's Redis at redis://127.0.0.1:"), "{stderr}");
     assert!(stderr.contains("cache-file") && !stderr.contains(PASSWORD), "{stderr}");
 }
+
+#[test]
+fn a_tls_redis_with_a_private_ca() {
+    let redis = RedisServer::start_tls(Some("tls-pw"));
+    let dc = FakeDc::start(DcMode::Echo);
+    let front = FrontingSite::start(HOST);
+    let trust = Launch {
+        env: vec![("SSL_CERT_FILE".to_owned(), redis.ca_file().display().to_string())],
+        ..Launch::default()
+    };
+    let a = ProxyProcess::start(BIN, &config("a", &redis.url(), &dc, &front, ""), &trust);
+    assert!(a.log().contains("joined the fleet redis=rediss://127.0.0.1:"), "{}", a.log());
+    let body = format!("{{\"name\": \"bob\", \"secret\": \"{}\"}}", user(2).to_hex());
+    assert_eq!(api(&a, "POST", "/secrets", &body).0, 201, "written to Redis over TLS");
+    wait_until("a heartbeat over TLS", || json(&a, "/cluster")["instances"]["a"].is_object());
+    assert!(session(a.addr(), &user(2)).is_some());
+    // Without the CA the server is not trusted: a clear error, no password.
+    let path = tempfile::tempdir().unwrap();
+    let file = path.path().join("c.toml");
+    std::fs::write(&file, config("b", &redis.url(), &dc, &front, "")).unwrap();
+    let out = std::process::Command::new(BIN).arg(&file).env_remove("SSL_CERT_FILE").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("invalid peer certificate"), "{stderr}");
+    assert!(!stderr.contains("tls-pw") && !a.log().contains("tls-pw"), "{stderr}");
+}
