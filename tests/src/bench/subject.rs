@@ -88,8 +88,10 @@ impl ProxySetup {
             text.push_str(&format!("rate-limit = {rate:?}\n"));
         }
         if let Some(redis) = &self.cluster {
+            // Each subject has new random users: a fleet of its own (key prefix) in the Redis.
+            let prefix = format!("bench-{:08x}", rand::random::<u32>());
             text.push_str(&format!(
-                "quota = \"1000tib\"\n\n[cluster]\nredis = {redis:?}\nname = \"bench\"\n"
+                "quota = \"1000tib\"\n\n[cluster]\nredis = {redis:?}\nname = \"bench\"\nkey-prefix = \"{prefix}\"\n"
             ));
         }
         text
