@@ -315,7 +315,7 @@ mod tests {
                 match client.get_connection_with_timeout(IO_TIMEOUT) {
                     Ok(con) => return con,
                     Err(e) => {
-                        assert!(std::time::Instant::now() < deadline, "redis-server never answered: {e}")
+                        assert!(std::time::Instant::now() < deadline, "redis-server never answered: {e}");
                     }
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -341,8 +341,14 @@ mod tests {
         // Sent again after an unknown outcome: not counted again.
         assert_eq!(flush(&mut con, &keys, "a:1", 1, &batch, &[]).unwrap(), [100, 5]);
         // Another run of the same instance, and the next batch, count.
-        assert_eq!(flush(&mut con, &keys, "a:2", 1, &batch[..1], &[bob.clone()]).unwrap(), [200, 5]);
-        assert_eq!(flush(&mut con, &keys, "a:1", 2, &batch[1..], &[alice.clone()]).unwrap(), [10, 200]);
+        assert_eq!(
+            flush(&mut con, &keys, "a:2", 1, &batch[..1], std::slice::from_ref(&bob)).unwrap(),
+            [200, 5]
+        );
+        assert_eq!(
+            flush(&mut con, &keys, "a:1", 2, &batch[1..], std::slice::from_ref(&alice)).unwrap(),
+            [10, 200]
+        );
         // An older batch never comes back in.
         assert_eq!(flush(&mut con, &keys, "a:1", 1, &batch, &[]).unwrap(), [200, 10]);
         // Reading only.
