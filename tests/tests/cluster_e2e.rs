@@ -221,9 +221,12 @@ fn a_redis_outage_drops_no_session_and_loses_no_byte() {
     // 18 chunks of 64 KiB both ways, and two 5-byte hellos both ways.
     let expected = 2 * 18 * (64 << 10) + 2 * 2 * 5;
     wait_until("B reads alice's exact fleet usage", || fleet_user(&b, "alice", "quota_used") == expected);
-    // Not a byte more: let A flush a few more times (no traffic), then read again.
-    wait_until("A has flushed since", || json(&a, "/cluster")["reachable"] == true);
-    std::thread::sleep(Duration::from_millis(2500)); // a bound to observe, not a sync
+    // Not a byte more once A has gone through two more rounds (each flushes, then beats).
+    let beat_of_a = || json(&b, "/cluster")["instances"]["a"]["seen_at"].clone();
+    for _ in 0..2 {
+        let seen = beat_of_a();
+        wait_until("a new beat of A", || beat_of_a() != seen);
+    }
     assert_eq!(fleet_user(&b, "alice", "quota_used"), expected, "no batch counted twice");
     drop(session_a);
 
