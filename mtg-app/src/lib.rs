@@ -6,6 +6,7 @@
 pub mod access;
 pub mod atomic_file;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dc_table;

@@ -90,6 +90,17 @@ pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitC
         eprintln!("mtg-multi: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    let cluster = match &config.cluster {
+        Some(settings) => match crate::cluster::start(&shared, settings) {
+            Ok(cluster) => Some(cluster),
+            Err(e) => {
+                error!("{e}");
+                eprintln!("mtg-multi: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     crate::sni_dns::spawn_startup_check(
         hosts.iter().map(|h| (*h).to_owned()).collect(),
         config.public_ipv4.map(std::net::IpAddr::V4),
@@ -118,6 +129,9 @@ pub fn serve_config(loaded: crate::config::Loaded, path: Option<&Path>) -> ExitC
             }
         }
     });
+    if let Some(cluster) = cluster {
+        cluster.stop();
+    }
     match result {
         Ok(Ok(())) => {
             info!("stopped");

@@ -188,6 +188,7 @@ fn minimal_config_gets_every_effective_default() {
             update_each: Duration::from_secs(3600),
             cache_dir: None,
         },
+        cluster: None,
     };
     assert_eq!(c, expected);
 }
@@ -455,6 +456,7 @@ enabled = true
                     disabled: true,
                     max_ips: 4,
                     rate_limit: Some(1_000_000),
+                    cluster_wide_connections: false,
                 },
             ),
             (
@@ -484,6 +486,7 @@ enabled = true
             update_each: Duration::from_secs(1800),
             cache_dir: Some(PathBuf::from("/var/cache/mtg-multi")),
         },
+        cluster: None,
     };
     assert_eq!(loaded.config, expected);
     assert_eq!(
@@ -697,4 +700,39 @@ fn load_reads_a_file_and_names_a_missing_one() {
     let e = Config::load("/nonexistent/mtg.toml").expect_err("no such file").to_string();
     assert!(e.starts_with("cannot read config /nonexistent/mtg.toml: "), "{e}");
     assert!(!e.contains('\n'));
+}
+
+#[test]
+fn cluster_section_and_cluster_wide_limits() {
+    let c = load(&minimal("[cluster]\nredis = \"redis://:pw-s3cret@10.0.0.5:6379/0\"\nname = \"fra-1\"\n"))
+        .config;
+    let cluster = c.cluster.clone().expect("[cluster] is on");
+    assert_eq!(cluster.name, "fra-1");
+    assert_eq!(cluster.key_prefix, "mtg-multi");
+    assert_eq!(cluster.cache_file, None);
+    assert!(!format!("{c:?}").contains("pw-s3cret"), "Debug hides the password");
+    // No section, or an empty one: off. The name defaults to the hostname.
+    assert_eq!(load(&minimal("")).config.cluster, None);
+    let named = load(&minimal("[cluster]\nredis = \"redis://h/0\"\n")).config.cluster.unwrap();
+    assert!(!named.name.is_empty());
+
+    let error = |extra: &str| Config::from_toml_str(&minimal(extra)).unwrap_err().to_string();
+    let e = error("[cluster]\nredis = \"http://:pw-s3cret@h\"\n");
+    assert!(e.contains("cluster.redis") && e.contains("redis://") && !e.contains("pw-s3cret"), "{e}");
+    let e = error("[cluster]\nname = \"a\"\n");
+    assert!(e.contains("cluster.redis"), "{e}");
+    let e = error("[cluster]\nredis = \"redis://h\"\nname = \"a b\"\n");
+    assert!(e.contains("cluster.name"), "{e}");
+
+    let limits = |table: &str| {
+        load(&minimal(&format!("[secret-limits-default]\nmax-connections = 4\n{table}")))
+            .config
+            .secret_limits_default
+            .cluster_wide_connections
+    };
+    assert!(limits("cluster-wide = [\"max-connections\"]\n"));
+    assert!(!limits("cluster-wide = []\n"));
+    assert!(!limits(""));
+    let e = error("[secret-limits-default]\ncluster-wide = [\"quota\"]\n");
+    assert!(e.contains("secret-limits-default.cluster-wide") && e.contains("max-connections"), "{e}");
 }

@@ -50,6 +50,7 @@ pub mod proxy_process;
 pub mod proxy_under_test;
 pub mod real_clients;
 pub mod recorder;
+pub mod redis_server;
 pub mod runtime;
 pub mod socks_server;
 pub mod temp_file;

@@ -28,6 +28,8 @@ pub struct Launch {
     pub nofile: Option<u64>,
     /// `RUST_LOG` for the child (unset: the config's level).
     pub rust_log: Option<String>,
+    /// More environment variables for the child (e.g. `SSL_CERT_FILE`).
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -162,6 +164,9 @@ impl ProxyProcess {
             Some(filter) => command.env("RUST_LOG", filter),
             None => command.env_remove("RUST_LOG"),
         };
+        for (name, value) in &launch.env {
+            command.env(name, value);
+        }
         // The environment overlays would replace the test's users, tag or address.
         for overlay in
             ["SECRET", "MTG_SECRET", "SECRET_HOST", "MTG_SECRET_HOST", "TAG", "MTG_TAG", "MTG_BIND_TO"]

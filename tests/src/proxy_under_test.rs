@@ -68,6 +68,9 @@ impl ProxyUnderTest {
         settings.shutdown_grace = Duration::from_millis(200);
         let control = Control::new(build_shared(&loaded.config, settings), path);
         restore_usage(&loaded.config, &control).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(cluster) = &loaded.config.cluster {
+            mtg_app::cluster::start(&control, cluster).unwrap_or_else(|e| panic!("{e}"));
+        }
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let (ready_tx, ready_rx) = mpsc::channel();
         let for_thread = control.clone();
@@ -185,6 +188,9 @@ impl Drop for ProxyUnderTest {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        if let Some(cluster) = self.control.cluster() {
+            cluster.stop();
         }
     }
 }

@@ -26,6 +26,7 @@ fn options() -> Options {
         concurrency: 4,
         settle: Duration::from_millis(50),
         middle_packet: 4096,
+        cluster: None,
         rate_limit: None,
         fast_mode: false,
         zero_copy: true,

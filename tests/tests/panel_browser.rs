@@ -142,6 +142,7 @@ fn panel_in_a_real_browser() {
             ),
         );
         assert_eq!(step("login hidden", page.eval("document.querySelector('#login').hidden")), true);
+        assert_eq!(step("no fleet card", page.eval("document.querySelector('#fleet').hidden")), true);
         for (name, connections, bytes) in [("alice", 3, 3000), ("bob", 2, 10000)] {
             assert_eq!(cell(&page, name, "connections"), connections.to_string(), "{name}");
             assert_eq!(cell(&page, name, "up"), bytes.to_string(), "{name}");
@@ -373,6 +374,32 @@ fn panel_in_a_real_browser() {
     let errors: Vec<Value> =
         page.events().into_iter().filter(|e| e["method"] == "Runtime.exceptionThrown").collect();
     assert!(errors.is_empty(), "script errors: {errors:?}");
+
+    // --- Fleet mode: the panel shows the live instances and the fleet's totals. -----------
+    let redis = mtg_tests::redis_server::RedisServer::start(None);
+    let fleet_tables = format!("[cluster]\nredis = \"{}\"\nname = \"panel-a\"\n", redis.url());
+    let fleet = ProxyUnderTest::start(&config(&["alice"], dc.addr(), &front, None, &fleet_tables));
+    let (fleet_addr, fleet_api) = (fleet.addr(), fleet.api().expect("API on"));
+    let _session = block_on(async move {
+        let mut c = ProxyClient::connect_ee(fleet_addr, &numbered_user(1, HOST), 2).await.expect("connect");
+        c.send(&[1u8; 700]).await.expect("send");
+        assert_eq!(c.recv_exact(700).await.expect("echo").len(), 700);
+        c
+    });
+    let fleet_page = step("open a tab on the fleet", browser.new_page());
+    step("load the fleet's panel", fleet_page.navigate(&format!("http://{fleet_api}/?poll=300")));
+    step(
+        "the fleet card lists the instance with its session and traffic",
+        fleet_page.wait_for(
+            "!document.querySelector('#fleet').hidden && \
+             document.querySelector('#fleet tr[data-instance=\"panel-a\"] td:nth-child(2)')?.textContent === '1' && \
+             document.querySelector('#fleet tr[data-instance=\"panel-a\"] td:nth-child(3)')?.textContent === '700 B'",
+            WAIT,
+        ),
+    );
+    let fleet_errors: Vec<Value> =
+        fleet_page.events().into_iter().filter(|e| e["method"] == "Runtime.exceptionThrown").collect();
+    assert!(fleet_errors.is_empty(), "script errors: {fleet_errors:?}");
     println!(
         "panel test ({RUNTIME}): done after {:?}; screenshots in {}",
         started.elapsed(),

@@ -120,6 +120,8 @@ pub struct Config {
     pub secret_ad_tags: BTreeMap<String, AdTag>,
     /// `[middle-proxy]`: where the middle-proxy secret and lists come from.
     pub middle_proxy: MiddleProxy,
+    /// `[cluster]`: fleet mode (users, usage and counts shared through Redis); `None` = off.
+    pub cluster: Option<Cluster>,
 }
 
 /// A loaded config and the warnings to log about it.
@@ -166,6 +168,7 @@ impl fmt::Debug for Config {
             ad_tag,
             secret_ad_tags,
             middle_proxy,
+            cluster,
         } = self;
         f.debug_struct("Config")
             .field("debug", debug)
@@ -200,6 +203,7 @@ impl fmt::Debug for Config {
             .field("ad_tag", ad_tag)
             .field("secret_ad_tags", secret_ad_tags)
             .field("middle_proxy", middle_proxy)
+            .field("cluster", cluster)
             .finish()
     }
 }
@@ -381,6 +385,31 @@ impl Default for MiddleProxy {
     }
 }
 
+/// `[cluster]`: fleet mode. `Debug` shows the Redis address without its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// `redis`: `redis://[user:password@]host[:port][/db]` or `rediss://` (TLS).
+    pub redis: String,
+    /// `name`: this instance's name in the fleet (default: the hostname).
+    pub name: String,
+    /// `key-prefix`: the prefix of every Redis key (default `mtg-multi`).
+    pub key_prefix: String,
+    /// `cache-file`: where the last users read from Redis are kept, so a start with Redis
+    /// unreachable can serve them (`None`: not kept; such a start fails).
+    pub cache_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("redis", &redacted(&self.redis))
+            .field("name", &self.name)
+            .field("key_prefix", &self.key_prefix)
+            .field("cache_file", &self.cache_file)
+            .finish()
+    }
+}
+
 /// `[secret-limits.NAME]`: the limits of one user; the defaults mean "no limit".
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SecretLimits {
@@ -399,6 +428,9 @@ pub struct SecretLimits {
     /// `rate-limit`: bytes per second each direction, shared by all of the user's sessions;
     /// `None` = no limit.
     pub rate_limit: Option<u64>,
+    /// `cluster-wide = ["max-connections"]`: with `[cluster]`, `max-connections` counts the
+    /// user's live sessions on every instance of the fleet, not only this one.
+    pub cluster_wide_connections: bool,
 }
 
 impl SecretLimits {
@@ -447,6 +479,11 @@ impl SecretLimits {
                 Ok(r) => table.insert("rate-limit", toml_edit::value(r)),
                 Err(_) => table.insert("rate-limit", toml_edit::value(format!("{rate}b"))),
             };
+        }
+        if self.cluster_wide_connections {
+            let mut list = toml_edit::Array::new();
+            list.push("max-connections");
+            table.insert("cluster-wide", toml_edit::value(list));
         }
         Some(table)
     }

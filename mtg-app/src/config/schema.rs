@@ -74,8 +74,11 @@ const LIMITS: &[(&str, Node)] = &[
     ("disabled", Node::Leaf),
     ("max-ips", Node::Leaf),
     ("rate-limit", Node::Leaf),
+    ("cluster-wide", Node::Leaf),
 ];
 const SECURED: &[(&str, Node)] = &[("enabled", Node::Leaf)];
+const CLUSTER: &[(&str, Node)] =
+    &[("redis", Node::Leaf), ("name", Node::Leaf), ("key-prefix", Node::Leaf), ("cache-file", Node::Leaf)];
 const MIDDLE_PROXY: &[(&str, Node)] = &[
     ("secret-url", Node::Leaf),
     ("config-url", Node::Leaf),
@@ -118,6 +121,7 @@ pub(super) const ROOT: &[(&str, Node)] = &[
     ("defense", Node::Table(DEFENSE)),
     ("stats", Node::Table(STATS)),
     ("secured", Node::Table(SECURED)),
+    ("cluster", Node::Table(CLUSTER)),
 ];
 
 /// The top-level key (a value, not a table) called `name`, if there is one.

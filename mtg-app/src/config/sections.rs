@@ -12,8 +12,8 @@ use super::reader::Reader;
 use super::urls::{self, Dns};
 use super::values::{self, Expected};
 use super::{
-    AntiReplay, ApiToken, Config, DomainFronting, Doppelganger, IpList, KeepAlive, MiddleProxy, Network,
-    Prometheus, Statsd, Throttle, Timeouts, schema, users,
+    AntiReplay, ApiToken, Cluster, Config, DomainFronting, Doppelganger, IpList, KeepAlive, MiddleProxy,
+    Network, Prometheus, Statsd, Throttle, Timeouts, schema, users,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -120,6 +120,7 @@ pub(super) fn read(r: &Reader<'_>, warnings: &mut Vec<ConfigWarning>) -> Result<
         ad_tag,
         secret_ad_tags,
         middle_proxy: middle_proxy(r)?,
+        cluster: cluster(r)?,
     };
     required_when_enabled(&config)?;
     Ok(config)
@@ -305,6 +306,45 @@ fn middle_proxy(r: &Reader<'_>) -> Result<MiddleProxy, ConfigError> {
         update_each: r.duration("middle-proxy.update-each")?.unwrap_or(defaults.update_each),
         cache_dir: r.string("middle-proxy.cache-dir")?.map(PathBuf::from),
     })
+}
+
+/// `[cluster]`: present when `redis` is set; `name` defaults to the hostname.
+fn cluster(r: &Reader<'_>) -> Result<Option<Cluster>, ConfigError> {
+    let Some(redis) = r.string("cluster.redis")? else {
+        for key in ["name", "key-prefix", "cache-file"] {
+            if r.value(&format!("cluster.{key}")).is_some() {
+                let hint = "[cluster] needs `redis = \"redis://host:port/db\"`".to_owned();
+                return Err(ConfigError::Missing { key: "cluster.redis".into(), hint: Some(hint) });
+            }
+        }
+        return Ok(None);
+    };
+    let scheme_ok = ["redis://", "rediss://", "valkey://", "valkeys://"].iter().any(|s| redis.starts_with(s));
+    if !scheme_ok {
+        return Err(ConfigError::Invalid {
+            key: "cluster.redis".into(),
+            value: shown_str(&urls::redacted(redis)),
+            expected: "a redis:// or rediss:// URL".into(),
+        });
+    }
+    let plain = |key: &str| {
+        r.parsed(key, |s: &str| {
+            if !s.is_empty()
+                && s.len() <= 64
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                Ok(s.to_owned())
+            } else {
+                Err("1-64 letters, digits, '-', '_' or '.'")
+            }
+        })
+    };
+    Ok(Some(Cluster {
+        redis: redis.to_owned(),
+        name: plain("cluster.name")?.unwrap_or_else(crate::cluster::hostname),
+        key_prefix: plain("cluster.key-prefix")?.unwrap_or_else(|| "mtg-multi".to_owned()),
+        cache_file: r.string("cluster.cache-file")?.map(PathBuf::from),
+    }))
 }
 
 fn ip_list(r: &Reader<'_>, section: &str) -> Result<IpList, ConfigError> {

@@ -137,7 +137,24 @@ pub(super) fn limits_at(r: &Reader<'_>, prefix: &str) -> Result<SecretLimits, Co
         disabled: r.flag(&field("disabled"))?,
         max_ips: r.count(&field("max-ips"))?.unwrap_or(0),
         rate_limit: r.rate(&field("rate-limit"))?,
+        cluster_wide_connections: cluster_wide(r, &field("cluster-wide"))?,
     })
+}
+
+/// `cluster-wide`: the limits counted across the fleet; only `max-connections` can be.
+fn cluster_wide(r: &Reader<'_>, key: &str) -> Result<bool, ConfigError> {
+    let names = r.list(
+        key,
+        |s| {
+            if s == "max-connections" {
+                Ok(())
+            } else {
+                Err("\"max-connections\" (the only limit counted fleet-wide)")
+            }
+        },
+        str::to_owned,
+    )?;
+    Ok(!names.is_empty())
 }
 
 /// Reads the ad tag at `key` (`""` = none); a tag equal to a user's secret key is refused.

@@ -1,5 +1,6 @@
 //! The stats HTTP API on `api-bind-to` (served by [`http_server`](super::http_server)):
-//! `GET /stats` returns the mtg-multi JSON; `/reload`, `/secrets` and `/adtag` manage the
+//! `GET /stats` returns the mtg-multi JSON (`?scope=cluster`: the fleet's, and `GET /cluster`
+//! the live instances, with `[cluster]`); `/reload`, `/secrets` and `/adtag` manage the
 //! users and ad tags ([`management`](super::management)); `/`, `/panel.js` and `/panel.css`
 //! are the web panel and `GET /secrets/NAME/links` its share links and QR codes
 //! ([`panel`](super::panel)); other paths 404, other methods 405. Every error
@@ -63,8 +64,19 @@ pub(crate) async fn respond(control: &Control, request: Request) -> Response {
     let path = request.path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (segments.as_slice(), &method) {
+        (["stats"], &Method::GET) if request.has_query("scope", "cluster") => {
+            match control.cluster_stats_json() {
+                Some(body) => reply(StatusCode::OK, "application/json", body),
+                None => error(404, "no [cluster] configured: /stats?scope=cluster needs fleet mode"),
+            }
+        }
         (["stats"], &Method::GET) => reply(StatusCode::OK, "application/json", control.stats_json()),
         (["stats"], _) => not_allowed("GET"),
+        (["cluster"], &Method::GET) => match control.cluster_json() {
+            Some(body) => reply(StatusCode::OK, "application/json", body),
+            None => error(404, "no [cluster] configured"),
+        },
+        (["cluster"], _) => not_allowed("GET"),
         (["reload"], &Method::POST) => match control.reload().await {
             Ok(summary) => reply(StatusCode::OK, "application/json", json_line(&summary)),
             Err(e) => error(400, &e),

@@ -179,6 +179,7 @@ pub(crate) struct BodyTooLarge;
 pub(crate) struct Request {
     method: Method,
     path: String,
+    query: String,
     headers: Vec<(String, Vec<u8>)>,
     body: Result<Vec<u8>, BodyTooLarge>,
 }
@@ -203,6 +204,11 @@ impl Request {
     /// The path of the request target, without the query (`/` when the target has none).
     pub(crate) fn path(&self) -> &str {
         &self.path
+    }
+
+    /// Whether the query of the request target has the parameter `name=value`.
+    pub(crate) fn has_query(&self, name: &str, value: &str) -> bool {
+        self.query.split('&').any(|pair| pair.split_once('=') == Some((name, value)))
     }
 
     /// The first header field called `name` (any case), when its value is visible ASCII
@@ -323,6 +329,7 @@ enum Head {
 struct ParsedHead {
     method: Method,
     path: String,
+    query: String,
     http10: bool,
     headers: Vec<(String, Vec<u8>)>,
 }
@@ -427,7 +434,7 @@ impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin> Connection<R, S> {
                     self.set_deadline(Instant::now() + self.timeouts.request);
                 }
             };
-            let ParsedHead { method, path, http10, headers } = parsed;
+            let ParsedHead { method, path, query, http10, headers } = parsed;
             let length = match body_length(&headers) {
                 Ok(length) => length,
                 Err(response) => return self.finish(&response.encode(false, false, now())).await,
@@ -453,7 +460,7 @@ impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin> Connection<R, S> {
             let consumed = head_len + body.as_ref().map_or(0, Vec::len);
             self.buf.drain(..consumed);
             let head_only = method == Method::Head;
-            let response = handler.handle(Request { method, path, headers, body }).await;
+            let response = handler.handle(Request { method, path, query, headers, body }).await;
             let wire = response.encode(head_only, keep_alive, now());
             if !keep_alive {
                 return self.finish(&wire).await;
@@ -516,8 +523,9 @@ fn parse_head(buf: &[u8]) -> Head {
         return Head::Bad(json_error(StatusCode::BAD_REQUEST, "malformed request target"));
     };
     let headers = request.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
+    let query = target.split_once('?').map_or("", |(_, q)| q).to_owned();
     Head::Complete {
-        parsed: ParsedHead { method: Method::parse(method), path, http10: version == 0, headers },
+        parsed: ParsedHead { method: Method::parse(method), path, query, http10: version == 0, headers },
         len,
     }
 }

@@ -72,6 +72,9 @@ pub struct UserView {
     /// The rate limit in bytes per second, each direction (absent = no limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<u64>,
+    /// `["max-connections"]` when the cap counts the whole fleet's sessions (`[cluster]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_wide: Option<Vec<&'static str>>,
     /// The user's own ad tag (`[secret-ad-tags]`), 32 hex; absent when it has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ad_tag: Option<String>,
@@ -96,6 +99,7 @@ impl UserView {
             disabled: limits.disabled.then_some(true),
             max_ips: Some(limits.max_ips).filter(|&n| n > 0),
             rate_limit: limits.rate_limit,
+            cluster_wide: limits.cluster_wide_connections.then(|| vec!["max-connections"]),
         }
     }
 }
@@ -113,6 +117,7 @@ struct LimitFields {
     disabled: Option<Value>,
     max_ips: Option<Value>,
     rate_limit: Option<Value>,
+    cluster_wide: Option<Value>,
 }
 
 impl LimitFields {
@@ -127,6 +132,7 @@ impl LimitFields {
             ("disabled", self.disabled),
             ("max-ips", self.max_ips),
             ("rate-limit", self.rate_limit),
+            ("cluster-wide", self.cluster_wide),
         ] {
             if let Some(value) = value.and_then(json_to_toml) {
                 table.insert(key.to_owned(), value);
@@ -195,6 +201,7 @@ struct AddUser {
     disabled: Option<Value>,
     max_ips: Option<Value>,
     rate_limit: Option<Value>,
+    cluster_wide: Option<Value>,
 }
 
 /// One user in the body of `PUT /secrets`.
@@ -210,6 +217,26 @@ struct Entry {
     disabled: Option<Value>,
     max_ips: Option<Value>,
     rate_limit: Option<Value>,
+    cluster_wide: Option<Value>,
+}
+
+impl Entry {
+    /// The secret, the limits and the own ad tag; `at` prefixes field names in errors.
+    fn parse(self, control: &Control, at: &str) -> Result<(Secret, SecretLimits, Option<AdTag>), ApiError> {
+        let secret = parse_secret(control, &self.secret, &format!("{at}secret"))?;
+        let limits = LimitFields {
+            max_connections: self.max_connections,
+            quota: self.quota,
+            quota_reset: self.quota_reset,
+            expires: self.expires,
+            disabled: self.disabled,
+            max_ips: self.max_ips,
+            rate_limit: self.rate_limit,
+            cluster_wide: self.cluster_wide,
+        }
+        .parse(at)?;
+        Ok((secret, limits, parse_ad_tag(self.ad_tag, &format!("{at}ad_tag"))?))
+    }
 }
 
 /// The body of `PUT /secrets`: the whole new set of users, and the global ad tag (absent =
@@ -364,6 +391,7 @@ pub async fn add(control: &Control, body: &[u8]) -> Result<Added, ApiError> {
         disabled: request.disabled,
         max_ips: request.max_ips,
         rate_limit: request.rate_limit,
+        cluster_wide: request.cluster_wide,
     }
     .parse("")?;
     let name = request.name;
@@ -399,7 +427,7 @@ pub async fn add(control: &Control, body: &[u8]) -> Result<Added, ApiError> {
     state.set_limits(&name, limits.clone());
     state.set_own_ad_tag(&name, own_tag);
     state.check_tags()?;
-    apply(control, &state)?;
+    apply(control, &state).await?;
     let view = UserView::new(&secret, &limits, own_tag, state.tags.effective(&name));
     Ok(Added { view, name, created })
 }
@@ -423,18 +451,7 @@ pub async fn replace(control: &Control, body: &[u8]) -> Result<BTreeMap<String, 
             let shown: String = name.chars().take(64).collect();
             return Err(ApiError::bad(format!("field `secrets`: user name {shown:?}: {NAME_RULE}")));
         }
-        let secret = parse_secret(control, &entry.secret, &format!("secrets.{name}.secret"))?;
-        let limits = LimitFields {
-            max_connections: entry.max_connections,
-            quota: entry.quota,
-            quota_reset: entry.quota_reset,
-            expires: entry.expires,
-            disabled: entry.disabled,
-            max_ips: entry.max_ips,
-            rate_limit: entry.rate_limit,
-        }
-        .parse(&format!("secrets.{name}."))?;
-        let own_tag = parse_ad_tag(entry.ad_tag, &format!("secrets.{name}.ad_tag"))?;
+        let (secret, limits, own_tag) = entry.parse(control, &format!("secrets.{name}."))?;
         state.set_limits(&name, limits);
         state.set_own_ad_tag(&name, own_tag);
         state.users.push((name, secret));
@@ -442,7 +459,7 @@ pub async fn replace(control: &Control, body: &[u8]) -> Result<BTreeMap<String, 
     state.check_tags()?;
     // BTreeMap order: already sorted by name.
     let _serialised = control.manage_lock().await;
-    apply(control, &state)?;
+    apply(control, &state).await?;
     Ok(list(control))
 }
 
@@ -461,7 +478,7 @@ pub async fn remove(control: &Control, name: &str) -> Result<(), ApiError> {
     }
     state.limits.remove(name);
     state.tags.per_user.remove(name);
-    apply(control, &state)
+    apply(control, &state).await
 }
 
 /// `GET /adtag`: `{"ad_tag": "<32 hex>"}`, or `{"ad_tag": null}` when no global tag is set
@@ -481,7 +498,7 @@ pub async fn set_ad_tag(control: &Control, body: &[u8]) -> Result<(), ApiError> 
     let mut state = State::current(control);
     state.tags.global = Some(tag);
     state.check_tags()?;
-    apply(control, &state)
+    apply(control, &state).await
 }
 
 /// `DELETE /adtag`: clears the global tag (also when none is set). Users with their own tag
@@ -490,7 +507,7 @@ pub async fn delete_ad_tag(control: &Control) -> Result<(), ApiError> {
     let _serialised = control.manage_lock().await;
     let mut state = State::current(control);
     state.tags.global = None;
-    apply(control, &state)
+    apply(control, &state).await
 }
 
 /// `POST /secrets/{name}/reset-quota`.
@@ -503,13 +520,24 @@ pub async fn reset_quota(control: &Control, name: &str) -> Result<(), ApiError> 
         .position(|n| n == name)
         .ok_or_else(|| ApiError::new(404, format!("no user {name}")))?;
     let period = crate::users::limits::quota_period(users.all_limits()[index].quota_reset, unix_ms());
+    if let Some(cluster) = control.cluster() {
+        cluster.reset_usage(name, period).await.map_err(|e| {
+            ApiError::new(503, format!("cannot reset the fleet's usage (nothing changed): {e}"))
+        })?;
+    }
     users.all_stats()[index].restore_quota(0, period);
     Ok(())
 }
 
 /// Writes the new state to the file (with `api-persist`), then swaps it in. The caller holds
 /// the management lock. A write failure changes nothing.
-fn apply(control: &Control, state: &State) -> Result<(), ApiError> {
+async fn apply(control: &Control, state: &State) -> Result<(), ApiError> {
+    if let Some(cluster) = control.cluster() {
+        let change = fleet_change(&State::current(control), state);
+        cluster.write_users(change).await.map_err(|e| {
+            ApiError::new(503, format!("cannot change the fleet's users (nothing changed): {e}"))
+        })?;
+    }
     if control.config().api_persist
         && let Some(path) = &control.config_path
     {
@@ -523,6 +551,113 @@ fn apply(control: &Control, state: &State) -> Result<(), ApiError> {
         relimited = ?summary.relimited, retagged = ?summary.retagged, "users changed through the API"
     );
     Ok(())
+}
+
+/// The user as the fleet's Redis keeps it: the `PUT /secrets` entry fields (`secret`,
+/// `ad_tag`, the limits).
+fn stored_json(secret: &Secret, limits: Option<&SecretLimits>, own_tag: Option<AdTag>) -> String {
+    let none = SecretLimits::default();
+    let view = UserView::new(secret, limits.unwrap_or(&none), own_tag, None);
+    let mut value = serde_json::to_value(&view).unwrap_or_default();
+    if let Value::Object(map) = &mut value {
+        map.remove("base64");
+        map.remove("host");
+        // Sizes above i64::MAX read back only as size strings (as in the config file).
+        for key in ["quota", "rate_limit"] {
+            if let Some(n) = map.get(key).and_then(Value::as_u64).filter(|&n| i64::try_from(n).is_err()) {
+                map.insert(key.to_owned(), Value::String(format!("{n}b")));
+            }
+        }
+    }
+    value.to_string()
+}
+
+impl State {
+    /// The users as the fleet's Redis keeps them.
+    fn stored(&self) -> crate::cluster::StoredUsers {
+        let users = self
+            .users
+            .iter()
+            .map(|(name, secret)| {
+                (
+                    name.clone(),
+                    stored_json(secret, self.limits.get(name), self.tags.per_user.get(name).copied()),
+                )
+            })
+            .collect();
+        crate::cluster::StoredUsers { users, ad_tag: self.tags.global.map(|t| t.to_hex()) }
+    }
+
+    /// Users read from the fleet's Redis; a user that does not parse is skipped with a
+    /// warning naming it (never its secret).
+    fn from_stored(control: &Control, stored: &crate::cluster::StoredUsers) -> Self {
+        let global = stored.ad_tag.as_deref().and_then(|t| match AdTag::parse(t) {
+            Ok(tag) => Some(tag),
+            Err(e) => {
+                tracing::warn!(error = %e, "the fleet's global ad tag is invalid; ignored");
+                None
+            }
+        });
+        let mut state = Self {
+            users: Vec::new(),
+            limits: BTreeMap::new(),
+            tags: AdTags { global, per_user: BTreeMap::new() },
+        };
+        for (name, json) in &stored.users {
+            let parsed = serde_json::from_str::<Entry>(json)
+                .map_err(|e| ApiError::bad(format!("bad JSON: {e}")))
+                .and_then(|entry| entry.parse(control, ""));
+            match parsed {
+                Ok((secret, limits, tag)) if valid_name(name) => {
+                    state.set_limits(name, limits);
+                    state.set_own_ad_tag(name, tag);
+                    state.users.push((name.clone(), secret));
+                }
+                Ok(_) => {
+                    tracing::warn!(user = %name.chars().take(64).collect::<String>(), "the fleet has a user with an invalid name; skipped");
+                }
+                Err(e) => {
+                    tracing::warn!(user = %name, error = %e.message, "the fleet has a user that does not parse; skipped");
+                }
+            }
+        }
+        state
+    }
+}
+
+/// The users served now, as the fleet's Redis keeps them (what the first instance seeds).
+pub(crate) fn stored_users(control: &Control) -> crate::cluster::StoredUsers {
+    State::current(control).stored()
+}
+
+/// Serves users read from the fleet's Redis (or its cache) when they differ from the served
+/// ones; the caller holds the management lock. An empty set is not applied.
+pub(crate) fn apply_stored(control: &Control, stored: &crate::cluster::StoredUsers) {
+    let state = State::from_stored(control, stored);
+    if state.users.is_empty() || state == State::current(control) {
+        return;
+    }
+    let default_limits = control.data.users().default_limits().clone();
+    let summary = control.data.reload_users(&state.users, &state.limits, &default_limits, &state.tags);
+    tracing::info!(
+        added = ?summary.added, removed = ?summary.removed, rekeyed = ?summary.rekeyed,
+        relimited = ?summary.relimited, retagged = ?summary.retagged, "users changed by the fleet"
+    );
+}
+
+/// What to write to the fleet's Redis to go from `old` to `new`.
+fn fleet_change(old: &State, new: &State) -> crate::cluster::UsersChange {
+    let (old, new) = (old.stored(), new.stored());
+    crate::cluster::UsersChange {
+        put: new
+            .users
+            .iter()
+            .filter(|(n, j)| old.users.get(*n) != Some(j))
+            .map(|(n, j)| (n.clone(), j.clone()))
+            .collect(),
+        delete: old.users.keys().filter(|n| !new.users.contains_key(*n)).cloned().collect(),
+        ad_tag: (old.ad_tag != new.ad_tag).then_some(new.ad_tag),
+    }
 }
 
 /// Tables keyed by user name: an entry for a user that is gone is removed with the user, so
@@ -707,6 +842,48 @@ mod tests {
         }
     }
 
+    fn control(text: &str) -> std::sync::Arc<Control> {
+        let config = Config::from_toml_str(text).unwrap().config;
+        let settings = crate::engine::Settings::from_config(&config);
+        Control::new(crate::run::build_shared(&config, settings), None)
+    }
+
+    proptest::proptest! {
+        /// Users as the fleet's Redis keeps them read back as the same users, limits and tags.
+        #[test]
+        fn stored_users_read_back(
+            max_connections in 0u32..100,
+            quota in proptest::option::of(1u64..=u64::MAX),
+            monthly in proptest::bool::ANY,
+            expires in proptest::option::of(0i64..253_402_300_799),
+            disabled in proptest::bool::ANY,
+            max_ips in 0u32..10,
+            rate_limit in proptest::option::of(1u64..=u64::MAX),
+            cluster_wide in proptest::bool::ANY,
+            own_tag in proptest::option::of(proptest::array::uniform16(1u8..)),
+            global_tag in proptest::option::of(proptest::array::uniform16(1u8..)),
+        ) {
+            let control = control(&config(&[("alice", &user(1))], ""));
+            let limits = SecretLimits {
+                max_connections,
+                quota,
+                quota_reset: if monthly { QuotaReset::Monthly } else { QuotaReset::None },
+                expires,
+                disabled,
+                max_ips,
+                rate_limit,
+                cluster_wide_connections: cluster_wide,
+            };
+            let hex = |bytes: [u8; 16]| AdTag::parse(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap();
+            let mut want = state(&[("alice", &user(1)), ("bob", &user(2))], &[("bob", limits)]);
+            want.limits.retain(|_, l| !l.is_unlimited());
+            want.tags.global = global_tag.map(hex);
+            want.set_own_ad_tag("bob", own_tag.map(hex));
+            let stored = want.stored();
+            proptest::prop_assert_eq!(State::from_stored(&control, &stored), want);
+        }
+    }
+
     fn reread(text: &str) -> State {
         let c = Config::from_toml_str(text).unwrap().config;
         let tags = c.ad_tags();
@@ -766,6 +943,7 @@ mod tests {
             disabled: true,
             max_ips: 2,
             rate_limit: Some(2_500_000),
+            cluster_wide_connections: true,
         };
         let some = SecretLimits { quota: Some(5), ..SecretLimits::default() };
         let want = state(&[("alice", &a), ("bob", &b), ("carol", &c)], &[("bob", full), ("carol", some)]);
@@ -876,12 +1054,14 @@ mod tests {
                 disabled: get("disabled"),
                 max_ips: get("max_ips"),
                 rate_limit: get("rate_limit"),
+                cluster_wide: get("cluster_wide"),
             }
             .parse("")
         };
         let ok = fields(serde_json::json!({
             "quota": "10GB", "quota_reset": "Monthly", "expires": "2026-12-31",
-            "disabled": true, "max_connections": 2, "max_ips": 3, "rate_limit": "20mbit"
+            "disabled": true, "max_connections": 2, "max_ips": 3, "rate_limit": "20mbit",
+            "cluster_wide": ["max-connections"]
         }))
         .unwrap();
         assert_eq!(
@@ -894,8 +1074,11 @@ mod tests {
                 disabled: true,
                 max_ips: 3,
                 rate_limit: Some(2_500_000),
+                cluster_wide_connections: true,
             }
         );
+        let wrong = fields(serde_json::json!({"cluster_wide": ["quota"]})).unwrap_err().message;
+        assert!(wrong.contains("field `cluster_wide`") && wrong.contains("max-connections"), "{wrong}");
         assert_eq!(fields(serde_json::json!({"quota": 1024})).unwrap().quota, Some(1024));
         assert_eq!(fields(serde_json::json!({"rate_limit": 4096})).unwrap().rate_limit, Some(4096));
         assert_eq!(fields(serde_json::json!({"rate_limit": "1mib"})).unwrap().rate_limit, Some(1 << 20));

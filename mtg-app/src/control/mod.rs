@@ -6,6 +6,7 @@
 //! stops gracefully). Depends on the engine; the engine never depends on it.
 
 mod api;
+mod cluster_json;
 mod http_server;
 pub mod management;
 mod metrics_http;
@@ -36,6 +37,8 @@ pub struct Control {
     /// set to swapping in (and persisting) the next: one read-modify-write at a time. An async
     /// lock (a one-slot channel), so waiting API calls never block a runtime thread.
     manage: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    /// Fleet mode, once joined (`[cluster]`).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -50,12 +53,27 @@ impl std::fmt::Debug for Control {
 impl Control {
     /// The control plane over `data`, reloading from `config_path` (if any).
     pub fn new(data: Arc<Shared>, config_path: Option<PathBuf>) -> Arc<Self> {
-        Arc::new(Self { data, config_path, manage: async_channel::bounded(1) })
+        Arc::new(Self {
+            data,
+            config_path,
+            manage: async_channel::bounded(1),
+            cluster: std::sync::OnceLock::new(),
+        })
     }
 
     /// The config the proxy started with (keys that need a restart; users, limits and ad tags
     /// live in the engine's directory).
     pub fn config(&self) -> &Config {
         &self.data.settings().config
+    }
+
+    /// Fleet mode, when `[cluster]` is on and joined.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Sets the fleet handle (once, at start).
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 }

@@ -16,8 +16,16 @@ impl Control {
         ManageGuard(&self.manage.1)
     }
 
-    /// Re-reads the config file and applies its users, limits, ad tags and `fast-mode` (a tag
-    /// or mode change reaches new sessions only); an invalid file changes nothing. Other settings (listeners, timeouts, …) need a restart. Runs under the
+    /// The management lock if it is free now (the cluster agent, a plain thread, never waits
+    /// for it: an API change may be waiting on the agent while holding it).
+    pub(crate) fn try_manage_lock(&self) -> Option<ManageGuard<'_>> {
+        self.manage.0.try_send(()).ok().map(|()| ManageGuard(&self.manage.1))
+    }
+
+    /// Re-reads the config file and applies its users, limits, ad tags and `fast-mode` (a
+    /// tag or mode change reaches new sessions only); an invalid file changes nothing. In fleet mode
+    /// (`[cluster]`) the users, their limits and the tags stay the fleet's: only
+    /// `[secret-limits-default]` is applied. Other settings (listeners, timeouts, …) need a restart. Runs under the
     /// management lock, so it never interleaves with an API change of the users.
     pub async fn reload(&self) -> Result<ReloadSummary, String> {
         let Some(path) = &self.config_path else {
@@ -28,12 +36,31 @@ impl Control {
             for warning in &loaded.warnings {
                 tracing::warn!("{warning}");
             }
-            let users: Vec<(String, Secret)> =
-                loaded.config.users.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
             let config = &loaded.config;
             if self.data.set_fast_mode(config.fast_mode) != config.fast_mode {
                 tracing::info!(fast_mode = config.fast_mode, "fast-mode changed for new sessions");
             }
+            if self.cluster().is_some() {
+                // Fleet mode: the users, their own limits and the ad tags are the fleet's (in
+                // Redis); only this instance's [secret-limits-default] comes from the file.
+                let directory = self.data.users();
+                let users: Vec<(String, Secret)> =
+                    directory.names().iter().cloned().zip(directory.secrets().iter().cloned()).collect();
+                let own: std::collections::BTreeMap<String, crate::config::SecretLimits> = directory
+                    .names()
+                    .iter()
+                    .zip(directory.own_limits())
+                    .filter_map(|(n, l)| Some((n.clone(), l.clone()?)))
+                    .collect();
+                return self.data.reload_users(
+                    &users,
+                    &own,
+                    &config.secret_limits_default,
+                    &directory.ad_tag_config(),
+                );
+            }
+            let users: Vec<(String, Secret)> =
+                config.users.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
             self.data.reload_users(
                 &users,
                 &config.secret_limits,

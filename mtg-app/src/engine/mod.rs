@@ -515,6 +515,7 @@ mod tests {
         disabled: false,
         max_ips: 0,
         rate_limit: None,
+        cluster_wide_connections: false,
     };
 
     fn user(name: &str, n: u8) -> (String, Secret) {

@@ -603,7 +603,10 @@ fn admit(shared: &Shared, users: &Directory, user: UserId, ip: std::net::IpAddr)
     if let Some(refusal) = limits::refusal(limits, stats, now_ms) {
         return refused(refusal);
     }
-    let own_cap = (limits.max_connections > 0).then_some(u64::from(limits.max_connections));
+    // A cluster-wide cap leaves this instance what the fleet's other instances do not use.
+    let others = if limits.cluster_wide_connections { stats.others_connections() } else { 0 };
+    let own_cap =
+        (limits.max_connections > 0).then(|| u64::from(limits.max_connections).saturating_sub(others));
     let throttle_cap = shared.throttle.as_ref().and_then(|t| t.cap(user.0 as usize));
     let cap = limits::tighter(own_cap, throttle_cap);
     match stats.try_admit(cap, ip, limits.max_ips, now_ms, gate.clone()) {

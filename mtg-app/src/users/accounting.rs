@@ -39,6 +39,8 @@ pub struct UserStats {
     addresses: Mutex<Addresses>,
     /// `rate-limit` and its buckets, kept current by reloads.
     rate: UserRate,
+    /// The user's live sessions on the fleet's other instances, as last read (`[cluster]`).
+    others_connections: AtomicU64,
 }
 
 impl Default for UserStats {
@@ -54,6 +56,7 @@ impl Default for UserStats {
             expires_ms: AtomicI64::new(NONE_I64),
             addresses: Mutex::new(Addresses::default()),
             rate: UserRate::default(),
+            others_connections: AtomicU64::new(0),
         }
     }
 }
@@ -227,6 +230,16 @@ impl UserStats {
     /// The persisted form: (bytes used, period).
     pub fn quota_state(&self) -> (u64, u64) {
         (self.quota_used.load(Ordering::Relaxed), self.quota_period.load(Ordering::Relaxed))
+    }
+
+    /// The user's live sessions on the fleet's other instances, as last read.
+    pub fn others_connections(&self) -> u64 {
+        self.others_connections.load(Ordering::Relaxed)
+    }
+
+    /// Records the user's live sessions on the fleet's other instances.
+    pub fn set_others_connections(&self, n: u64) {
+        self.others_connections.store(n, Ordering::Relaxed);
     }
 
     /// Live admitted sessions.

@@ -66,6 +66,9 @@ pub struct Options {
     pub fast_mode: bool,
     /// `[network] zero-copy` of the measured proxy (false: every byte is copied).
     pub zero_copy: bool,
+    /// A Redis URL: the measured proxy runs in fleet mode (`[cluster]`) against it, every
+    /// user with a (never reached) quota so usage is flushed every second (`None`: off).
+    pub cluster: Option<String>,
 }
 
 /// One benchmark mode.
@@ -164,6 +167,7 @@ impl Rig {
         setup.rate_limit.clone_from(&options.rate_limit);
         setup.fast_mode = options.fast_mode;
         setup.zero_copy = options.zero_copy;
+        setup.cluster.clone_from(&options.cluster);
         let subject = Subject::proxy(&options.proxy, &setup).await?;
         let secret = setup.users[0].clone();
         Ok((Self { subject, far, secret }, setup, site))

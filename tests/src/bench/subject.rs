@@ -47,6 +47,8 @@ pub struct ProxySetup {
     pub fast_mode: bool,
     /// `[network] zero-copy` (the proxy's default, on, when true).
     pub zero_copy: bool,
+    /// A Redis URL: fleet mode on (`[cluster]`), every user with a 1000 TiB quota.
+    pub cluster: Option<String>,
 }
 
 /// The ad tag of the middle-proxy modes.
@@ -57,7 +59,16 @@ impl ProxySetup {
     pub fn with_users(count: usize, dc: SocketAddr, site: SocketAddr) -> Self {
         let users =
             (0..count).map(|_| Secret::fake_tls(rand::random(), HOST).expect("a valid ee secret")).collect();
-        Self { users, dc, site, middle_proxy: None, rate_limit: None, fast_mode: false, zero_copy: true }
+        Self {
+            users,
+            dc,
+            site,
+            middle_proxy: None,
+            rate_limit: None,
+            fast_mode: false,
+            zero_copy: true,
+            cluster: None,
+        }
     }
 
     /// The config text, listening on `bind`.
@@ -89,8 +100,18 @@ impl ProxySetup {
         if !self.zero_copy {
             text.push_str("\n[network]\nzero-copy = false\n");
         }
+        if self.rate_limit.is_some() || self.cluster.is_some() {
+            text.push_str("\n[secret-limits-default]\n");
+        }
         if let Some(rate) = &self.rate_limit {
-            text.push_str(&format!("\n[secret-limits-default]\nrate-limit = {rate:?}\n"));
+            text.push_str(&format!("rate-limit = {rate:?}\n"));
+        }
+        if let Some(redis) = &self.cluster {
+            // Each subject has new random users: a fleet of its own (key prefix) in the Redis.
+            let prefix = format!("bench-{:08x}", rand::random::<u32>());
+            text.push_str(&format!(
+                "quota = \"1000tib\"\n\n[cluster]\nredis = {redis:?}\nname = \"bench\"\nkey-prefix = \"{prefix}\"\n"
+            ));
         }
         text
     }

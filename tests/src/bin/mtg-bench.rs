@@ -100,6 +100,11 @@ struct RunArgs {
     /// unchanged are copied instead of spliced).
     #[arg(long)]
     no_zero_copy: bool,
+    /// Run the measured proxy in fleet mode (`[cluster]`) against a `redis-server` this
+    /// command starts on loopback (Debian package redis-server); every user gets a quota it
+    /// never reaches, so usage is flushed to Redis every second as in a real fleet.
+    #[arg(long)]
+    cluster: bool,
     /// Worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -122,6 +127,8 @@ fn run(args: RunArgs) -> Result<(), String> {
     let nofile =
         bench::proc_stats::raise_nofile_limit().map_err(|e| format!("raising RLIMIT_NOFILE: {e}"))?;
     let bench = std::env::current_exe().map_err(|e| format!("locating mtg-bench itself: {e}"))?;
+    // Kept running until the benchmark ends.
+    let redis = args.cluster.then(|| mtg_tests::redis_server::RedisServer::start(None));
     let options = Options {
         proxy: ProxySource::Binary(args.proxy.clone()),
         bench,
@@ -141,6 +148,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         rate_limit: args.rate_limit,
         fast_mode: args.fast_mode,
         zero_copy: !args.no_zero_copy,
+        cluster: redis.as_ref().map(mtg_tests::redis_server::RedisServer::url),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))

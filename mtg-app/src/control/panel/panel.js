@@ -20,6 +20,7 @@
       new_user: 'New user', edit_user: 'Edit', confirm_delete: 'Delete user {name}? Its links stop working.',
       for_bot: 'Key for @MTProxybot', unlimited: '∞', per_s: '/s', capped: 'capped',
       up_down: '↑ from clients, ↓ to clients',
+      fleet: 'Fleet', instance: 'Instance', seen: 'Seen', redis_down: 'Redis unreachable: counting locally',
     },
     ru: {
       language: 'Язык', logout: 'Забыть токен', token: 'Токен API', signin: 'Открыть',
@@ -40,6 +41,7 @@
       confirm_delete: 'Удалить пользователя {name}? Его ссылки перестанут работать.',
       for_bot: 'Ключ для @MTProxybot', unlimited: '∞', per_s: '/с', capped: 'ограничен',
       up_down: '↑ от клиентов, ↓ клиентам',
+      fleet: 'Парк серверов', instance: 'Экземпляр', seen: 'Виден', redis_down: 'Redis недоступен: счёт локально',
     },
   };
   const HISTORY = 60;
@@ -51,6 +53,7 @@
   let lang = localStorage.getItem(store.lang) ||
     ((navigator.language || 'en').toLowerCase().startsWith('ru') ? 'ru' : 'en');
   let stats = null;
+  let fleet = null; // GET /stats?scope=cluster with [cluster] on, else null
   let secrets = {};
   let sort = { key: 'name', dir: 1 };
   let timer = null;
@@ -112,8 +115,13 @@
   async function poll() {
     clearTimeout(timer);
     try {
-      const [s, list] = await Promise.all([api('GET', '/stats'), api('GET', '/secrets')]);
+      const [s, list, f] = await Promise.all([
+        api('GET', '/stats'), api('GET', '/secrets'),
+        // 404 without [cluster]: no fleet card.
+        api('GET', '/stats?scope=cluster').catch((e) => { if (e.status === 404) return null; throw e; }),
+      ]);
       stats = s;
+      fleet = f;
       secrets = list || {};
       sample();
       $('#login').hidden = true;
@@ -266,6 +274,25 @@
       th.append(el('div', { text: `${stats.throttle.active ? t('active') : t('idle')} · ${t('limit')}: ${stats.throttle.limit}` }));
       const caps = Object.entries(stats.throttle.caps || {});
       if (caps.length) th.append(el('div', { class: 'small', text: `${t('caps')}: ${caps.map(([n, c]) => `${n} ≤ ${c}`).join(', ')}` }));
+    }
+
+    // The fleet (with [cluster]): every live instance's connections and traffic.
+    const fl = $('#fleet');
+    fl.hidden = !fleet;
+    if (fleet) {
+      const rowsOf = Object.entries(fleet.instances || {}).map(([name, i]) => el('tr', { dataInstance: name },
+        el('td', { text: name + (name === fleet.instance ? ' ●' : '') }),
+        el('td', { text: String(i.connections) }),
+        el('td', { text: bytes(i.bytes_in) }),
+        el('td', { text: bytes(i.bytes_out) }),
+        el('td', { text: new Date(i.seen_at).toLocaleTimeString(lang) })));
+      const tot = fleet.totals || {};
+      $('#fleet-table').replaceChildren(
+        el('thead', {}, el('tr', {}, ...['instance', 'connections', 'up', 'down', 'seen'].map((k) => el('th', { text: t(k) })))),
+        el('tbody', {}, ...rowsOf),
+        el('tfoot', {}, el('tr', {}, el('td', { text: t('total') }), el('td', { text: String(tot.connections || 0) }),
+          el('td', { text: bytes(tot.bytes_in || 0) }), el('td', { text: bytes(tot.bytes_out || 0) }), el('td'))));
+      $('#fleet-state').textContent = fleet.reachable ? '' : t('redis_down');
     }
 
     // Users.
