@@ -60,8 +60,11 @@ impl Keystream {
     #[inline]
     pub(crate) fn apply(&mut self, data: &mut [u8]) {
         let data = self.use_spare(data);
+        if data.is_empty() {
+            return;
+        }
         let mut chunks = data.chunks_exact_mut(BATCH_BYTES);
-        let mut ctr = Counters::new();
+        let mut ctr = Counters::new(self.counter);
         let mut ks = [aes::Block::default(); BATCH_BLOCKS];
         for chunk in &mut chunks {
             self.fill(&mut ctr, &mut ks);
@@ -84,8 +87,11 @@ impl Keystream {
             b.apply(rest);
             return;
         }
+        if rest.is_empty() {
+            return;
+        }
         let mut chunks = rest.chunks_exact_mut(BATCH_BYTES);
-        let (mut ca, mut cb) = (Counters::new(), Counters::new());
+        let (mut ca, mut cb) = (Counters::new(a.counter), Counters::new(b.counter));
         let mut ka = [aes::Block::default(); BATCH_BLOCKS];
         let mut kb = [aes::Block::default(); BATCH_BLOCKS];
         for chunk in &mut chunks {
@@ -143,48 +149,42 @@ impl Keystream {
 /// One call's batch of counter blocks (on the stack, kept across the batches of the call).
 ///
 /// The blocks are encrypted into a separate keystream buffer, so they survive encryption:
-/// the high 64-bit halves are written once per call, and each batch rewrites only the low
-/// halves (the high half of a 128-bit counter changes once in 2^64 blocks).
+/// they are written whole once per call (no zeroing first), and each later batch rewrites
+/// only their low 64-bit halves (the high half changes once in 2^64 blocks).
 struct Counters {
+    /// The counters `first`, `first + 1`, … as big-endian blocks.
     blocks: [aes::Block; BATCH_BLOCKS],
-    /// `blocks[..high_len]` hold `high` as their high half.
-    high: u64,
-    high_len: usize,
+    first: u128,
 }
 
 impl Counters {
-    fn new() -> Self {
-        Self { blocks: [aes::Block::default(); BATCH_BLOCKS], high: 0, high_len: 0 }
+    /// The batch from `counter` on.
+    fn new(counter: u128) -> Self {
+        let blocks = core::array::from_fn(|i| counter.wrapping_add(i as u128).to_be_bytes().into());
+        Self { blocks, first: counter }
     }
 
-    /// The `n` (at most [`BATCH_BLOCKS`]) big-endian counter blocks from `counter` on.
+    /// Whether the batch from `counter` on has one high half: its low half does not wrap.
+    fn one_high_half(counter: u128) -> bool {
+        (counter as u64).checked_add(BATCH_BLOCKS as u64).is_some()
+    }
+
+    /// The first `n` (at most [`BATCH_BLOCKS`]) big-endian counter blocks from `counter` on.
     fn next(&mut self, counter: u128, n: usize) -> &[aes::Block] {
-        let blocks = &mut self.blocks[..n];
-        let low = counter as u64;
-        let high = (counter >> 64) as u64;
-        if low.checked_add(n as u64).is_none() {
-            // The low half wraps inside this batch (once in 2^64 blocks): write whole blocks.
-            for (block, i) in blocks.iter_mut().zip(0u128..) {
-                *block = counter.wrapping_add(i).to_be_bytes().into();
+        if counter != self.first {
+            if (counter >> 64) == (self.first >> 64)
+                && Self::one_high_half(counter)
+                && Self::one_high_half(self.first)
+            {
+                for (block, low) in self.blocks.iter_mut().zip(counter as u64..) {
+                    block[8..].copy_from_slice(&low.to_be_bytes());
+                }
+                self.first = counter;
+            } else {
+                *self = Self::new(counter);
             }
-            self.high_len = 0;
-            return blocks;
         }
-        if high != self.high {
-            self.high = high;
-            self.high_len = 0;
-        }
-        if self.high_len < n {
-            let bytes = high.to_be_bytes();
-            for block in &mut blocks[self.high_len..] {
-                block[..8].copy_from_slice(&bytes);
-            }
-            self.high_len = n;
-        }
-        for (block, low) in blocks.iter_mut().zip(low..) {
-            block[8..].copy_from_slice(&low.to_be_bytes());
-        }
-        blocks
+        &self.blocks[..n]
     }
 }
 
