@@ -6,7 +6,8 @@
 //! client that does not read stops the reads from the DC (back-pressure). With pacing, the
 //! next read waits for a timer re-armed with a fresh draw at every record, so the gap between
 //! records is at least the drawn delay, or the wait for data when that is longer. With neither
-//! DRS nor pacing the shaper takes no time readings and holds no timer.
+//! DRS nor pacing the shaper takes no time readings and holds no timer, and one read may bring
+//! up to [`DcToClient::MAX_RECORDS`] full records, framed for one write.
 
 use std::future::Future;
 use std::ops::Range;
@@ -70,7 +71,7 @@ impl<R: Runtime> Shaped<R> {
 
 impl<R: Runtime> Transform for Shaped<R> {
     const READ_AT: usize = DcToClient::HEADROOM;
-    const READ_MAX: usize = DcToClient::MAX_CHUNK;
+    const READ_MAX: usize = DcToClient::MAX_READ;
 
     fn poll_read_limit(&mut self, cx: &mut Context<'_>) -> Poll<usize> {
         if let Some(pacer) = &mut self.pacer
@@ -81,9 +82,11 @@ impl<R: Runtime> Transform for Shaped<R> {
             }
             pacer.open = true;
         }
-        Poll::Ready(match &self.sizer {
-            Some(sizer) => sizer.limit(self.origin.elapsed()).min(Self::READ_MAX),
-            None => Self::READ_MAX,
+        // Shaped: one record per read, of the size drawn. Unshaped: several records per read.
+        Poll::Ready(match (&self.sizer, &self.pacer) {
+            (Some(sizer), _) => sizer.limit(self.origin.elapsed()).min(DcToClient::MAX_CHUNK),
+            (None, Some(_)) => DcToClient::MAX_CHUNK,
+            (None, None) => Self::READ_MAX,
         })
     }
 
@@ -100,7 +103,7 @@ impl<R: Runtime> Transform for Shaped<R> {
                 R::reset(&mut pacer.timer, now + pacer.delays.delay(&mut rng));
             }
         }
-        self.inner.process(buf, n)
+        self.inner.process_records(buf, n)
     }
 
     fn bytes(&self) -> u64 {
