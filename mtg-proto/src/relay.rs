@@ -33,9 +33,9 @@ impl fmt::Display for RelayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Record(e) => write!(f, "client record: {e}"),
-            Self::ChunkTooLarge => {
-                f.write_str("relay chunk larger than one record or buffer without headroom")
-            }
+            Self::ChunkTooLarge => f.write_str(
+                "relay chunk larger than one call takes, or buffer without room for its record headers",
+            ),
         }
     }
 }
@@ -95,7 +95,8 @@ impl ClientToDc {
 }
 
 /// The DC→client half: decrypts the DC leg, encrypts the client leg and (FakeTLS mode) wraps
-/// each chunk in one ApplicationData record.
+/// the bytes in ApplicationData records: one per [`DcToClient::process`] call, up to
+/// [`DcToClient::MAX_RECORDS`] per [`DcToClient::process_records`] call.
 #[derive(Debug)]
 pub struct DcToClient {
     framed: bool,
