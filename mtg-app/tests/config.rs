@@ -115,6 +115,7 @@ fn minimal_config_gets_every_effective_default() {
         auto_update: false,
         tolerate_time_skewness: Duration::from_secs(3),
         allow_fallback_on_unknown_dc: false,
+        fast_mode: false,
         api_bind_to: None,
         api_token: None,
         api_persist: false,
@@ -127,6 +128,7 @@ fn minimal_config_gets_every_effective_default() {
             tcp_not_sent_lowat: 128 * 1024,
             client_mss: None,
             client_mss_bulk: None,
+            zero_copy: true,
             timeout: Timeouts {
                 tcp: Duration::from_secs(10),
                 http: Duration::from_secs(10),
@@ -220,6 +222,7 @@ public-ipv6 = "2001:db8::1"
 auto-update = true
 tolerate-time-skewness = "1m30s"
 allow-fallback-on-unknown-dc = true
+fast-mode = true
 api-bind-to = "127.0.0.1:9000"
 api-token = "t0k3n"
 api-persist = true
@@ -353,6 +356,7 @@ enabled = true
         auto_update: true,
         tolerate_time_skewness: Duration::from_secs(90),
         allow_fallback_on_unknown_dc: true,
+        fast_mode: true,
         api_bind_to: Some(addr("127.0.0.1:9000")),
         api_token: Some("t0k3n".into()),
         api_persist: true,
@@ -384,6 +388,7 @@ enabled = true
             tcp_not_sent_lowat: 64 * 1024,
             client_mss: None,
             client_mss_bulk: None,
+            zero_copy: true,
             timeout: Timeouts {
                 tcp: Duration::from_secs(1),
                 http: Duration::from_secs(2),

@@ -38,8 +38,8 @@ use mtg_proto::doppel::Weibull;
 use mtg_proto::obfs2::{self, LegCipher};
 use mtg_proto::tls::record::Deframer;
 use mtg_proto::{
-    ClientToDc, DcToClient, FrameStep, HandshakeConfig, HandshakeContext, HelloStep, NoReplayCheck, Secret,
-    ServerHandshake, UserTable,
+    ClientToDc, DcToClient, Established, FastDcToClient, FrameStep, HandshakeConfig, HandshakeContext,
+    HelloStep, NoReplayCheck, Secret, ServerHandshake, UserTable,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -471,6 +471,22 @@ impl Bench {
 /// A FakeTLS client accepted by the core: the client's session, the DC's leg and the relay
 /// halves, all with real keys.
 fn telegram_session() -> (ClientSession, LegCipher, ClientToDc, DcToClient) {
+    let (client, established, mut rng) = established();
+    let (session, dc_frame) = established.into_session(2, &mut rng);
+    let (_, dc_leg) = obfs2::respond(&dc_frame, None);
+    (client, dc_leg, session.client_to_dc, session.dc_to_client)
+}
+
+/// [`telegram_session`] in fast mode.
+fn fast_session() -> (ClientSession, LegCipher, ClientToDc, FastDcToClient) {
+    let (client, established, mut rng) = established();
+    let (session, dc_frame) = established.into_fast_session(2, &mut rng);
+    let (_, dc_leg) = obfs2::respond(&dc_frame, None);
+    (client, dc_leg, session.client_to_dc, session.dc_to_client)
+}
+
+/// A FakeTLS client's handshake, done: the client's session and the core's end of it.
+fn established() -> (ClientSession, Established, StdRng) {
     const NOW: u32 = 1_700_000_000;
     let mut rng = StdRng::seed_from_u64(7);
     let secret = Secret::fake_tls([0x42; 16], "alloc.example").unwrap();
@@ -495,9 +511,7 @@ fn telegram_session() -> (ClientSession, LegCipher, ClientToDc, DcToClient) {
         panic!("the frame was not accepted");
     };
     assert_eq!(established.consumed(), input.len());
-    let (session, dc_frame) = established.into_session(2, &mut rng);
-    let (_, dc_leg) = obfs2::respond(&dc_frame, None);
-    (client, dc_leg, session.client_to_dc, session.dc_to_client)
+    (client, established, rng)
 }
 
 /// Runs `f` on this thread inside the selected runtime (its timers).
@@ -566,6 +580,28 @@ fn a_rate_limited_telegram_relay_allocates_nothing_per_chunk() {
     in_runtime(|| {
         let bench = telegram_limited(false, None, Some(1 << 40));
         assert_eq!(bench.client.first_record_len(), DcToClient::MAX_CHUNK, "full records");
+    });
+}
+
+/// Fast mode: the DC's bytes go to the client as they are, in records; the ends check every
+/// byte as without it (the DC encrypts with its leg's keys, the client decrypts with its own).
+#[test]
+fn a_fast_mode_relay_allocates_nothing_per_chunk() {
+    in_runtime(|| {
+        for drs in [false, true] {
+            let (client, dc_leg, up, down) = fast_session();
+            let client = End::new(Peer::new(Codec::Client(client), 1, 2));
+            let far = End::new(Peer::new(Codec::Dc(dc_leg), 2, 1));
+            let relay = Probe::telegram_fast(client.clone(), far.clone(), up, down, drs, None);
+            let mut bench = Bench { relay, client, far };
+            bench.assert_no_allocation_per_chunk();
+            let first = bench.client.first_record_len();
+            if drs {
+                assert!(first <= 1450, "a small first record: {first}");
+            } else {
+                assert_eq!(first, FastDcToClient::MAX_CHUNK, "full records");
+            }
+        }
     });
 }
 

@@ -210,6 +210,41 @@ fn load(bytes: &[u8]) -> u128 {
     u128::from_ne_bytes(w)
 }
 
+/// The raw key and IV of one keystream, kept only where fast mode needs to hand a leg's
+/// download key to the DC (`obfs2::initiate_fast`); zeroized on drop.
+pub(crate) struct StreamKey {
+    key: [u8; 32],
+    iv: [u8; 16],
+}
+
+impl Drop for StreamKey {
+    fn drop(&mut self) {
+        self.key.zeroize();
+        self.iv.zeroize();
+    }
+}
+
+impl core::fmt::Debug for StreamKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("StreamKey(<redacted>)")
+    }
+}
+
+impl StreamKey {
+    /// The keystream this key and IV start (at position 0).
+    pub(crate) fn keystream(&self) -> Keystream {
+        Keystream::new(&self.key, &self.iv)
+    }
+
+    /// Writes the 48 frame bytes (`frame[8..56]`) whose *answer* keystream, derived without a
+    /// secret, is this one: `key ‖ iv` reversed (see [`LegKeys::derive`]).
+    pub(crate) fn write_as_answer_material(&self, material: &mut [u8]) {
+        material[..32].copy_from_slice(&self.key);
+        material[32..48].copy_from_slice(&self.iv);
+        material[..48].reverse();
+    }
+}
+
 /// Both keystreams of one obfuscated2 leg, derived from the 48 key+IV bytes of a frame.
 #[derive(Debug)]
 pub(crate) struct LegKeys {
@@ -217,6 +252,8 @@ pub(crate) struct LegKeys {
     pub(crate) initiator_to_responder: Keystream,
     /// Keystream of the answer (from the same 48 bytes reversed).
     pub(crate) responder_to_initiator: Keystream,
+    /// Key and IV of [`Self::responder_to_initiator`].
+    pub(crate) answer_key: StreamKey,
 }
 
 impl LegKeys {
@@ -226,29 +263,29 @@ impl LegKeys {
         material.copy_from_slice(&frame[8..56]);
         let forward = derive_one(&material, secret);
         material.reverse();
-        let backward = derive_one(&material, secret);
+        let answer_key = derive_one(&material, secret);
         material.zeroize();
-        Self { initiator_to_responder: forward, responder_to_initiator: backward }
+        Self {
+            initiator_to_responder: forward.keystream(),
+            responder_to_initiator: answer_key.keystream(),
+            answer_key,
+        }
     }
 }
 
-fn derive_one(material: &[u8; 48], secret: Option<&[u8; KEY_LEN]>) -> Keystream {
-    let mut key = [0u8; 32];
-    let mut iv = [0u8; 16];
+fn derive_one(material: &[u8; 48], secret: Option<&[u8; KEY_LEN]>) -> StreamKey {
+    let mut key = StreamKey { key: [0u8; 32], iv: [0u8; 16] };
     match secret {
         Some(secret) => {
             let mut h = Sha256::new();
             h.update(&material[..32]);
             h.update(secret);
-            key.copy_from_slice(&h.finalize());
+            key.key.copy_from_slice(&h.finalize());
         }
-        None => key.copy_from_slice(&material[..32]),
+        None => key.key.copy_from_slice(&material[..32]),
     }
-    iv.copy_from_slice(&material[32..48]);
-    let stream = Keystream::new(&key, &iv);
-    key.zeroize();
-    iv.zeroize();
-    stream
+    key.iv.copy_from_slice(&material[32..48]);
+    key
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //!                                  Ready(Established)        `consumed()` bytes were handshake
 //!
 //!  Established ──into_session(dc, rng)──► (Session, frame for the DC)
+//!              ──into_fast_session(dc, rng)─► (Session<FastDcToClient>, frame for the DC)
 //!              ──into_client_leg()────► ClientLeg (middle-proxy mode: no DC leg)
 //! ```
 //!
@@ -36,8 +37,8 @@ use sha2::Sha256;
 use zeroize::Zeroize;
 
 use crate::doppel::flight_shape::FlightProfile;
-use crate::obfs2::{self, FRAME_LEN, FrameHeader, LegCipher, TAG_PADDED_INTERMEDIATE};
-use crate::relay::{ClientIn, ClientLeg, ClientOut, ClientToDc, DcToClient, Mode, Session};
+use crate::obfs2::{self, FRAME_LEN, FrameHeader, ResponderLeg, TAG_PADDED_INTERMEDIATE};
+use crate::relay::{ClientIn, ClientLeg, ClientOut, ClientToDc, DcToClient, FastDcToClient, Mode, Session};
 use crate::replay::ReplayCache;
 use crate::secret::KEY_LEN;
 use crate::tls::client_hello::{ClientHello, HelloError, HelloRecords};
@@ -305,7 +306,7 @@ fn secured_frame(received: &[u8], ctx: &mut HandshakeContext<'_>) -> Found {
         let Some(key) = ctx.users.key(user) else {
             continue;
         };
-        let (header, client) = obfs2::respond(&head, Some(key));
+        let (header, client) = obfs2::respond_keyed(&head, Some(key));
         if header.tag != TAG_PADDED_INTERMEDIATE {
             continue;
         }
@@ -342,7 +343,7 @@ struct FakeTlsPending {
 
 enum PendingWrapper {
     FakeTls(FakeTlsPending),
-    Secured { client: LegCipher, dc: FrameHeader },
+    Secured { client: ResponderLeg, dc: FrameHeader },
 }
 
 /// An authenticated client waiting for the app's decision: [`Pending::accept`] or
@@ -413,7 +414,7 @@ enum FrameState {
     /// `ee`: the frame arrives in ApplicationData records after the hello.
     Tls { key: ClientKey, deframer: Deframer, scanned: usize, frame: [u8; FRAME_LEN], have: usize },
     /// `dd`: the frame was the authentication.
-    Secured { client: LegCipher, dc: FrameHeader },
+    Secured { client: ResponderLeg, dc: FrameHeader },
 }
 
 /// An accepted client whose obfuscated2 frame is read next.
@@ -483,7 +484,7 @@ impl AwaitingFrame {
             let state = FrameState::Tls { key, deframer, scanned, frame, have };
             return FrameStep::NeedMore(Self { user, state });
         }
-        let (header, client) = obfs2::respond(&frame, Some(&key.0));
+        let (header, client) = obfs2::respond_keyed(&frame, Some(&key.0));
         // Inside FakeTLS (already signed with the secret) any of the three transports: every
         // Telegram app sends padded intermediate, other clients may not. Bare `dd` frames
         // must be padded intermediate: that is what the `dd` prefix asks for, and the tag is
@@ -508,7 +509,7 @@ pub struct Established {
     mode: Mode,
     dc: FrameHeader,
     consumed: usize,
-    client: LegCipher,
+    client: ResponderLeg,
     deframer: Option<Deframer>,
 }
 
@@ -550,11 +551,36 @@ impl Established {
     /// they are, so the DC must parse the same transport.
     pub fn into_session(self, dc: i16, rng: &mut (impl RngCore + ?Sized)) -> (Session, [u8; FRAME_LEN]) {
         let (frame, dc_leg) = obfs2::initiate(rng, self.dc.tag, dc, None);
+        let client = self.client.cipher;
         let session = Session {
             user: self.user,
             mode: self.mode,
-            client_to_dc: ClientToDc::new(self.deframer, self.client.recv, dc_leg.send),
-            dc_to_client: DcToClient::new(self.mode == Mode::FakeTls, dc_leg.recv, self.client.send),
+            client_to_dc: ClientToDc::new(self.deframer, client.recv, dc_leg.send),
+            dc_to_client: DcToClient::new(self.mode == Mode::FakeTls, dc_leg.recv, client.send),
+        };
+        (session, frame)
+    }
+
+    /// Like [`Self::into_session`], in fast mode: the DC frame makes the DC answer with the
+    /// client leg's own proxy→client keystream (key, IV and position 0), so the DC→client
+    /// half only frames the DC's bytes ([`FastDcToClient`]); client→DC still decrypts and
+    /// re-encrypts with the DC leg's own key.
+    ///
+    /// The price: the download bytes are identical on both legs (an observer of both can link
+    /// them), and the DC frame, which carries its key material in the clear like every DC
+    /// frame, now carries the client leg's download key.
+    pub fn into_fast_session(
+        self,
+        dc: i16,
+        rng: &mut (impl RngCore + ?Sized),
+    ) -> (Session<FastDcToClient>, [u8; FRAME_LEN]) {
+        let ResponderLeg { cipher: client, send_key } = self.client;
+        let (frame, dc_leg) = obfs2::initiate_fast(rng, self.dc.tag, dc, &send_key);
+        let session = Session {
+            user: self.user,
+            mode: self.mode,
+            client_to_dc: ClientToDc::new(self.deframer, client.recv, dc_leg.send),
+            dc_to_client: FastDcToClient::new(self.mode == Mode::FakeTls),
         };
         (session, frame)
     }
@@ -569,8 +595,8 @@ impl Established {
             mode: self.mode,
             transport,
             dc: self.dc.dc,
-            client_in: ClientIn::new(self.deframer, self.client.recv),
-            client_out: ClientOut::new(self.mode == Mode::FakeTls, self.client.send),
+            client_in: ClientIn::new(self.deframer, self.client.cipher.recv),
+            client_out: ClientOut::new(self.mode == Mode::FakeTls, self.client.cipher.send),
         })
     }
 }

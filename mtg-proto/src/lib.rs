@@ -19,10 +19,12 @@
 //!                      NeedMore(f)        → read more, call f again with the whole buf
 //!                      Reject(reason)     → close
 //!                      Ready(e)           → e.into_session(dc) ─► (Session, dc_frame)
+//!                                           (fast mode: e.into_fast_session(dc))
 //!                                                               dial DC, write dc_frame
 //!   buf[e.consumed()..] and every later read:
 //!        ──► ClientToDc::process(chunk) ───────────────────────────────────► write
 //!   write ◄── DcToClient::process(buf, n) ◄── read into buf[HEADROOM..]
+//!   fast mode: write FastDcToClient::header(n), then the n bytes read as they are
 //! ```
 //!
 //! Contract:
@@ -77,7 +79,9 @@ pub use handshake::{
     HelloStep, Pending, RejectReason, ServerHandshake,
 };
 pub use obfs2::FrameHeader;
-pub use relay::{ClientIn, ClientLeg, ClientOut, ClientToDc, DcToClient, Mode, RelayError, Session};
+pub use relay::{
+    ClientIn, ClientLeg, ClientOut, ClientToDc, DcToClient, FastDcToClient, Mode, RelayError, Session,
+};
 pub use replay::{NoReplayCheck, ReplayCache, StableBloomFilter};
 pub use secret::{Secret, SecretError, SecretKind};
 pub use users::{HostId, UserId, UserTable};

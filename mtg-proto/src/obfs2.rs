@@ -13,7 +13,7 @@
 
 use rand_core::RngCore;
 
-use crate::cipher::{Keystream, LegKeys};
+use crate::cipher::{Keystream, LegKeys, StreamKey};
 use crate::secret::KEY_LEN;
 
 /// Size of the obfuscated2 frame.
@@ -92,12 +92,54 @@ pub fn initiate(
     secret: Option<&[u8; KEY_LEN]>,
 ) -> ([u8; FRAME_LEN], LegCipher) {
     let mut frame = [0u8; FRAME_LEN];
+    draw(rng, &mut frame, false);
+    finish(frame, tag, dc, secret)
+}
+
+/// Fast mode's proxy→DC frame: the DC, answering without a secret, keys its answers with
+/// `answer` (the client leg's proxy→client key and IV), so its bytes reach the client as
+/// they are.
+///
+/// `frame[8..56]` is `answer`'s key ‖ IV reversed (the responder derives its answer keystream
+/// from those 48 bytes reversed); bytes 0..8 are drawn from `rng` until the frame is not
+/// forbidden, bytes 62..64 are random, 56..62 carry `tag` and `dc` as usual. The DC's answer
+/// keystream starts at position 0, like the client leg's download one. The returned cipher's
+/// `send` is the proxy→DC keystream (at 64), its `recv` the DC→proxy one, unused in fast mode.
+pub(crate) fn initiate_fast(
+    rng: &mut (impl RngCore + ?Sized),
+    tag: [u8; 4],
+    dc: i16,
+    answer: &StreamKey,
+) -> ([u8; FRAME_LEN], LegCipher) {
+    let mut frame = [0u8; FRAME_LEN];
+    rng.fill_bytes(&mut frame);
+    answer.write_as_answer_material(&mut frame[8..56]);
+    draw(rng, &mut frame, true);
+    finish(frame, tag, dc, None)
+}
+
+/// Draws the random bytes of `frame` (only bytes 0..8 when `head_only`) until the frame is not
+/// forbidden: the check reads bytes 0..8 alone, so re-drawing them suffices.
+fn draw(rng: &mut (impl RngCore + ?Sized), frame: &mut [u8; FRAME_LEN], head_only: bool) {
     loop {
-        rng.fill_bytes(&mut frame);
-        if !is_forbidden_frame(&frame) {
+        if head_only {
+            rng.fill_bytes(&mut frame[..8]);
+        } else {
+            rng.fill_bytes(frame);
+        }
+        if !is_forbidden_frame(frame) {
             break;
         }
     }
+}
+
+/// Puts `tag` and `dc` in a drawn frame, keys the leg and encrypts bytes 56..64.
+fn finish(
+    mut frame: [u8; FRAME_LEN],
+    tag: [u8; 4],
+    dc: i16,
+    secret: Option<&[u8; KEY_LEN]>,
+) -> ([u8; FRAME_LEN], LegCipher) {
     frame[56..60].copy_from_slice(&tag);
     frame[60..62].copy_from_slice(&dc.to_le_bytes());
     let keys = LegKeys::derive(&frame, secret);
@@ -108,10 +150,27 @@ pub fn initiate(
     (frame, cipher)
 }
 
+/// A leg as its responder sees it, with the key and IV of its send keystream (fast mode hands
+/// them to the DC; zeroized on drop).
+#[derive(Debug)]
+pub(crate) struct ResponderLeg {
+    pub(crate) cipher: LegCipher,
+    pub(crate) send_key: StreamKey,
+}
+
 /// Reads an initiator's frame as the responder: derives the keys, decrypts the tag and DC id.
 ///
 /// Any 64 bytes give a header; whether the tag is acceptable is the caller's decision.
 pub fn respond(frame: &[u8; FRAME_LEN], secret: Option<&[u8; KEY_LEN]>) -> (FrameHeader, LegCipher) {
+    let (header, leg) = respond_keyed(frame, secret);
+    (header, leg.cipher)
+}
+
+/// [`respond`], keeping the send keystream's key and IV.
+pub(crate) fn respond_keyed(
+    frame: &[u8; FRAME_LEN],
+    secret: Option<&[u8; KEY_LEN]>,
+) -> (FrameHeader, ResponderLeg) {
     let keys = LegKeys::derive(frame, secret);
     let mut cipher = LegCipher { send: keys.responder_to_initiator, recv: keys.initiator_to_responder };
     let mut plain = *frame;
@@ -120,5 +179,89 @@ pub fn respond(frame: &[u8; FRAME_LEN], secret: Option<&[u8; KEY_LEN]>) -> (Fram
         tag: [plain[56], plain[57], plain[58], plain[59]],
         dc: i16::from_le_bytes([plain[60], plain[61]]),
     };
-    (header, cipher)
+    (header, ResponderLeg { cipher, send_key: keys.answer_key })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    /// Forbidden heads an RNG may draw: the ones `is_forbidden_frame` must make us skip.
+    const FORBIDDEN_HEADS: [[u8; 8]; 9] = [
+        *b"HEAD\x01\x01\x01\x01",
+        *b"POST\x01\x01\x01\x01",
+        *b"GET \x01\x01\x01\x01",
+        *b"OPTI\x01\x01\x01\x01",
+        [0x16, 3, 1, 2, 1, 1, 1, 1],
+        [0xdd, 0xdd, 0xdd, 0xdd, 1, 1, 1, 1],
+        [0xee, 0xee, 0xee, 0xee, 1, 1, 1, 1],
+        [0xef, 1, 2, 3, 1, 1, 1, 1],
+        [1, 2, 3, 4, 0, 0, 0, 0],
+    ];
+
+    /// An RNG whose next draws start with the forced heads, in order, then are random.
+    struct Rigged {
+        forced: Vec<[u8; 8]>,
+        inner: SmallRng,
+    }
+
+    impl RngCore for Rigged {
+        fn next_u32(&mut self) -> u32 {
+            self.inner.next_u32()
+        }
+        fn next_u64(&mut self) -> u64 {
+            self.inner.next_u64()
+        }
+        fn fill_bytes(&mut self, dst: &mut [u8]) {
+            self.inner.fill_bytes(dst);
+            if dst.len() >= 8
+                && let Some(head) = self.forced.pop()
+            {
+                dst[..8].copy_from_slice(&head);
+            }
+        }
+    }
+
+    proptest! {
+        /// Fast mode's whole premise: for any client frame and secret, the DC frame we choose is
+        /// never forbidden, carries the tag and DC, and the DC (answering it with the same
+        /// `respond`, no secret) encrypts with exactly our client leg's download keystream.
+        #[test]
+        fn the_fast_dc_frame_keys_the_dc_with_the_client_download_stream(
+            client_frame in any::<[u8; FRAME_LEN]>(),
+            secret in any::<[u8; KEY_LEN]>(),
+            tag in any::<[u8; 4]>(),
+            dc in any::<i16>(),
+            seed in any::<u64>(),
+            forced in prop::collection::vec(prop::sample::select(FORBIDDEN_HEADS.to_vec()), 0..12),
+            len in 0usize..5000,
+        ) {
+            let (_, client_leg) = respond_keyed(&client_frame, Some(&secret));
+            let mut rng = Rigged { forced, inner: SmallRng::seed_from_u64(seed) };
+            let (dc_frame, mut proxy_dc_leg) = initiate_fast(&mut rng, tag, dc, &client_leg.send_key);
+            prop_assert!(!is_forbidden_frame(&dc_frame), "{:02x?}", &dc_frame[..8]);
+
+            let (header, mut dc_side) = respond(&dc_frame, None);
+            prop_assert_eq!(header, FrameHeader { tag, dc });
+
+            // DC → proxy keystream == the client leg's proxy → client keystream.
+            let mut from_dc = vec![0u8; len];
+            dc_side.encrypt(&mut from_dc);
+            let mut to_client = vec![0u8; len];
+            let mut ours = client_leg.cipher;
+            ours.encrypt(&mut to_client);
+            prop_assert_eq!(&from_dc, &to_client);
+
+            // Proxy → DC keeps its own key: the DC decrypts what we encrypt, and that stream
+            // is not the client's download one.
+            let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut wire = plain.clone();
+            proxy_dc_leg.encrypt(&mut wire);
+            dc_side.decrypt(&mut wire);
+            prop_assert_eq!(&wire, &plain);
+        }
+    }
 }

@@ -1,6 +1,10 @@
 //! The relay after the handshake: two independent halves that transform bytes in place in the
 //! caller's buffer (decrypt with one leg's keystream, encrypt with the other's, add or strip the
 //! TLS record framing) and count payload bytes. No allocation, no locks.
+//!
+//! In fast mode ([`crate::Established::into_fast_session`]) the DC encrypts its answers with
+//! the client leg's own download keystream, so the DC→client half is [`FastDcToClient`]: no
+//! cryptography, only the record headers (FakeTLS) around the DC's bytes as they are.
 
 use core::fmt;
 use core::ops::Range;
@@ -48,9 +52,10 @@ impl From<RecordError> for RelayError {
     }
 }
 
-/// An accepted client's relay, ready to split into its two halves.
+/// An accepted client's relay, ready to split into its two halves. `D` is the DC→client half:
+/// [`DcToClient`] (re-encrypting), or [`FastDcToClient`] in fast mode.
 #[derive(Debug)]
-pub struct Session {
+pub struct Session<D = DcToClient> {
     /// The authenticated user.
     pub user: UserId,
     /// FakeTLS or secured.
@@ -58,7 +63,7 @@ pub struct Session {
     /// Client→DC half.
     pub client_to_dc: ClientToDc,
     /// DC→client half.
-    pub dc_to_client: DcToClient,
+    pub dc_to_client: D,
 }
 
 /// The client→DC half: strips TLS records (FakeTLS mode), decrypts the client leg and
@@ -165,6 +170,69 @@ impl DcToClient {
             buf[at..at + HEADER_LEN].copy_from_slice(&header);
         }
         Ok(0..room + len)
+    }
+
+    /// MTProto payload bytes relayed so far (the `/stats` `bytes_out`).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// Fast mode's DC→client half: the DC already encrypted its bytes with the client leg's
+/// download keystream, so they go to the client as they are, each chunk preceded by one
+/// ApplicationData record header (FakeTLS) or by nothing (`dd`). Holds no key.
+///
+/// Two ways to drive it:
+/// * zero-copy: for every `n` payload bytes taken from the DC as they are (`n` at most
+///   [`Self::MAX_CHUNK`]), write the [`Self::header`] bytes, then those `n` bytes;
+/// * copy: read into `buf[HEADROOM..]` and write the range [`Self::process`] returns, exactly
+///   like [`DcToClient::process`].
+#[derive(Debug)]
+pub struct FastDcToClient {
+    framed: bool,
+    bytes: u64,
+}
+
+impl FastDcToClient {
+    /// Bytes the copy path leaves free before the payload for the record header.
+    pub const HEADROOM: usize = HEADER_LEN;
+    /// Largest payload per header (one TLS record).
+    pub const MAX_CHUNK: usize = MAX_RECORD_PAYLOAD;
+    /// Size of a buffer that holds the headroom and the largest chunk.
+    pub const BUFFER_LEN: usize = Self::HEADROOM + Self::MAX_CHUNK;
+
+    pub(crate) fn new(framed: bool) -> Self {
+        Self { framed, bytes: 0 }
+    }
+
+    /// Whether chunks get a record header (FakeTLS) or none (`dd`).
+    pub fn framed(&self) -> bool {
+        self.framed
+    }
+
+    /// The record header to write before `payload_len` bytes taken from the DC as they are,
+    /// and its length: `(header, 5)` for FakeTLS, `(_, 0)` for `dd` (write nothing). Counts
+    /// the payload bytes. `payload_len` must be at most [`Self::MAX_CHUNK`] (and non-zero:
+    /// an empty record is legal TLS but pointless); a larger value is framed and counted as
+    /// `MAX_CHUNK`, so never pass one.
+    pub fn header(&mut self, payload_len: usize) -> ([u8; HEADER_LEN], usize) {
+        let len = payload_len.min(Self::MAX_CHUNK);
+        self.bytes += len as u64;
+        let mut header = [0u8; HEADER_LEN];
+        if !self.framed {
+            return (header, 0);
+        }
+        record::write_app_data_header(&mut header, len);
+        (header, HEADER_LEN)
+    }
+
+    /// The copy path: with the `len` bytes read from the DC in `buf[HEADROOM..HEADROOM + len]`,
+    /// puts the record header (FakeTLS) before them and returns the range of `buf` to write to
+    /// the client. Nothing is decrypted or encrypted.
+    pub fn process(&mut self, buf: &mut [u8], len: usize) -> Result<Range<usize>, RelayError> {
+        chunk_at_headroom(buf, len)?;
+        self.bytes += len as u64;
+        Ok(seal(self.framed, buf, len))
     }
 
     /// MTProto payload bytes relayed so far (the `/stats` `bytes_out`).
@@ -280,4 +348,41 @@ pub struct ClientLeg {
     pub client_in: ClientIn,
     /// Us → client: encrypted, in records for FakeTLS.
     pub client_out: ClientOut,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_headers_frame_faketls_chunks_and_are_empty_for_dd() {
+        let mut tls = FastDcToClient::new(true);
+        assert_eq!(tls.header(1), ([0x17, 0x03, 0x03, 0x00, 0x01], 5));
+        assert_eq!(tls.header(16379), ([0x17, 0x03, 0x03, 0x3f, 0xfb], 5));
+        assert_eq!(tls.bytes(), 16380);
+        // Too long: framed and counted as one full record (the caller must not do this).
+        assert_eq!(tls.header(70_000), ([0x17, 0x03, 0x03, 0x3f, 0xfb], 5));
+        assert_eq!(tls.bytes(), 16380 + 16379);
+
+        let mut dd = FastDcToClient::new(false);
+        assert_eq!(dd.header(1000).1, 0);
+        assert_eq!(dd.header(24).1, 0);
+        assert_eq!(dd.bytes(), 1024);
+    }
+
+    #[test]
+    fn the_fast_copy_path_frames_bytes_as_they_are() {
+        let mut buf = vec![0u8; FastDcToClient::BUFFER_LEN];
+        buf[5..8].copy_from_slice(b"abc");
+        let mut tls = FastDcToClient::new(true);
+        let range = tls.process(&mut buf, 3).unwrap();
+        assert_eq!(&buf[range], &[0x17, 0x03, 0x03, 0x00, 0x03, b'a', b'b', b'c']);
+        let mut dd = FastDcToClient::new(false);
+        let range = dd.process(&mut buf, 3).unwrap();
+        assert_eq!(&buf[range], b"abc");
+        assert_eq!((tls.bytes(), dd.bytes()), (3, 3));
+        assert_eq!(tls.process(&mut buf, FastDcToClient::MAX_CHUNK + 1), Err(RelayError::ChunkTooLarge));
+        assert_eq!(tls.process(&mut buf[..7], 3), Err(RelayError::ChunkTooLarge));
+        assert_eq!(tls.bytes(), 3, "refused chunks are not counted");
+    }
 }

@@ -170,39 +170,15 @@ proptest! {
         down_chunks in prop::collection::vec(1usize..16379, 1..10),
         dd in any::<bool>(),
     ) {
-        let s = if dd { Secret::secured([9; 16]).unwrap() } else { secret(5, "relay.example") };
-        let users = UserTable::new([&s]);
         let mut r = rng(seed);
-        let mut wire = Vec::new();
-        if !dd {
-            mtg_proto::client::FakeTlsHello::build(&s, NOW, &mut r, &mut wire).unwrap();
-        }
-        let mut client = ClientSession::start(&s, 2, &mut r, &mut wire);
-        client.seal(&up, &mut wire);
-
-        let config = HandshakeConfig { secured: true, ..HandshakeConfig::default() };
-        let fed = feed(&users, &mut NoReplayCheck, config, now(), &wire, &[wire.len()], seed);
-        let Some(&Event::Ready { consumed, dc, .. }) = fed.events.last() else { panic!("{:?}", fed.events) };
-        let (mut session, frame) = fed.established.unwrap().into_session(dc.dc, &mut r);
+        let (mut client, rest, established) = accepted_client(dd, "relay.example", 2, &up, seed, &mut r);
+        let (mut session, frame) = established.into_session(2, &mut r);
         let (header, mut dc_leg) = dc_accept(&frame);
         prop_assert_eq!(header.tag, [0xdd; 4]);
         prop_assert_eq!(header.dc, 2);
 
         // Client → DC, in arbitrary read sizes.
-        let mut rest = wire[consumed..].to_vec();
-        let mut at_dc = Vec::new();
-        let mut i = 0;
-        let mut pos = 0;
-        while pos < rest.len() {
-            let n = up_chunks[i % up_chunks.len()].min(rest.len() - pos);
-            i += 1;
-            let chunk = &mut rest[pos..pos + n];
-            let k = session.client_to_dc.process(chunk).unwrap();
-            let mut out = chunk[k].to_vec();
-            dc_leg.decrypt(&mut out);
-            at_dc.extend_from_slice(&out);
-            pos += n;
-        }
+        let at_dc = up_to_dc(&mut session.client_to_dc, rest, &up_chunks, &mut dc_leg);
         prop_assert_eq!(&at_dc, &up);
         prop_assert_eq!(session.client_to_dc.bytes(), up.len() as u64);
 
@@ -302,6 +278,52 @@ proptest! {
     }
 
     #[test]
+    fn fast_mode_relays_both_ways_and_passes_the_dc_bytes_as_they_are(
+        seed in any::<u64>(),
+        up in prop::collection::vec(any::<u8>(), 0..20_000),
+        down in prop::collection::vec(any::<u8>(), 0..40_000),
+        up_chunks in prop::collection::vec(1usize..5000, 1..10),
+        down_chunks in prop::collection::vec(1usize..16379, 1..10),
+        dd in any::<bool>(),
+        dc in any::<i16>(),
+    ) {
+        let mut r = rng(seed);
+        let (mut client, rest, established) = accepted_client(dd, "fast.example", dc, &up, seed, &mut r);
+        let (mut session, frame) = established.into_fast_session(dc, &mut r);
+        prop_assert!(!is_forbidden_frame(&frame), "{:02x?}", &frame[..8]);
+        let (header, mut dc_leg) = dc_accept(&frame);
+        prop_assert_eq!(header.tag, [0xdd; 4]);
+        prop_assert_eq!(header.dc, dc);
+        prop_assert_eq!(session.dc_to_client.framed(), !dd);
+
+        // Client → DC, in arbitrary read sizes: decrypted and re-encrypted as usual.
+        let at_dc = up_to_dc(&mut session.client_to_dc, rest, &up_chunks, &mut dc_leg);
+        prop_assert_eq!(&at_dc, &up);
+
+        // DC → client: header, then the DC's ciphertext untouched; the client reads plaintext.
+        let mut to_client_wire = Vec::new();
+        let mut dc_wire = Vec::new();
+        let (mut i, mut pos) = (0, 0);
+        while pos < down.len() {
+            let n = down_chunks[i % down_chunks.len()].min(down.len() - pos);
+            i += 1;
+            let mut chunk = down[pos..pos + n].to_vec();
+            dc_leg.encrypt(&mut chunk);
+            dc_wire.extend_from_slice(&chunk);
+            let (head, head_len) = session.dc_to_client.header(n);
+            to_client_wire.extend_from_slice(&head[..head_len]);
+            to_client_wire.extend_from_slice(&chunk);
+            pos += n;
+        }
+        if dd {
+            prop_assert_eq!(&to_client_wire, &dc_wire, "dd: the download bytes are the DC's");
+        }
+        let k = client.open(&mut to_client_wire).unwrap();
+        prop_assert_eq!(&to_client_wire[k], &down[..]);
+        prop_assert_eq!(session.dc_to_client.bytes(), down.len() as u64);
+    }
+
+    #[test]
     fn client_leg_gives_the_client_plaintext_and_frames_answers_like_the_relay(
         seed in any::<u64>(),
         up in prop::collection::vec(any::<u8>(), 0..40_000),
@@ -311,26 +333,14 @@ proptest! {
         dd in any::<bool>(),
         dc in any::<i16>(),
     ) {
-        let s = if dd { Secret::secured([9; 16]).unwrap() } else { secret(5, "leg.example") };
-        let users = UserTable::new([&s]);
         let mut r = rng(seed);
-        let mut wire = Vec::new();
-        if !dd {
-            mtg_proto::client::FakeTlsHello::build(&s, NOW, &mut r, &mut wire).unwrap();
-        }
-        let mut client = ClientSession::start(&s, dc, &mut r, &mut wire);
-        client.seal(&up, &mut wire);
-
-        let config = HandshakeConfig { secured: true, ..HandshakeConfig::default() };
-        let fed = feed(&users, &mut NoReplayCheck, config, now(), &wire, &[wire.len()], seed);
-        let Some(&Event::Ready { consumed, .. }) = fed.events.last() else { panic!("{:?}", fed.events) };
-        let mut leg = fed.established.unwrap().into_client_leg().expect("dd is a known transport");
+        let (mut client, mut rest, established) = accepted_client(dd, "leg.example", dc, &up, seed, &mut r);
+        let mut leg = established.into_client_leg().expect("dd is a known transport");
         prop_assert_eq!(leg.transport, mtg_proto::middle::Transport::PaddedIntermediate);
         prop_assert_eq!(leg.dc, dc);
         prop_assert_eq!(leg.mode, if dd { Mode::Secured } else { Mode::FakeTls });
 
         // Client → us, in arbitrary read sizes: the exact plaintext.
-        let mut rest = wire[consumed..].to_vec();
         let mut plain = Vec::new();
         let (mut i, mut pos) = (0, 0);
         while pos < rest.len() {
@@ -398,6 +408,54 @@ proptest! {
         let (header, _) = obfs2::respond(&wire, None);
         prop_assert_eq!(header.dc, dc);
     }
+}
+
+/// A client of a fresh user (`dd`, or `ee` on `host`) that sent its handshake for `dc` and then
+/// `up`, fed to the core in one go: the client's session, the bytes after the handshake and the
+/// core's end.
+fn accepted_client(
+    dd: bool,
+    host: &str,
+    dc: i16,
+    up: &[u8],
+    seed: u64,
+    r: &mut rand::rngs::SmallRng,
+) -> (ClientSession, Vec<u8>, mtg_proto::Established) {
+    let s = if dd { Secret::secured([9; 16]).unwrap() } else { secret(5, host) };
+    let users = UserTable::new([&s]);
+    let mut wire = Vec::new();
+    if !dd {
+        mtg_proto::client::FakeTlsHello::build(&s, NOW, r, &mut wire).unwrap();
+    }
+    let mut client = ClientSession::start(&s, dc, r, &mut wire);
+    client.seal(up, &mut wire);
+    let config = HandshakeConfig { secured: true, ..HandshakeConfig::default() };
+    let fed = feed(&users, &mut NoReplayCheck, config, now(), &wire, &[wire.len()], seed);
+    let Some(&Event::Ready { consumed, .. }) = fed.events.last() else { panic!("{:?}", fed.events) };
+    (client, wire[consumed..].to_vec(), fed.established.expect("ready"))
+}
+
+/// Pushes `rest` (client bytes) through `half` in reads of the `chunks` sizes, in turn, and
+/// returns what the DC decrypts of the output.
+fn up_to_dc(
+    half: &mut mtg_proto::ClientToDc,
+    mut rest: Vec<u8>,
+    chunks: &[usize],
+    dc_leg: &mut obfs2::LegCipher,
+) -> Vec<u8> {
+    let mut at_dc = Vec::new();
+    let (mut i, mut pos) = (0, 0);
+    while pos < rest.len() {
+        let n = chunks[i % chunks.len()].min(rest.len() - pos);
+        i += 1;
+        let chunk = &mut rest[pos..pos + n];
+        let k = half.process(chunk).unwrap();
+        let mut out = chunk[k].to_vec();
+        dc_leg.decrypt(&mut out);
+        at_dc.extend_from_slice(&out);
+        pos += n;
+    }
+    at_dc
 }
 
 struct RiggedRng {

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -119,6 +120,22 @@ impl Runtime for Smol {
         inner.write_with(|tcp| socket2::SockRef::from(tcp).send_with_flags(buf, EOR_FLAGS)).await
     }
 
+    fn poll_read_with(
+        stream: &Stream,
+        cx: &mut Context<'_>,
+        op: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        poll_with(stream, cx, op, smol::Async::poll_readable)
+    }
+
+    fn poll_write_with(
+        stream: &Stream,
+        cx: &mut Context<'_>,
+        op: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        poll_with(stream, cx, op, smol::Async::poll_writable)
+    }
+
     fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
         UdpSocket::try_from(std::net::UdpSocket::bind(addr)?)
     }
@@ -150,6 +167,27 @@ impl Runtime for Smol {
     fn signals() -> io::Result<Signals> {
         use async_signal::Signal as Os;
         Ok(Signals(async_signal::Signals::new([Os::Hup, Os::Term, Os::Int])?))
+    }
+}
+
+/// Runs `op` on `stream`'s socket until it does not report `WouldBlock`, waiting in between
+/// with `ready` (readable or writable): an OS event since the last `Pending`.
+fn poll_with(
+    stream: &Stream,
+    cx: &mut Context<'_>,
+    op: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ready: fn(&smol::Async<std::net::TcpStream>, &mut Context<'_>) -> Poll<io::Result<()>>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        match op(stream.as_fd()) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => return Poll::Ready(done),
+        }
+        // The stream's handle is an `Arc` inside: cloning it is a counter, no allocation.
+        let inner: Arc<smol::Async<std::net::TcpStream>> = stream.clone().into();
+        if let Err(e) = std::task::ready!(ready(&inner, cx)) {
+            return Poll::Ready(Err(e));
+        }
     }
 }
 

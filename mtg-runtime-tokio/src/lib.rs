@@ -8,11 +8,13 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use mtg_runtime::{Runtime, Signal, SignalStream};
+use tokio::io::Interest;
 use tokio::signal::unix::SignalKind;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
@@ -101,10 +103,23 @@ impl Runtime for Tokio {
 
     async fn send_eor<'a>(stream: &'a mut Stream, buf: &'a [u8]) -> io::Result<usize> {
         let tcp = stream.get_ref();
-        tcp.async_io(tokio::io::Interest::WRITABLE, || {
-            socket2::SockRef::from(tcp).send_with_flags(buf, EOR_FLAGS)
-        })
-        .await
+        tcp.async_io(Interest::WRITABLE, || socket2::SockRef::from(tcp).send_with_flags(buf, EOR_FLAGS)).await
+    }
+
+    fn poll_read_with(
+        stream: &Stream,
+        cx: &mut Context<'_>,
+        op: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        poll_with(stream, cx, Interest::READABLE, op)
+    }
+
+    fn poll_write_with(
+        stream: &Stream,
+        cx: &mut Context<'_>,
+        op: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        poll_with(stream, cx, Interest::WRITABLE, op)
     }
 
     fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
@@ -150,6 +165,28 @@ impl Runtime for Tokio {
                 (Signal::Interrupt, watch(SignalKind::interrupt())?),
             ],
         })
+    }
+}
+
+/// Runs `op` on `stream`'s socket once it is ready for `interest` (readable or writable),
+/// until `op` does not report `WouldBlock`.
+fn poll_with(
+    stream: &Stream,
+    cx: &mut Context<'_>,
+    interest: Interest,
+    op: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    let tcp = stream.get_ref();
+    loop {
+        let ready = if interest.is_readable() { tcp.poll_read_ready(cx) } else { tcp.poll_write_ready(cx) };
+        if let Err(e) = std::task::ready!(ready) {
+            return Poll::Ready(Err(e));
+        }
+        // `try_io` clears the readiness on `WouldBlock`: the next poll registers the waker.
+        match tcp.try_io(interest, || op(tcp.as_fd())) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => return Poll::Ready(done),
+        }
     }
 }
 

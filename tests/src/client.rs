@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use mtg_proto::client::{ClientSession, DEFAULT_HELLO_LEN, FakeTlsHello};
 use mtg_proto::doppel::RecordTap;
+use mtg_proto::tls::record::Deframer;
 use mtg_proto::{Secret, SecretKind};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,6 +71,10 @@ pub struct ProxyClient {
     /// Finds the TLS records in what arrives after the flight (`ee` only).
     tap: RecordTap,
     records: Vec<ReceivedRecord>,
+    /// The first [`crate::fake_dc::WIRE_HEAD`] payload bytes received, before decryption.
+    wire_head: Vec<u8>,
+    /// Strips the records of a copy of what arrives until `wire_head` is full (`ee` only).
+    wire_deframer: Option<Deframer>,
 }
 
 /// One TLS record received after the server flight.
@@ -187,6 +192,8 @@ impl ProxyClient {
             flight_len: Some(flight_len),
             tap: RecordTap::new(),
             records: Vec::new(),
+            wire_head: Vec::new(),
+            wire_deframer: Some(Deframer::new()),
         };
         let mut rest = received.split_off(flight_len);
         client.open(&mut rest)?;
@@ -236,6 +243,8 @@ impl ProxyClient {
             flight_len: None,
             tap: RecordTap::new(),
             records: Vec::new(),
+            wire_head: Vec::new(),
+            wire_deframer: None,
         })
     }
 
@@ -254,7 +263,22 @@ impl ProxyClient {
         &self.records
     }
 
+    /// The first [`crate::fake_dc::WIRE_HEAD`] payload bytes received so far as they were on
+    /// the wire, before decryption (`ee`: record payloads; `dd`: the bytes). In fast mode they
+    /// are the bytes the DC sent ([`crate::fake_dc::DcConnection::sent_head`]).
+    pub fn wire_head(&self) -> &[u8] {
+        &self.wire_head
+    }
+
     fn open(&mut self, bytes: &mut [u8]) -> io::Result<()> {
+        if self.wire_head.len() < crate::fake_dc::WIRE_HEAD {
+            let mut copy = bytes.to_vec();
+            let range = match &mut self.wire_deframer {
+                Some(deframer) => deframer.deframe_in_place(&mut copy).map_err(invalid)?,
+                None => 0..copy.len(),
+            };
+            crate::fake_dc::keep_head(&mut self.wire_head, &copy[range]);
+        }
         if self.flight_len.is_some() {
             let at = std::time::Instant::now();
             let records = &mut self.records;
@@ -290,6 +314,22 @@ impl ProxyClient {
         }
         let rest = self.plain.split_off(n);
         Ok(std::mem::replace(&mut self.plain, rest))
+    }
+
+    /// Sends `payload` to an echoing DC and reads it back, interleaved (256 KiB out, then what
+    /// came back, up to 64 KiB at a time) so that neither side stalls.
+    pub async fn echo(&mut self, payload: &[u8]) -> io::Result<Vec<u8>> {
+        let (mut sent, mut got) = (0, Vec::with_capacity(payload.len()));
+        while got.len() < payload.len() {
+            if sent < payload.len() {
+                let end = (sent + 256 * 1024).min(payload.len());
+                self.send(&payload[sent..end]).await?;
+                sent = end;
+            }
+            let want = (sent - got.len()).min(64 * 1024);
+            got.extend(self.recv_exact(want).await?);
+        }
+        Ok(got)
     }
 
     /// Reads one padded-intermediate frame and returns its payload (padding included).

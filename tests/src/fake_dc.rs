@@ -26,6 +26,16 @@ use crate::runtime;
 /// counted.
 pub const RECORD_LIMIT: usize = 4 * 1024 * 1024;
 
+/// Bytes kept of the start of a stream as it was on the wire ([`DcConnection::sent_head`],
+/// `ProxyClient::wire_head`): in fast mode the client receives what the DC sent.
+pub const WIRE_HEAD: usize = 64;
+
+/// Appends to `head` what fits of `data` below [`WIRE_HEAD`] bytes.
+pub fn keep_head(head: &mut Vec<u8>, data: &[u8]) {
+    let room = WIRE_HEAD.saturating_sub(head.len());
+    head.extend_from_slice(&data[..data.len().min(room)]);
+}
+
 /// How the fake DC behaves on each connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DcMode {
@@ -76,6 +86,9 @@ pub struct DcConnection {
     pub bytes_received: u64,
     /// Bytes sent back.
     pub bytes_sent: u64,
+    /// The first [`WIRE_HEAD`] bytes sent back, encrypted as on the wire (`Echo`, `Telegram`,
+    /// `Flood` modes).
+    pub sent_head: Vec<u8>,
     /// Nonces of the `req_pq_multi` messages seen (`Telegram` mode).
     pub req_pq_nonces: Vec<[u8; 16]>,
     /// Whether the connection has ended (either side closed, or an error).
@@ -90,6 +103,7 @@ impl DcConnection {
             received: Vec::new(),
             bytes_received: 0,
             bytes_sent: 0,
+            sent_head: Vec::new(),
             req_pq_nonces: Vec::new(),
             ended: false,
         }
@@ -325,7 +339,10 @@ async fn echo(
         state.update(index, |c| record(c, chunk, state.record_limit));
         cipher.encrypt(chunk);
         stream.write_all(chunk).await?;
-        state.update(index, |c| c.bytes_sent += n as u64);
+        state.update(index, |c| {
+            c.bytes_sent += n as u64;
+            keep_head(&mut c.sent_head, chunk);
+        });
         if total >= limit {
             return Ok(());
         }
@@ -373,7 +390,10 @@ async fn telegram(
         if !answers.is_empty() {
             cipher.encrypt(&mut answers);
             stream.write_all(&answers).await?;
-            state.update(index, |c| c.bytes_sent += answers.len() as u64);
+            state.update(index, |c| {
+                c.bytes_sent += answers.len() as u64;
+                keep_head(&mut c.sent_head, &answers);
+            });
         }
     }
 }
@@ -404,6 +424,9 @@ async fn flood(
             *b = flood_byte(sent + i as u64);
         }
         cipher.encrypt(&mut chunk[..n]);
+        if sent == 0 {
+            state.update(index, |c| keep_head(&mut c.sent_head, &chunk[..n]));
+        }
         let mut written = 0;
         while written < n {
             let w = stream.write(&chunk[written..n]).await?;

@@ -27,6 +27,8 @@ fn options() -> Options {
         settle: Duration::from_millis(50),
         middle_packet: 4096,
         rate_limit: None,
+        fast_mode: false,
+        zero_copy: true,
     }
 }
 
@@ -72,6 +74,16 @@ fn bulk_runs_for_a_rate_limited_user() {
     let figures = runtime.block_on(async { Mode::Bulk.run(&options).await }).expect("bulk with a rate limit");
     for f in figures.iter().filter(|f| f.unit == "MB/s") {
         assert!(f.ours > 0.0, "{f:?}");
+    }
+}
+
+#[test]
+fn bulk_runs_in_fast_mode() {
+    let options = Options { streams: vec![1], fast_mode: true, ..options() };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let figures = runtime.block_on(async { Mode::Bulk.run(&options).await }).expect("bulk in fast mode");
+    for f in figures.iter().filter(|f| f.unit == "MB/s") {
+        assert!(f.ours > 0.0 && f.baseline.is_some_and(|b| b > 0.0), "{f:?}");
     }
 }
 

@@ -64,18 +64,7 @@ fn four_mebibytes_each_way_byte_exact() {
         let payload = payload.clone();
         async move {
             let mut client = ProxyClient::connect_ee(addr, &alice(), 2).await?;
-            let (mut sent, mut got) = (0, Vec::with_capacity(payload.len()));
-            // Interleave: send 256 KiB, read back what is available, so neither side stalls.
-            while got.len() < payload.len() {
-                if sent < payload.len() {
-                    let end = (sent + 256 * 1024).min(payload.len());
-                    client.send(&payload[sent..end]).await?;
-                    sent = end;
-                }
-                let want = (sent - got.len()).min(64 * 1024);
-                got.extend(client.recv_exact(want).await?);
-            }
-            std::io::Result::Ok(got)
+            client.echo(&payload).await
         }
     })
     .unwrap();

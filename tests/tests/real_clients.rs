@@ -3,8 +3,9 @@
 //! `pip install -r tests/clients/requirements.txt`.
 //!
 //! The first two tests pin down what the clients send first, with a silent recorder in place
-//! of the proxy; the others run them through the real proxy to the fake DC, the last one
-//! through a proxy whose first flight is shaped after an OpenSSL fronting site's.
+//! of the proxy; the others run them through the real proxy to the fake DC, one through a
+//! proxy whose first flight is shaped after an OpenSSL fronting site's, the last through a
+//! proxy in fast mode.
 
 use std::time::Duration;
 
@@ -199,6 +200,12 @@ fn tdlib_and_telethon_connect_through_a_proxy_shaped_after_an_openssl_site() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    tdlib_and_telethon_reach(&proxy, &dc);
+}
+
+/// TDLib (`ee`) pings through `proxy`, then Telethon (`dd`) reaches the fake DC `dc` through it;
+/// returns Telethon's result.
+fn tdlib_and_telethon_reach(proxy: &ProxyUnderTest, dc: &FakeDc) -> real_clients::ClientResult {
     let result = real_clients::tdlib_ping(proxy.addr(), &ee(), Duration::from_secs(15));
     println!("tdlib result: {}", result.json);
     assert!(!dc.req_pq_nonces().is_empty(), "TDLib's req_pq_multi reached the fake DC");
@@ -208,4 +215,29 @@ fn tdlib_and_telethon_connect_through_a_proxy_shaped_after_an_openssl_site() {
     let result = real_clients::telethon_dd(proxy.addr(), &dd(), 2, Duration::from_secs(8));
     println!("telethon result: {}", result.json);
     assert!(dc.req_pq_nonces().len() > before, "Telethon's req_pq_multi reached the fake DC");
+    result
+}
+
+#[test]
+fn tdlib_and_telethon_connect_through_a_fast_mode_proxy() {
+    if !netns::enter("tdlib_and_telethon_connect_through_a_fast_mode_proxy") {
+        return;
+    }
+    require_clients();
+    let dc = FakeDc::start(DcMode::Telegram);
+    let dcs: String = (1..=5).map(|n| format!("{n} = [\"{}\"]\n", dc.addr())).collect();
+    let proxy = ProxyUnderTest::start(&format!(
+        "bind-to = \"127.0.0.1:1\"\nfast-mode = true\n[secrets]\ntdlib = \"{}\"\ntelethon = \"{}\"\n\
+         [network.dc-overrides]\n{dcs}[secured]\nenabled = true\n",
+        ee().to_hex(),
+        dd().to_hex(),
+    ));
+
+    // TDLib's ping succeeds only if it reads the fake DC's resPQ, which reached it as the DC
+    // encrypted it (in TLS records).
+    let result = tdlib_and_telethon_reach(&proxy, &dc);
+    // Telethon read the resPQ (its nonce checked out in step 1) and stopped at step 2: the
+    // fake DC's key fingerprint is no real Telegram key.
+    let tail = result.json["log_tail"].to_string();
+    assert!(tail.contains("Step 2 could not find a valid key"), "Telethon did not read the resPQ: {tail}");
 }

@@ -8,6 +8,8 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_io::{AsyncRead, AsyncWrite};
@@ -78,6 +80,23 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         stream: &'a mut Self::Stream,
         buf: &'a [u8],
     ) -> impl Future<Output = io::Result<usize>> + Send + 'a;
+
+    /// Runs `op`, a nonblocking operation on `stream`'s socket (zero-copy relaying: a
+    /// `splice(2)` out of it), once the socket is readable: `op`'s `WouldBlock` clears the
+    /// readiness and waits for the next one (the task is woken then); any other result is
+    /// returned. Never blocks the executor thread.
+    fn poll_read_with(
+        stream: &Self::Stream,
+        cx: &mut Context<'_>,
+        op: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>>;
+    /// [`Runtime::poll_read_with`] for writing: runs `op` (a `splice(2)` into the socket, a
+    /// `send` of a record header) once the socket is writable.
+    fn poll_write_with(
+        stream: &Self::Stream,
+        cx: &mut Context<'_>,
+        op: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>>;
 
     /// Binds a UDP socket.
     fn bind_udp(addr: SocketAddr) -> io::Result<Self::Udp>;

@@ -74,6 +74,10 @@ pub struct Config {
     pub tolerate_time_skewness: Duration,
     /// `allow-fallback-on-unknown-dc`: unknown DC → DC 2 instead of closing.
     pub allow_fallback_on_unknown_dc: bool,
+    /// `fast-mode`: the DC encrypts its answers with the client leg's download key, so the
+    /// DC→client bytes are relayed without cryptography (default false; sessions through a
+    /// middle proxy ignore it). Reloadable: new sessions take the reloaded value.
+    pub fast_mode: bool,
     /// `api-bind-to`: stats/management API listen address (off when absent).
     pub api_bind_to: Option<SocketAddr>,
     /// `api-token`: bearer token the API requires (required when `api-bind-to` is not
@@ -142,6 +146,7 @@ impl fmt::Debug for Config {
             auto_update,
             tolerate_time_skewness,
             allow_fallback_on_unknown_dc,
+            fast_mode,
             api_bind_to,
             api_token,
             api_persist,
@@ -175,6 +180,7 @@ impl fmt::Debug for Config {
             .field("auto_update", auto_update)
             .field("tolerate_time_skewness", tolerate_time_skewness)
             .field("allow_fallback_on_unknown_dc", allow_fallback_on_unknown_dc)
+            .field("fast_mode", fast_mode)
             .field("api_bind_to", api_bind_to)
             .field("api_token", api_token)
             .field("api_persist", api_persist)
@@ -258,6 +264,8 @@ pub struct Network {
     pub client_mss: Option<u16>,
     /// `client-mss-bulk`: segment size once the relay starts (only with `client-mss`).
     pub client_mss_bulk: Option<u16>,
+    /// `zero-copy`: relay downloads that pass unchanged with `splice(2)` (Linux; default on).
+    pub zero_copy: bool,
     /// `[network.timeout]`.
     pub timeout: Timeouts,
     /// `[network.keep-alive]`.

@@ -71,6 +71,7 @@ pub(super) fn read(r: &Reader<'_>, warnings: &mut Vec<ConfigWarning>) -> Result<
         auto_update: r.flag("auto-update")?,
         tolerate_time_skewness: r.duration("tolerate-time-skewness")?.unwrap_or(3 * SECOND),
         allow_fallback_on_unknown_dc: r.flag("allow-fallback-on-unknown-dc")?,
+        fast_mode: r.flag("fast-mode")?,
         api_bind_to: r.socket_addr("api-bind-to")?,
         api_token: r.string("api-token")?.map(ApiToken::from),
         api_persist: r.flag("api-persist")?,
@@ -203,6 +204,7 @@ fn network(r: &Reader<'_>) -> Result<Network, ConfigError> {
         tcp_not_sent_lowat: r.bytes("network.tcp-not-sent-lowat")?.unwrap_or(128 << 10),
         client_mss,
         client_mss_bulk,
+        zero_copy: r.flag_or("network.zero-copy", true)?,
         timeout: Timeouts {
             tcp: r.duration("network.timeout.tcp")?.unwrap_or(10 * SECOND),
             http: r.duration("network.timeout.http")?.unwrap_or(10 * SECOND),

@@ -16,8 +16,8 @@ impl Control {
         ManageGuard(&self.manage.1)
     }
 
-    /// Re-reads the config file and applies its users, limits and ad tags (a tag change
-    /// reaches new sessions only); an invalid file changes nothing. Other settings (listeners, timeouts, …) need a restart. Runs under the
+    /// Re-reads the config file and applies its users, limits, ad tags and `fast-mode` (a tag
+    /// or mode change reaches new sessions only); an invalid file changes nothing. Other settings (listeners, timeouts, …) need a restart. Runs under the
     /// management lock, so it never interleaves with an API change of the users.
     pub async fn reload(&self) -> Result<ReloadSummary, String> {
         let Some(path) = &self.config_path else {
@@ -31,6 +31,9 @@ impl Control {
             let users: Vec<(String, Secret)> =
                 loaded.config.users.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
             let config = &loaded.config;
+            if self.data.set_fast_mode(config.fast_mode) != config.fast_mode {
+                tracing::info!(fast_mode = config.fast_mode, "fast-mode changed for new sessions");
+            }
             self.data.reload_users(
                 &users,
                 &config.secret_limits,

@@ -13,6 +13,7 @@ use tracing::debug;
 use crate::runtime::Runtime;
 
 use super::relay::{End, Plain, Pump, Relay};
+use super::zero_copy::Spliced;
 use super::{Directory, Shared, upstream, with_timeout};
 
 /// How long a fronting host's addresses are reused before it is resolved again (the OS
@@ -107,11 +108,11 @@ pub(crate) async fn front<R: Runtime>(
     }
     initial.extend_from_slice(read_so_far);
     debug!(%peer, front = %target, replayed = read_so_far.len(), "fronting");
-    let relay: Relay<R, R::Stream, Plain, Plain> = Relay::new(
+    let relay: Relay<R, R::Stream, Pump<Plain>, Spliced<Plain>> = Relay::new(
         client,
         site,
         Pump::new(Plain::default(), &initial),
-        Pump::new(Plain::default(), &[]),
+        Spliced::new(Plain::default(), settings.config.network.zero_copy),
         settings.config.network.timeout.idle,
     )
     .metered(traffic.clone());
@@ -119,7 +120,7 @@ pub(crate) async fn front<R: Runtime>(
     traffic.add(read_so_far.len() as u64, 0);
     let mut relay = relay;
     let end = (&mut relay).await;
-    Ok((end, relay.up.transform.bytes, relay.down.transform.bytes))
+    Ok((end, relay.up.transform.bytes, relay.down.transform().bytes))
 }
 
 #[cfg(test)]

@@ -23,8 +23,9 @@ mod shaper;
 mod socks5;
 mod tuning;
 pub(crate) mod upstream;
+mod zero_copy;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -309,6 +310,10 @@ pub struct Shared {
     doppelganger: Doppelganger,
     middle: crate::middle::MiddleStore,
     middle_pool: crate::middle::MiddlePool,
+    /// `fast-mode` as last loaded (reloads change it for new sessions).
+    fast_mode: AtomicBool,
+    /// Whether the one "fast mode does not apply through middle proxies" warning was logged.
+    fast_mode_middle_warned: AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -331,6 +336,7 @@ impl Shared {
         metrics: Metrics,
     ) -> Arc<Self> {
         let throttle_limit = u64::from(settings.config.throttle.max_connections);
+        let fast_mode = AtomicBool::new(settings.config.fast_mode);
         Arc::new(Self {
             settings,
             users: RwLock::new(Arc::new(users)),
@@ -346,7 +352,30 @@ impl Shared {
             doppelganger: Doppelganger::default(),
             middle: crate::middle::MiddleStore::default(),
             middle_pool: crate::middle::MiddlePool::default(),
+            fast_mode,
+            fast_mode_middle_warned: AtomicBool::new(false),
         })
+    }
+
+    /// Whether new direct sessions use fast mode (`fast-mode`, as last loaded).
+    pub fn fast_mode(&self) -> bool {
+        self.fast_mode.load(Ordering::Relaxed)
+    }
+
+    /// Sets `fast-mode` for new sessions (a reload); returns the value it had.
+    pub fn set_fast_mode(&self, on: bool) -> bool {
+        self.fast_mode.swap(on, Ordering::Relaxed)
+    }
+
+    /// Logs, once per process, that fast mode does not apply to a session through a middle
+    /// proxy (called when one starts while fast mode is on).
+    fn warn_fast_mode_through_middle(&self) {
+        if !self.fast_mode_middle_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "fast-mode is ignored for sessions through middle proxies (users with an ad tag): \
+                 they keep their own encryption; direct sessions still use it"
+            );
+        }
     }
 
     /// Swaps in new users, limits (own tables and the default) and ad tags

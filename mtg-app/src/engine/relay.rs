@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::Stream;
-use mtg_proto::{ClientToDc, DcToClient, RelayError};
+use mtg_proto::{ClientToDc, DcToClient, FastDcToClient, RelayError};
 
 use crate::metrics::Traffic;
 use crate::runtime::Runtime;
@@ -24,7 +24,7 @@ use super::rate_gate::RateGate;
 use crate::users::rate_limit::Direction;
 
 /// Most chunks one direction moves per wake-up before yielding to other tasks.
-const CHUNKS_PER_POLL: usize = 16;
+pub(crate) const CHUNKS_PER_POLL: usize = 16;
 /// Read size of the plain (fronting) direction and of middle-proxy sessions' client reads.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// Read size of the client→DC direction: several of the client's records per read (the
@@ -45,6 +45,52 @@ pub(crate) trait Transform: Send + Unpin {
     /// `shaper.rs`); `Pending` holds the read back.
     fn poll_read_limit(&mut self, _cx: &mut Context<'_>) -> Poll<usize> {
         Poll::Ready(Self::READ_MAX)
+    }
+    /// Whether this direction passes bytes unchanged (only framed), so they may move
+    /// without a user-space copy (`zero_copy.rs`).
+    fn passes_through(&self) -> bool {
+        false
+    }
+    /// For a direction that [passes bytes through](Transform::passes_through): accounts `n`
+    /// bytes read (as [`Transform::transform`] would) and returns the record header to send
+    /// before them, of the given length (0: none).
+    fn pass_through(&mut self, _n: usize) -> ([u8; RECORD_HEADER], usize) {
+        ([0; RECORD_HEADER], 0)
+    }
+}
+
+/// Length of a TLS record header (what [`Transform::pass_through`] may put before a chunk).
+pub(crate) const RECORD_HEADER: usize = 5;
+
+/// One direction of a relay (a flow) over streams `S`, with rate gates on runtime `Rt`'s timers.
+pub(crate) trait Flow<Rt: Runtime, S>: Send + Unpin {
+    /// Moves what it can. `Ready(Ok(()))` once the source ended and everything was written.
+    /// With a `gate` (an admitted user's session), each read waits for the user's rate.
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut S,
+        to: &mut S,
+        active: &mut bool,
+        gate: Option<&mut RateGate<Rt>>,
+    ) -> Poll<Result<(), End>>;
+    /// Payload bytes moved so far.
+    fn bytes(&self) -> u64;
+}
+
+impl<Rt: Runtime, S: AsyncRead + AsyncWrite + Unpin, T: Transform> Flow<Rt, S> for Pump<T> {
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut S,
+        to: &mut S,
+        active: &mut bool,
+        gate: Option<&mut RateGate<Rt>>,
+    ) -> Poll<Result<(), End>> {
+        Self::poll_pump(self, cx, from, to, active, gate)
+    }
+    fn bytes(&self) -> u64 {
+        self.transform.bytes()
     }
 }
 
@@ -70,6 +116,74 @@ impl Transform for DcToClient {
     }
 }
 
+/// A Telegram session's DC→client half: re-encrypting, or fast mode's framing only. Both
+/// read into the same place and at most one record per read, so the shaper and the pump
+/// treat them alike.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per session, inside the relay future: boxing the keystreams would add an allocation per session"
+)]
+pub(crate) enum Downlink {
+    /// Decrypt the DC leg, encrypt the client leg.
+    Crypto(DcToClient),
+    /// Fast mode: the DC's bytes as they are, in records for FakeTLS.
+    Fast(FastDcToClient),
+}
+
+impl From<DcToClient> for Downlink {
+    fn from(half: DcToClient) -> Self {
+        Self::Crypto(half)
+    }
+}
+
+impl From<FastDcToClient> for Downlink {
+    fn from(half: FastDcToClient) -> Self {
+        Self::Fast(half)
+    }
+}
+
+impl Transform for Downlink {
+    const READ_AT: usize = {
+        assert!(DcToClient::HEADROOM == FastDcToClient::HEADROOM);
+        DcToClient::HEADROOM
+    };
+    const READ_MAX: usize = {
+        assert!(DcToClient::MAX_CHUNK == FastDcToClient::MAX_CHUNK);
+        DcToClient::MAX_READ
+    };
+    /// Re-encrypting: several records per read. Fast mode: one record per read.
+    fn poll_read_limit(&mut self, _cx: &mut Context<'_>) -> Poll<usize> {
+        Poll::Ready(match self {
+            Self::Crypto(_) => DcToClient::MAX_READ,
+            Self::Fast(_) => FastDcToClient::MAX_CHUNK,
+        })
+    }
+    #[inline]
+    fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError> {
+        match self {
+            Self::Crypto(half) => half.process_records(buf, n),
+            Self::Fast(half) => half.process(buf, n),
+        }
+    }
+    fn bytes(&self) -> u64 {
+        match self {
+            Self::Crypto(half) => half.bytes(),
+            Self::Fast(half) => half.bytes(),
+        }
+    }
+    fn passes_through(&self) -> bool {
+        matches!(self, Self::Fast(_))
+    }
+    fn pass_through(&mut self, n: usize) -> ([u8; RECORD_HEADER], usize) {
+        match self {
+            Self::Fast(half) => half.header(n),
+            // Never called: `passes_through` is false (nothing counted, no header).
+            Self::Crypto(_) => ([0; RECORD_HEADER], 0),
+        }
+    }
+}
+
 /// Bytes pass unchanged (fronting), counted.
 #[derive(Debug, Default)]
 pub(crate) struct Plain {
@@ -85,6 +199,13 @@ impl Transform for Plain {
     }
     fn bytes(&self) -> u64 {
         self.bytes
+    }
+    fn passes_through(&self) -> bool {
+        true
+    }
+    fn pass_through(&mut self, n: usize) -> ([u8; RECORD_HEADER], usize) {
+        self.bytes += n as u64;
+        ([0; RECORD_HEADER], 0)
     }
 }
 
@@ -119,6 +240,11 @@ impl<T: Transform> Pump<T> {
         Self { transform, buf, pending: 0..initial.len(), eof: false, done: false }
     }
 
+    /// Whether the pump holds a buffer (bytes in flight, or a read under way).
+    pub(crate) fn in_flight(&self) -> bool {
+        self.buf.is_some()
+    }
+
     /// Gives the buffer back to the pool (called with nothing pending).
     fn release(&mut self) {
         if let Some(buf) = self.buf.take() {
@@ -128,7 +254,7 @@ impl<T: Transform> Pump<T> {
 
     /// Moves what it can. `Ready(Ok(()))` once the source ended and everything was written.
     /// With a `gate` (an admitted user's session), each read waits for the user's rate.
-    fn poll_pump<Rt, R, W>(
+    pub(crate) fn poll_pump<Rt, R, W>(
         &mut self,
         cx: &mut Context<'_>,
         from: &mut R,
@@ -261,8 +387,8 @@ impl std::fmt::Display for End {
 pub(crate) struct Relay<R: Runtime, S, Up, Down> {
     client: S,
     upstream: S,
-    pub(crate) up: Pump<Up>,
-    pub(crate) down: Pump<Down>,
+    pub(crate) up: Up,
+    pub(crate) down: Down,
     idle: Duration,
     last_activity: Instant,
     timer: R::Timer,
@@ -278,9 +404,9 @@ pub(crate) struct Relay<R: Runtime, S, Up, Down> {
     gates: Option<Box<(RateGate<R>, RateGate<R>)>>,
 }
 
-impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Transform, Down: Transform> Relay<R, S, Up, Down> {
+impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Flow<R, S>, Down: Flow<R, S>> Relay<R, S, Up, Down> {
     /// A relay between `client` and `upstream`.
-    pub(crate) fn new(client: S, upstream: S, up: Pump<Up>, down: Pump<Down>, idle: Duration) -> Self {
+    pub(crate) fn new(client: S, upstream: S, up: Up, down: Down, idle: Duration) -> Self {
         let now = Instant::now();
         Self {
             client,
@@ -328,7 +454,7 @@ impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Transform, Down: Transfo
     }
 
     fn report(&mut self) {
-        let (up, down) = (self.up.transform.bytes(), self.down.transform.bytes());
+        let (up, down) = (self.up.bytes(), self.down.bytes());
         let (new_up, new_down) = (up - self.reported.0, down - self.reported.1);
         if new_up == 0 && new_down == 0 {
             return;
@@ -343,7 +469,7 @@ impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Transform, Down: Transfo
     }
 }
 
-impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Transform, Down: Transform> Future
+impl<R: Runtime, S: AsyncRead + AsyncWrite + Unpin, Up: Flow<R, S>, Down: Flow<R, S>> Future
     for Relay<R, S, Up, Down>
 {
     type Output = End;

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use futures_io::{AsyncRead, AsyncWrite};
 use mtg_proto::doppel::Weibull;
-use mtg_proto::{ClientToDc, DcToClient};
+use mtg_proto::{ClientToDc, DcToClient, FastDcToClient};
 
-use super::relay::{Plain, Pump, Relay, Transform};
+use super::relay::{Downlink, Plain, Pump, Relay, Transform};
 use super::shaper::Shaped;
 use crate::config::SecretLimits;
 use crate::metrics::Metrics;
@@ -39,8 +39,8 @@ pub struct Probe<S> {
 
 #[expect(clippy::large_enum_variant, reason = "one per test; a session's relay is not boxed either")]
 enum Wired<S> {
-    Telegram(Relay<Selected, S, ClientToDc, Shaped<Selected>>),
-    Fronting(Relay<Selected, S, Plain, Plain>),
+    Telegram(Relay<Selected, S, Pump<ClientToDc>, Pump<Shaped<Selected>>>),
+    Fronting(Relay<Selected, S, Pump<Plain>, Pump<Plain>>),
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Probe<S> {
@@ -59,6 +59,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Probe<S> {
         Self::telegram_limited(client, dc, up, down, drs, pacing, None)
     }
 
+    /// [`Self::telegram`] in fast mode: `down` passes the DC's bytes as they are (framed in
+    /// records for FakeTLS), shaped as a FakeTLS session would be.
+    pub fn telegram_fast(
+        client: S,
+        dc: S,
+        up: ClientToDc,
+        down: FastDcToClient,
+        drs: bool,
+        pacing: Option<Weibull>,
+    ) -> Self {
+        Self::wire(client, dc, up, down.into(), drs, pacing, None)
+    }
+
     /// [`Self::telegram`] for a user with `rate-limit = rate` (bytes per second), its waits
     /// counted into a metric as `session.rs` wires it.
     pub fn telegram_limited(
@@ -66,6 +79,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Probe<S> {
         dc: S,
         up: ClientToDc,
         down: DcToClient,
+        drs: bool,
+        pacing: Option<Weibull>,
+        rate: Option<u64>,
+    ) -> Self {
+        Self::wire(client, dc, up, down.into(), drs, pacing, rate)
+    }
+
+    fn wire(
+        client: S,
+        dc: S,
+        up: ClientToDc,
+        down: Downlink,
         drs: bool,
         pacing: Option<Weibull>,
         rate: Option<u64>,

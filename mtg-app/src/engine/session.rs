@@ -10,7 +10,7 @@ use futures_util::{AsyncReadExt, AsyncWriteExt};
 use mtg_proto::doppel::Statistics;
 use mtg_proto::proxy_protocol::{self, Parsed, ProxiedAddrs};
 use mtg_proto::{
-    AwaitingFrame, ClientToDc, DcToClient, Established, FrameHeader, FrameStep, FrontReason, HandshakeConfig,
+    AwaitingFrame, ClientToDc, Established, FrameHeader, FrameStep, FrontReason, HandshakeConfig,
     HandshakeContext, HelloStep, HostId, Mode, Pending, ReplayCache, ServerHandshake, UserId,
 };
 use tracing::{debug, info};
@@ -21,8 +21,9 @@ use crate::users::accounting::{Admitted, NotAdmitted};
 use crate::users::limits;
 
 use super::middle_session::{self, MiddleReady};
-use super::relay::{Pump, Relay};
+use super::relay::{Downlink, Pump, Relay};
 use super::shaper::Shaped;
+use super::zero_copy::Spliced;
 use super::{Directory, Settings, Shared, client_mss, fronting, upstream, with_timeout};
 
 /// Read granularity during the handshake.
@@ -349,7 +350,12 @@ async fn open_session<R: Runtime>(
     let opened = Opened { conn, accepted, name, watch, client_live };
     if let Some(tag) = ad_tag {
         match middle_session::route(runtime, shared, opened.accepted.established.dc().dc).await {
-            Ok(slot) => return open_middle(shared, opened, slot, tag).map(Prepared::Middle),
+            Ok(slot) => {
+                if shared.fast_mode() {
+                    shared.warn_fast_mode_through_middle();
+                }
+                return open_middle(shared, opened, slot, tag).map(Prepared::Middle);
+            }
             Err(reason) => middle_session::fell_back(shared, &opened.name, reason),
         }
     }
@@ -414,18 +420,24 @@ async fn open_direct<R: Runtime>(
     let user = established.user();
     let target = pick_dc(settings, &name, established.dc())?;
     let consumed = established.consumed();
-    let (session, frame) = established.into_session(target, &mut rand::rng());
+    let fast = shared.fast_mode();
+    let (mut client_to_dc, down, mode, frame) = if fast {
+        let (session, frame) = established.into_fast_session(target, &mut rand::rng());
+        (session.client_to_dc, Downlink::from(session.dc_to_client), session.mode, frame)
+    } else {
+        let (session, frame) = established.into_session(target, &mut rand::rng());
+        (session.client_to_dc, Downlink::from(session.dc_to_client), session.mode, frame)
+    };
     let (dc_stream, dc_addr, route) = dial_dc::<R>(settings, &name, target).await?;
     let (dc_live, dc_traffic) = shared.metrics().telegram_connection(dc_addr.ip(), target);
     shared.hints.put(conn.peer.ip(), user);
 
-    let mut client_to_dc = session.client_to_dc;
     let first = first_to_dc(&mut client_to_dc, &frame, &conn.buf[consumed..], &name)?;
     drop(conn.buf);
     let up = Pump::new(client_to_dc, &first);
     // Nothing of the handshake outlives it: the session holds only the relay.
     drop(first);
-    let down = Pump::new(shaped::<R>(settings, doppel, session.mode, session.dc_to_client), &[]);
+    let down = Spliced::new(shaped::<R>(settings, doppel, mode, down), settings.config.network.zero_copy);
     let relay = Relay::new(conn.client, dc_stream, up, down, settings.config.network.timeout.idle)
         .counting(admitted)
         .metered(user_traffic)
@@ -437,6 +449,7 @@ async fn open_direct<R: Runtime>(
         target,
         dc_addr,
         via: route.to_string(),
+        fast,
         started: conn.started,
         _live: [client_live, user_live, dc_live],
     })
@@ -504,7 +517,7 @@ fn first_to_dc(client_to_dc: &mut ClientToDc, frame: &[u8], rest: &[u8], name: &
 }
 
 /// The DC→client half: shaped like the fronting site (as configured) for FakeTLS clients.
-fn shaped<R: Runtime>(settings: &Settings, doppel: &Statistics, mode: Mode, half: DcToClient) -> Shaped<R> {
+fn shaped<R: Runtime>(settings: &Settings, doppel: &Statistics, mode: Mode, half: Downlink) -> Shaped<R> {
     let shaping = &settings.config.doppelganger;
     match mode {
         Mode::FakeTls => Shaped::<R>::new(half, shaping.drs, shaping.pacing.then_some(doppel.delays)),
@@ -514,11 +527,13 @@ fn shaped<R: Runtime>(settings: &Settings, doppel: &Statistics, mode: Mode, half
 
 /// A client session ready to relay: all a relaying session's task holds.
 struct Ready<R: Runtime> {
-    relay: Relay<R, R::Stream, ClientToDc, Shaped<R>>,
+    relay: Relay<R, R::Stream, Pump<ClientToDc>, Spliced<Shaped<R>>>,
     name: String,
     target: i16,
     dc_addr: SocketAddr,
     via: String,
+    /// Whether the session runs in fast mode.
+    fast: bool,
     started: Instant,
     /// The connection gauges this session holds up (client, user, DC) until it ends.
     _live: [GaugeGuard; 3],
@@ -540,14 +555,15 @@ pub(crate) async fn serve_connection<R: Runtime>(
         Some(Prepared::Middle(ready)) => return middle_session::serve(ready).await,
     };
     let end = (&mut ready.relay).await;
-    shared.doppelganger().add_paced_records(ready.relay.down.transform.paced_records());
+    shared.doppelganger().add_paced_records(ready.relay.down.transform().paced_records());
     info!(
         user = %ready.name,
         dc = ready.target,
         dc_addr = %ready.dc_addr,
         via = %ready.via,
+        fast_mode = ready.fast,
         bytes_in = ready.relay.up.transform.bytes(),
-        bytes_out = ready.relay.down.transform.bytes(),
+        bytes_out = ready.relay.down.transform().bytes(),
         duration_ms = ready.started.elapsed().as_millis() as u64,
         reason = %end,
         "session ended"

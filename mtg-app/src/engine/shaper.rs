@@ -7,7 +7,7 @@
 //! next read waits for a timer re-armed with a fresh draw at every record, so the gap between
 //! records is at least the drawn delay, or the wait for data when that is longer. With neither
 //! DRS nor pacing the shaper takes no time readings and holds no timer, and one read may bring
-//! up to [`DcToClient::MAX_RECORDS`] full records, framed for one write.
+//! up to [`DcToClient::MAX_RECORDS`] full records, framed for one write (fast mode: one).
 
 use std::future::Future;
 use std::ops::Range;
@@ -18,12 +18,12 @@ use std::time::Instant;
 use mtg_proto::doppel::{RecordSizer, Weibull};
 use mtg_proto::{DcToClient, RelayError};
 
-use super::relay::Transform;
+use super::relay::{Downlink, RECORD_HEADER, Transform};
 use crate::runtime::Runtime;
 
-/// The DC→client transform with its shaping.
+/// The DC→client transform (re-encrypting or fast mode's) with its shaping.
 pub(crate) struct Shaped<R: Runtime> {
-    inner: DcToClient,
+    inner: Downlink,
     /// When the session's shaping started: the origin of the sizer's clock.
     origin: Instant,
     sizer: Option<RecordSizer>,
@@ -40,12 +40,12 @@ struct Pacer<R: Runtime> {
 
 impl<R: Runtime> Shaped<R> {
     /// No shaping (secured clients, or nothing asked for).
-    pub(crate) fn off(inner: DcToClient) -> Self {
+    pub(crate) fn off(inner: Downlink) -> Self {
         Self { inner, origin: Instant::now(), sizer: None, pacer: None }
     }
 
     /// Shaping with dynamic record sizing (`drs`) and pacing by `delays` (when `Some`).
-    pub(crate) fn new(inner: DcToClient, drs: bool, pacing: Option<Weibull>) -> Self {
+    pub(crate) fn new(inner: Downlink, drs: bool, pacing: Option<Weibull>) -> Self {
         let mut rng = rand::rng();
         let origin = Instant::now();
         let sizer = drs.then(|| RecordSizer::new(true, &mut rng));
@@ -70,8 +70,8 @@ impl<R: Runtime> Shaped<R> {
 }
 
 impl<R: Runtime> Transform for Shaped<R> {
-    const READ_AT: usize = DcToClient::HEADROOM;
-    const READ_MAX: usize = DcToClient::MAX_READ;
+    const READ_AT: usize = Downlink::READ_AT;
+    const READ_MAX: usize = Downlink::READ_MAX;
 
     fn poll_read_limit(&mut self, cx: &mut Context<'_>) -> Poll<usize> {
         if let Some(pacer) = &mut self.pacer
@@ -86,11 +86,33 @@ impl<R: Runtime> Transform for Shaped<R> {
         Poll::Ready(match (&self.sizer, &self.pacer) {
             (Some(sizer), _) => sizer.limit(self.origin.elapsed()).min(DcToClient::MAX_CHUNK),
             (None, Some(_)) => DcToClient::MAX_CHUNK,
-            (None, None) => Self::READ_MAX,
+            (None, None) => return self.inner.poll_read_limit(cx),
         })
     }
 
     fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError> {
+        self.record_sent();
+        self.inner.transform(buf, n)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.inner.bytes()
+    }
+
+    fn passes_through(&self) -> bool {
+        self.inner.passes_through()
+    }
+
+    fn pass_through(&mut self, n: usize) -> ([u8; RECORD_HEADER], usize) {
+        self.record_sent();
+        self.inner.pass_through(n)
+    }
+}
+
+impl<R: Runtime> Shaped<R> {
+    /// Moves the shaping on by one record (read from the DC, about to go to the client): the
+    /// sizer's next limit, the pacer's next delay. The copy and the zero-copy path alike.
+    fn record_sent(&mut self) {
         if self.sizer.is_some() || self.pacer.is_some() {
             let now = Instant::now();
             let mut rng = rand::rng();
@@ -103,10 +125,5 @@ impl<R: Runtime> Transform for Shaped<R> {
                 R::reset(&mut pacer.timer, now + pacer.delays.delay(&mut rng));
             }
         }
-        self.inner.process_records(buf, n)
-    }
-
-    fn bytes(&self) -> u64 {
-        self.inner.bytes()
     }
 }

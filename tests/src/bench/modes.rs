@@ -62,6 +62,10 @@ pub struct Options {
     pub middle_packet: usize,
     /// Every user's `rate-limit` in the measured proxy (`None`: unlimited).
     pub rate_limit: Option<String>,
+    /// Runs the measured proxy with `fast-mode = true`.
+    pub fast_mode: bool,
+    /// `[network] zero-copy` of the measured proxy (false: every byte is copied).
+    pub zero_copy: bool,
 }
 
 /// One benchmark mode.
@@ -158,6 +162,8 @@ impl Rig {
         let mut setup = ProxySetup::with_users(users.max(1), far.addr(), site.addr());
         setup.middle_proxy = middle_proxy;
         setup.rate_limit.clone_from(&options.rate_limit);
+        setup.fast_mode = options.fast_mode;
+        setup.zero_copy = options.zero_copy;
         let subject = Subject::proxy(&options.proxy, &setup).await?;
         let secret = setup.users[0].clone();
         Ok((Self { subject, far, secret }, setup, site))

@@ -43,6 +43,10 @@ pub struct ProxySetup {
     pub middle_proxy: Option<String>,
     /// Every user's `rate-limit` (`[secret-limits-default]`), when set.
     pub rate_limit: Option<String>,
+    /// `fast-mode = true`: DC→client bytes pass without cryptography.
+    pub fast_mode: bool,
+    /// `[network] zero-copy` (the proxy's default, on, when true).
+    pub zero_copy: bool,
 }
 
 /// The ad tag of the middle-proxy modes.
@@ -53,7 +57,7 @@ impl ProxySetup {
     pub fn with_users(count: usize, dc: SocketAddr, site: SocketAddr) -> Self {
         let users =
             (0..count).map(|_| Secret::fake_tls(rand::random(), HOST).expect("a valid ee secret")).collect();
-        Self { users, dc, site, middle_proxy: None, rate_limit: None }
+        Self { users, dc, site, middle_proxy: None, rate_limit: None, fast_mode: false, zero_copy: true }
     }
 
     /// The config text, listening on `bind`.
@@ -61,6 +65,9 @@ impl ProxySetup {
         let mut text = format!("bind-to = \"{bind}\"\nconcurrency = 65000\n");
         if self.middle_proxy.is_some() {
             text.push_str(&format!("ad-tag = \"{AD_TAG}\"\n"));
+        }
+        if self.fast_mode {
+            text.push_str("fast-mode = true\n");
         }
         text.push_str("\n[secrets]\n");
         for (i, user) in self.users.iter().enumerate() {
@@ -78,6 +85,9 @@ impl ProxySetup {
         if let Some(section) = &self.middle_proxy {
             text.push('\n');
             text.push_str(section);
+        }
+        if !self.zero_copy {
+            text.push_str("\n[network]\nzero-copy = false\n");
         }
         if let Some(rate) = &self.rate_limit {
             text.push_str(&format!("\n[secret-limits-default]\nrate-limit = {rate:?}\n"));

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mtg-bench run --proxy target/release/mtg-multi [--mode bulk,idle,...,middle-bulk,middle-idle]
-//!                [--repeat 3] [sizes]
+//!                [--repeat 3] [--fast-mode] [sizes]
 //! mtg-bench plain-relay LISTEN TARGET     (the baseline relay; started by `run` itself)
 //! ```
 //! Loopback only. Prints each mode's figures (medians over the repeats) as a Markdown table.
@@ -92,6 +92,14 @@ struct RunArgs {
     /// "100mib": the figures are then those of a limited user. Unset: unlimited.
     #[arg(long)]
     rate_limit: Option<String>,
+    /// Runs the measured proxy with `fast-mode = true` (DC->client bytes pass without
+    /// cryptography), so the same cases measure fast mode.
+    #[arg(long)]
+    fast_mode: bool,
+    /// Runs the measured proxy with `[network] zero-copy = false` (downloads that pass
+    /// unchanged are copied instead of spliced).
+    #[arg(long)]
+    no_zero_copy: bool,
     /// Worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -131,6 +139,8 @@ fn run(args: RunArgs) -> Result<(), String> {
         settle: Duration::from_millis(args.settle_ms),
         middle_packet: args.middle_packet,
         rate_limit: args.rate_limit,
+        fast_mode: args.fast_mode,
+        zero_copy: !args.no_zero_copy,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
@@ -138,8 +148,10 @@ fn run(args: RunArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     println!(
-        "proxy: {}; open-file limit {nofile}; medians of {} runs\n",
+        "proxy: {}{}{}; open-file limit {nofile}; medians of {} runs\n",
         args.proxy.display(),
+        if args.fast_mode { " (fast-mode = true)" } else { "" },
+        if args.no_zero_copy { " (zero-copy = false)" } else { "" },
         args.repeat.max(1)
     );
     let mut all = Vec::new();
