@@ -212,19 +212,10 @@ proptest! {
         use mtg_proto::DcToClient;
         // Two identical sessions (same seed): one frames each read with `process_records`,
         // the other the same read cut into `MAX_CHUNK` pieces, one `process` call each.
-        let s = if dd { Secret::secured([9; 16]).unwrap() } else { secret(5, "records.example") };
-        let users = UserTable::new([&s]);
         let start = || {
             let mut r = rng(seed);
-            let mut wire = Vec::new();
-            if !dd {
-                mtg_proto::client::FakeTlsHello::build(&s, NOW, &mut r, &mut wire).unwrap();
-            }
-            let client = ClientSession::start(&s, 2, &mut r, &mut wire);
-            let config = HandshakeConfig { secured: true, ..HandshakeConfig::default() };
-            let fed = feed(&users, &mut NoReplayCheck, config, now(), &wire, &[wire.len()], seed);
-            let Some(&Event::Ready { dc, .. }) = fed.events.last() else { panic!("{:?}", fed.events) };
-            let (session, frame) = fed.established.unwrap().into_session(dc.dc, &mut r);
+            let (client, _, established) = accepted_client(dd, "records.example", 2, &[], seed, &mut r);
+            let (session, frame) = established.into_session(2, &mut r);
             (session, frame, client)
         };
         let (mut many, frame, mut client) = start();
