@@ -4,11 +4,11 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use mtg_proto::client::{ClientSession, FakeTlsHello};
 use mtg_proto::{
     DcToClient, FrameStep, HandshakeConfig, HandshakeContext, HelloStep, NoReplayCheck, Secret,
-    ServerHandshake, UserId, UserTable,
+    ServerHandshake, Session, UserId, UserTable,
 };
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -89,8 +89,11 @@ fn handshake(c: &mut Criterion) {
     group.finish();
 }
 
-fn relay(c: &mut Criterion) {
-    const CHUNK: usize = 16 * 1024;
+/// Bytes per relay case: one 16 KiB read.
+const CHUNK: usize = 16 * 1024;
+
+/// A FakeTLS relay session as the proxy builds it after a real handshake.
+fn relay_session() -> Session {
     let mut rng = SmallRng::seed_from_u64(2);
     let secret = users(1, &mut rng).remove(0);
     let table = UserTable::new([&secret]);
@@ -114,30 +117,47 @@ fn relay(c: &mut Criterion) {
         panic!("not ready")
     };
     let dc = established.dc();
-    let (mut session, _) = established.into_session(dc.dc, &mut rng);
+    established.into_session(dc.dc, &mut rng).0
+}
 
+fn relay(c: &mut Criterion) {
+    let mut session = relay_session();
     let mut group = c.benchmark_group("relay");
     group.throughput(Throughput::Bytes(CHUNK as u64));
     // Client→DC: one 16 KiB record per read (header + payload), deframed and re-keyed in place.
     let mut record = vec![0u8; CHUNK + 5];
-    group.bench_function("client_to_dc_16k", |b| {
-        b.iter(|| {
-            record[..5].copy_from_slice(&[0x17, 3, 3, (CHUNK >> 8) as u8, CHUNK as u8]);
-            black_box(session.client_to_dc.process(black_box(&mut record)).unwrap())
-        });
-    });
+    group.bench_function("client_to_dc_16k", |b| b.iter(|| client_to_dc(&mut session, &mut record)));
     // DC→client: 16 KiB read from the DC, re-keyed and framed as 2 records' worth in 2 calls
     // (one record holds at most 16379 bytes).
     let mut buf = vec![0u8; DcToClient::BUFFER_LEN];
-    group.bench_function("dc_to_client_16k", |b| {
-        b.iter(|| {
-            let first = session.dc_to_client.process(black_box(&mut buf), DcToClient::MAX_CHUNK).unwrap();
-            let second =
-                session.dc_to_client.process(black_box(&mut buf), CHUNK - DcToClient::MAX_CHUNK).unwrap();
-            black_box((first, second))
-        });
-    });
+    group.bench_function("dc_to_client_16k", |b| b.iter(|| dc_to_client(&mut session, &mut buf)));
     group.finish();
+}
+
+/// One client→DC case: a 16 KiB record (header + payload) deframed and re-keyed in place.
+fn client_to_dc(session: &mut Session, record: &mut [u8]) {
+    record[..5].copy_from_slice(&[0x17, 3, 3, (CHUNK >> 8) as u8, CHUNK as u8]);
+    black_box(session.client_to_dc.process(black_box(record)).unwrap());
+}
+
+/// One DC→client case: 16 KiB re-keyed and framed in two calls (a record holds 16379 bytes).
+fn dc_to_client(session: &mut Session, buf: &mut [u8]) {
+    let first = session.dc_to_client.process(black_box(buf), DcToClient::MAX_CHUNK).unwrap();
+    let second = session.dc_to_client.process(black_box(buf), CHUNK - DcToClient::MAX_CHUNK).unwrap();
+    black_box((first, second));
+}
+
+/// Runs each relay case `iterations` times and nothing else: instruction counts under
+/// `valgrind --tool=callgrind` (repeatable on a loaded machine), taken as the difference of two
+/// iteration counts so that the setup cancels out.
+fn relay_fixed(iterations: u64) {
+    let mut session = relay_session();
+    let mut record = vec![0u8; CHUNK + 5];
+    let mut buf = vec![0u8; DcToClient::BUFFER_LEN];
+    for _ in 0..iterations {
+        client_to_dc(&mut session, &mut record);
+        dc_to_client(&mut session, &mut buf);
+    }
 }
 
 /// The middle-proxy leg's AES-256-CBC: 32 KiB each way (one RPC frame's worth).
@@ -159,4 +179,13 @@ criterion_group! {
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(30);
     targets = handshake, relay, middle_cbc
 }
-criterion_main!(benches);
+
+fn main() {
+    // `MTG_RELAY_ITERATIONS=N`: the relay cases N times without criterion (see `relay_fixed`).
+    if let Some(n) = std::env::var("MTG_RELAY_ITERATIONS").ok().and_then(|n| n.parse().ok()) {
+        relay_fixed(n);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

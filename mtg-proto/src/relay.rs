@@ -28,7 +28,8 @@ pub enum Mode {
 pub enum RelayError {
     /// The client sent a malformed record.
     Record(RecordError),
-    /// The chunk is longer than [`DcToClient::MAX_CHUNK`] or the buffer lacks headroom.
+    /// The chunk is longer than [`DcToClient::MAX_CHUNK`] (one call of `process`) or
+    /// [`DcToClient::MAX_READ`] (`process_records`), or the buffer lacks room for its headers.
     ChunkTooLarge,
 }
 
@@ -36,9 +37,9 @@ impl fmt::Display for RelayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Record(e) => write!(f, "client record: {e}"),
-            Self::ChunkTooLarge => {
-                f.write_str("relay chunk larger than one record or buffer without headroom")
-            }
+            Self::ChunkTooLarge => f.write_str(
+                "relay chunk larger than one call takes, or buffer without room for its record headers",
+            ),
         }
     }
 }
@@ -99,7 +100,8 @@ impl ClientToDc {
 }
 
 /// The DC→client half: decrypts the DC leg, encrypts the client leg and (FakeTLS mode) wraps
-/// each chunk in one ApplicationData record.
+/// the bytes in ApplicationData records: one per [`DcToClient::process`] call, up to
+/// [`DcToClient::MAX_RECORDS`] per [`DcToClient::process_records`] call.
 #[derive(Debug)]
 pub struct DcToClient {
     framed: bool,
@@ -115,6 +117,12 @@ impl DcToClient {
     pub const MAX_CHUNK: usize = MAX_RECORD_PAYLOAD;
     /// Size of a buffer that holds the headroom and the largest chunk.
     pub const BUFFER_LEN: usize = Self::HEADROOM + Self::MAX_CHUNK;
+    /// Most records one [`DcToClient::process_records`] call frames.
+    pub const MAX_RECORDS: usize = 4;
+    /// Largest read [`DcToClient::process_records`] takes: [`Self::MAX_RECORDS`] full records.
+    pub const MAX_READ: usize = Self::MAX_RECORDS * Self::MAX_CHUNK;
+    /// Size of a buffer that holds [`Self::MAX_READ`] bytes framed as records (64 KiB).
+    pub const RECORDS_BUFFER_LEN: usize = Self::MAX_RECORDS * (HEADER_LEN + Self::MAX_CHUNK);
 
     pub(crate) fn new(framed: bool, from_dc: Keystream, to_client: Keystream) -> Self {
         Self { framed, from_dc, to_client, bytes: 0 }
@@ -127,6 +135,41 @@ impl DcToClient {
         Keystream::apply_pair(&mut self.from_dc, &mut self.to_client, &mut buf[payload]);
         self.bytes += len as u64;
         Ok(seal(self.framed, buf, len))
+    }
+
+    /// Like [`DcToClient::process`] for a read of up to [`Self::MAX_READ`] bytes: in FakeTLS
+    /// mode the bytes become `len.div_ceil(MAX_CHUNK)` records, full ones first (the records
+    /// that many calls of `process` with [`Self::MAX_CHUNK`] bytes each would give), laid out
+    /// back to back in `buf` for one write. `buf` needs [`HEADER_LEN`] bytes per record before
+    /// the end of the payload ([`Self::RECORDS_BUFFER_LEN`] for the largest read).
+    pub fn process_records(&mut self, buf: &mut [u8], len: usize) -> Result<Range<usize>, RelayError> {
+        if len <= Self::MAX_CHUNK {
+            return self.process(buf, len);
+        }
+        let records = len.div_ceil(Self::MAX_CHUNK);
+        let room = if self.framed { records * HEADER_LEN } else { HEADER_LEN };
+        if len > Self::MAX_READ || buf.len() < room + len {
+            return Err(RelayError::ChunkTooLarge);
+        }
+        Keystream::apply_pair(&mut self.from_dc, &mut self.to_client, &mut buf[HEADER_LEN..HEADER_LEN + len]);
+        self.bytes += len as u64;
+        if !self.framed {
+            return Ok(HEADER_LEN..HEADER_LEN + len);
+        }
+        // Record k's payload moves up by k headers; from the last down, so nothing is
+        // overwritten before it has moved. Record 0 stays where it was read.
+        for k in (0..records).rev() {
+            let from = HEADER_LEN + k * Self::MAX_CHUNK;
+            let n = (len - k * Self::MAX_CHUNK).min(Self::MAX_CHUNK);
+            let at = k * (HEADER_LEN + Self::MAX_CHUNK);
+            if from != at + HEADER_LEN {
+                buf.copy_within(from..from + n, at + HEADER_LEN);
+            }
+            let mut header = [0u8; HEADER_LEN];
+            record::write_app_data_header(&mut header, n);
+            buf[at..at + HEADER_LEN].copy_from_slice(&header);
+        }
+        Ok(0..room + len)
     }
 
     /// MTProto payload bytes relayed so far (the `/stats` `bytes_out`).

@@ -203,6 +203,72 @@ proptest! {
     }
 
     #[test]
+    fn records_per_read_are_the_records_of_one_record_per_call(
+        seed in any::<u64>(),
+        down in prop::collection::vec(any::<u8>(), 0..150_000),
+        reads in prop::collection::vec(1usize..=mtg_proto::DcToClient::MAX_READ, 1..10),
+        dd in any::<bool>(),
+    ) {
+        use mtg_proto::DcToClient;
+        // Two identical sessions (same seed): one frames each read with `process_records`,
+        // the other the same read cut into `MAX_CHUNK` pieces, one `process` call each.
+        let start = || {
+            let mut r = rng(seed);
+            let (client, _, established) = accepted_client(dd, "records.example", 2, &[], seed, &mut r);
+            let (session, frame) = established.into_session(2, &mut r);
+            (session, frame, client)
+        };
+        let (mut many, frame, mut client) = start();
+        let (mut one, frame_again, _) = start();
+        prop_assert_eq!(frame, frame_again);
+        let (_, mut dc_leg) = dc_accept(&frame);
+
+        let mut wire_many = Vec::new();
+        let mut wire_one = Vec::new();
+        let mut buf = vec![0u8; DcToClient::RECORDS_BUFFER_LEN];
+        let mut small = vec![0u8; DcToClient::BUFFER_LEN];
+        let (mut pos, mut i) = (0, 0);
+        while pos < down.len() {
+            let n = reads[i % reads.len()].min(down.len() - pos);
+            i += 1;
+            let mut sent = down[pos..pos + n].to_vec();
+            dc_leg.encrypt(&mut sent);
+            buf[DcToClient::HEADROOM..DcToClient::HEADROOM + n].copy_from_slice(&sent);
+            let range = many.dc_to_client.process_records(&mut buf, n).unwrap();
+            wire_many.extend_from_slice(&buf[range]);
+            for piece in sent.chunks(DcToClient::MAX_CHUNK) {
+                small[DcToClient::HEADROOM..DcToClient::HEADROOM + piece.len()].copy_from_slice(piece);
+                let range = one.dc_to_client.process(&mut small, piece.len()).unwrap();
+                wire_one.extend_from_slice(&small[range]);
+            }
+            pos += n;
+        }
+        // Byte for byte the same wire, so the same record boundaries.
+        prop_assert_eq!(&wire_many, &wire_one);
+        prop_assert_eq!(many.dc_to_client.bytes(), down.len() as u64);
+        if !dd {
+            // Well-formed ApplicationData records of at most one `MAX_CHUNK` each, end to end.
+            let mut at = 0;
+            while at < wire_many.len() {
+                prop_assert_eq!(&wire_many[at..at + 3], &[0x17, 3, 3]);
+                let len = usize::from(u16::from_be_bytes([wire_many[at + 3], wire_many[at + 4]]));
+                prop_assert!((1..=DcToClient::MAX_CHUNK).contains(&len));
+                at += 5 + len;
+            }
+            prop_assert_eq!(at, wire_many.len());
+        }
+        let k = client.open(&mut wire_many).unwrap();
+        prop_assert_eq!(&wire_many[k], &down[..]);
+
+        // Too much for one call, or for the buffer, is an error, not a panic.
+        prop_assert!(many.dc_to_client.process_records(&mut buf, DcToClient::MAX_READ + 1).is_err());
+        if !dd {
+            let mut short = vec![0u8; DcToClient::MAX_READ + 5];
+            prop_assert!(many.dc_to_client.process_records(&mut short, DcToClient::MAX_READ).is_err());
+        }
+    }
+
+    #[test]
     fn fast_mode_relays_both_ways_and_passes_the_dc_bytes_as_they_are(
         seed in any::<u64>(),
         up in prop::collection::vec(any::<u8>(), 0..20_000),

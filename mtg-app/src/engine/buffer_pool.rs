@@ -5,10 +5,11 @@
 
 use std::cell::RefCell;
 
-/// Length of every pooled buffer: at least every transform's read offset plus read size.
-pub(crate) const BUF_LEN: usize = 16 * 1024 + 16;
-/// Most free buffers a thread keeps; more are freed (bounds memory after a burst).
-const KEEP: usize = 64;
+/// Length of every pooled buffer: at least every transform's read offset plus read size, and
+/// a DC→client read of several records framed in place (64 KiB).
+pub(crate) const BUF_LEN: usize = mtg_proto::DcToClient::RECORDS_BUFFER_LEN;
+/// Most free buffers a thread keeps; more are freed (bounds memory after a burst: 1 MiB).
+const KEEP: usize = 16;
 
 thread_local! {
     static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };

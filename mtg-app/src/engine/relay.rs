@@ -25,8 +25,11 @@ use crate::users::rate_limit::Direction;
 
 /// Most chunks one direction moves per wake-up before yielding to other tasks.
 pub(crate) const CHUNKS_PER_POLL: usize = 16;
-/// Read size of the plain (fronting) and client→DC directions.
+/// Read size of the plain (fronting) direction and of middle-proxy sessions' client reads.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
+/// Read size of the client→DC direction: several of the client's records per read (the
+/// deframer joins their payloads for one write to the DC).
+pub(crate) const CLIENT_READ: usize = buffer_pool::BUF_LEN;
 
 /// How one direction turns bytes read into bytes to write, in place.
 pub(crate) trait Transform: Send + Unpin {
@@ -93,7 +96,7 @@ impl<Rt: Runtime, S: AsyncRead + AsyncWrite + Unpin, T: Transform> Flow<Rt, S> f
 
 impl Transform for ClientToDc {
     const READ_AT: usize = 0;
-    const READ_MAX: usize = READ_CHUNK;
+    const READ_MAX: usize = CLIENT_READ;
     fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError> {
         self.process(&mut buf[..n])
     }
@@ -104,9 +107,9 @@ impl Transform for ClientToDc {
 
 impl Transform for DcToClient {
     const READ_AT: usize = Self::HEADROOM;
-    const READ_MAX: usize = Self::MAX_CHUNK;
+    const READ_MAX: usize = Self::MAX_READ;
     fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError> {
-        self.process(buf, n)
+        self.process_records(buf, n)
     }
     fn bytes(&self) -> u64 {
         Self::bytes(self)
@@ -147,12 +150,19 @@ impl Transform for Downlink {
     };
     const READ_MAX: usize = {
         assert!(DcToClient::MAX_CHUNK == FastDcToClient::MAX_CHUNK);
-        DcToClient::MAX_CHUNK
+        DcToClient::MAX_READ
     };
+    /// Re-encrypting: several records per read. Fast mode: one record per read.
+    fn poll_read_limit(&mut self, _cx: &mut Context<'_>) -> Poll<usize> {
+        Poll::Ready(match self {
+            Self::Crypto(_) => DcToClient::MAX_READ,
+            Self::Fast(_) => FastDcToClient::MAX_CHUNK,
+        })
+    }
     #[inline]
     fn transform(&mut self, buf: &mut [u8], n: usize) -> Result<Range<usize>, RelayError> {
         match self {
-            Self::Crypto(half) => half.process(buf, n),
+            Self::Crypto(half) => half.process_records(buf, n),
             Self::Fast(half) => half.process(buf, n),
         }
     }

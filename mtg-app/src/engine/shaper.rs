@@ -6,7 +6,8 @@
 //! client that does not read stops the reads from the DC (back-pressure). With pacing, the
 //! next read waits for a timer re-armed with a fresh draw at every record, so the gap between
 //! records is at least the drawn delay, or the wait for data when that is longer. With neither
-//! DRS nor pacing the shaper takes no time readings and holds no timer.
+//! DRS nor pacing the shaper takes no time readings and holds no timer, and one read may bring
+//! up to [`DcToClient::MAX_RECORDS`] full records, framed for one write (fast mode: one).
 
 use std::future::Future;
 use std::ops::Range;
@@ -14,8 +15,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use mtg_proto::RelayError;
 use mtg_proto::doppel::{RecordSizer, Weibull};
+use mtg_proto::{DcToClient, RelayError};
 
 use super::relay::{Downlink, RECORD_HEADER, Transform};
 use crate::runtime::Runtime;
@@ -81,9 +82,11 @@ impl<R: Runtime> Transform for Shaped<R> {
             }
             pacer.open = true;
         }
-        Poll::Ready(match &self.sizer {
-            Some(sizer) => sizer.limit(self.origin.elapsed()).min(Self::READ_MAX),
-            None => Self::READ_MAX,
+        // Shaped: one record per read, of the size drawn. Unshaped: several records per read.
+        Poll::Ready(match (&self.sizer, &self.pacer) {
+            (Some(sizer), _) => sizer.limit(self.origin.elapsed()).min(DcToClient::MAX_CHUNK),
+            (None, Some(_)) => DcToClient::MAX_CHUNK,
+            (None, None) => return self.inner.poll_read_limit(cx),
         })
     }
 
