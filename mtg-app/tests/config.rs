@@ -457,6 +457,7 @@ enabled = true
                     max_ips: 4,
                     rate_limit: Some(1_000_000),
                     cluster_wide_connections: false,
+                    cluster_wide_ips: false,
                 },
             ),
             (
@@ -725,14 +726,20 @@ fn cluster_section_and_cluster_wide_limits() {
     assert!(e.contains("cluster.name"), "{e}");
 
     let limits = |table: &str| {
-        load(&minimal(&format!("[secret-limits-default]\nmax-connections = 4\n{table}")))
+        let l = load(&minimal(&format!("[secret-limits-default]\nmax-connections = 4\n{table}")))
             .config
-            .secret_limits_default
-            .cluster_wide_connections
+            .secret_limits_default;
+        (l.cluster_wide_connections, l.cluster_wide_ips)
     };
-    assert!(limits("cluster-wide = [\"max-connections\"]\n"));
-    assert!(!limits("cluster-wide = []\n"));
-    assert!(!limits(""));
+    assert_eq!(limits("cluster-wide = [\"max-connections\"]\n"), (true, false));
+    assert_eq!(limits("cluster-wide = [\"max-ips\"]\n"), (false, true));
+    assert_eq!(limits("cluster-wide = [\"max-ips\", \"max-connections\"]\n"), (true, true));
+    assert_eq!(limits("cluster-wide = true\n"), (true, true));
+    assert_eq!(limits("cluster-wide = false\n"), (false, false));
+    assert_eq!(limits("cluster-wide = []\n"), (false, false));
+    assert_eq!(limits(""), (false, false));
     let e = error("[secret-limits-default]\ncluster-wide = [\"quota\"]\n");
-    assert!(e.contains("secret-limits-default.cluster-wide") && e.contains("max-connections"), "{e}");
+    assert!(e.contains("secret-limits-default.cluster-wide") && e.contains("max-ips"), "{e}");
+    let e = error("[secret-limits-default]\ncluster-wide = 1\n");
+    assert!(e.contains("secret-limits-default.cluster-wide"), "{e}");
 }

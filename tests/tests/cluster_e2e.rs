@@ -1,15 +1,15 @@
 //! Fleet mode (`[cluster]`) against a real `redis-server` on loopback, both runtimes: three
 //! instances share their users (a change through one API reaches the others), a quota counts
-//! across instances, a `cluster-wide` max-connections holds across them, a killed instance's
+//! across instances, `cluster-wide` max-connections and max-ips hold across them, a killed instance's
 //! heartbeat and counts expire, and a Redis outage under traffic drops no session and loses
 //! or doubles no byte. One case uses a password-protected Redis.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mtg_proto::Secret;
 use mtg_tests::api_client;
-use mtg_tests::client::ProxyClient;
+use mtg_tests::client::{EeOptions, ProxyClient};
 use mtg_tests::config_text::{Timeouts, closed_port, numbered_user, proxy_config};
 use mtg_tests::proxy_process::{Launch, ProxyProcess};
 use mtg_tests::redis_server::RedisServer;
@@ -57,9 +57,15 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Duration {
 
 /// A session of `secret` through `addr` that echoes 5 bytes; `None` when refused.
 fn session(addr: SocketAddr, secret: &Secret) -> Option<ProxyClient> {
+    session_from(addr, secret, None)
+}
+
+/// Like [`session`], from the loopback address `source` when given.
+fn session_from(addr: SocketAddr, secret: &Secret, source: Option<IpAddr>) -> Option<ProxyClient> {
     let secret = secret.clone();
+    let options = EeOptions { source, ..EeOptions::default() };
     block_on(async move {
-        let mut c = ProxyClient::connect_ee(addr, &secret, 2).await.ok()?;
+        let mut c = ProxyClient::connect_ee_with(addr, &secret, 2, &options).await.ok()?;
         c.send(b"hello").await.ok()?;
         (c.recv_exact(5).await.ok()? == b"hello").then_some(c)
     })
@@ -173,6 +179,30 @@ fn three_instances_share_users_quotas_and_caps() {
     wait_until("A is at the fleet's cap too", || session(a.addr(), &user(4)).is_none());
     drop(on_a);
     wait_until("dave admitted on C again", || session(c.addr(), &user(4)).is_some());
+
+    // A cluster-wide max-ips of 1 holds across instances: an address live on one instance
+    // takes the user's only address on the others; the same address is admitted anywhere.
+    let body = format!(
+        "{{\"name\": \"erin\", \"secret\": \"{}\", \"max_ips\": 1, \"cluster_wide\": [\"max-ips\"]}}",
+        user(5).to_hex()
+    );
+    assert_eq!(api(&a, "POST", "/secrets", &body).0, 201);
+    wait_listed(&b, "erin", true);
+    wait_listed(&c, "erin", true);
+    let (one, two): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+    let erin_a = session_from(a.addr(), &user(5), Some(one)).expect("erin from .1 on A");
+    // B reads A's beat (connections and addresses come in the same beat).
+    wait_until("B sees erin's session on A", || fleet_user(&b, "erin", "connections") == 1);
+    assert!(session_from(b.addr(), &user(5), Some(two)).is_none(), "erin from .2 refused on B");
+    let erin_b = session_from(b.addr(), &user(5), Some(one)).expect("erin from .1 on B too");
+    drop(erin_a);
+    wait_until("C sees erin only on B", || {
+        fleet_user(&c, "erin", "connections") == 1 && fleet_user(&a, "erin", "connections") == 1
+    });
+    assert!(session_from(c.addr(), &user(5), Some(two)).is_none(), "B's .1 still takes erin's address");
+    drop(erin_b);
+    wait_until("C sees no session of erin", || fleet_user(&c, "erin", "connections") == 0);
+    assert!(session_from(c.addr(), &user(5), Some(two)).is_some(), "erin's address is free again");
 
     // A reload keeps the fleet's users (B's file names only zed).
     assert_eq!(api(&b, "POST", "/reload", "").0, 200);

@@ -208,6 +208,10 @@ impl Agent {
             if limits.cluster_wide_connections {
                 stats.set_others_connections(view.others_connections(&name, user));
             }
+            // Cleared when the limit stops being cluster-wide (a change through the API).
+            let others =
+                if limits.cluster_wide_ips { view.others_addresses(&name, user) } else { Vec::new() };
+            stats.set_others_addresses(others);
         }
         self.cluster.set_view(view);
         self.resync()

@@ -3,6 +3,7 @@
 //! `/stats?scope=cluster` render the last read, never waiting on Redis.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,13 +41,22 @@ pub struct Beat {
     pub totals: UserBeat,
     /// Its counters by user.
     pub users: BTreeMap<String, UserBeat>,
+    /// Client addresses with live sessions, of the users with cluster-wide `max-ips` only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, Vec<IpAddr>>,
 }
 
 impl Beat {
     /// This instance's beat now.
     pub(super) fn local(name: &str, started_at_ms: i64, now_ms: i64, users: &Directory) -> Self {
         let mut beat = Self { name: name.to_owned(), started_at_ms, seen_at_ms: now_ms, ..Self::default() };
-        for (user, stats) in users.names().iter().zip(users.all_stats()) {
+        for ((user, stats), limits) in users.names().iter().zip(users.all_stats()).zip(users.all_limits()) {
+            if limits.cluster_wide_ips {
+                let own = stats.address_list();
+                if !own.is_empty() {
+                    beat.addresses.insert(user.clone(), own);
+                }
+            }
             let s = stats.snapshot();
             let counts =
                 UserBeat { connections: s.connections, bytes_in: s.bytes_in, bytes_out: s.bytes_out };
@@ -86,6 +96,21 @@ impl FleetView {
             .filter_map(|b| b.users.get(user))
             .map(|u| u.connections)
             .sum()
+    }
+
+    /// Client addresses with live sessions of `user` on instances other than `me` (each once).
+    pub(super) fn others_addresses(&self, me: &str, user: &str) -> Vec<IpAddr> {
+        let mut all: Vec<IpAddr> = self
+            .instances
+            .values()
+            .filter(|b| b.name != me)
+            .filter_map(|b| b.addresses.get(user))
+            .flatten()
+            .copied()
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
     }
 
     /// The fleet's totals: all users, and by user.
@@ -131,5 +156,27 @@ mod tests {
         let (all, users) = view.totals();
         assert_eq!(all, UserBeat { connections: 6, bytes_in: 16, bytes_out: 32 });
         assert_eq!(users["alice"], UserBeat { connections: 5, bytes_in: 15, bytes_out: 30 });
+    }
+
+    #[test]
+    fn other_instances_addresses_each_once() {
+        let with = |name: &str, ips: &[&str]| {
+            let mut b = Beat { name: name.into(), ..Beat::default() };
+            b.addresses.insert("alice".into(), ips.iter().map(|ip| ip.parse().unwrap()).collect());
+            serde_json::to_string(&b).unwrap()
+        };
+        let view = FleetView::from_beats(&[
+            with("a", &["127.0.0.1"]),
+            with("b", &["127.0.0.2", "127.0.0.1"]),
+            with("c", &["::1"]),
+        ]);
+        let ips = |v: &[&str]| v.iter().map(|ip| ip.parse().unwrap()).collect::<Vec<IpAddr>>();
+        assert_eq!(view.others_addresses("a", "alice"), ips(&["127.0.0.1", "127.0.0.2", "::1"]));
+        assert_eq!(view.others_addresses("b", "alice"), ips(&["127.0.0.1", "::1"]));
+        assert_eq!(view.others_addresses("a", "bob"), ips(&[]));
+        // A beat without addresses (an older instance) still reads.
+        let plain = serde_json::to_string(&Beat { name: "d".into(), ..Beat::default() }).unwrap();
+        assert!(!plain.contains("addresses"));
+        assert_eq!(FleetView::from_beats(&[plain]).instances.len(), 1);
     }
 }

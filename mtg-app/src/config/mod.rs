@@ -431,9 +431,24 @@ pub struct SecretLimits {
     /// `cluster-wide = ["max-connections"]`: with `[cluster]`, `max-connections` counts the
     /// user's live sessions on every instance of the fleet, not only this one.
     pub cluster_wide_connections: bool,
+    /// `cluster-wide = ["max-ips"]`: with `[cluster]`, `max-ips` counts the user's distinct
+    /// client addresses with live sessions on every instance of the fleet.
+    pub cluster_wide_ips: bool,
 }
 
 impl SecretLimits {
+    /// The limits counted across the fleet, as `cluster-wide` names them.
+    pub fn cluster_wide_names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.cluster_wide_connections {
+            names.push("max-connections");
+        }
+        if self.cluster_wide_ips {
+            names.push("max-ips");
+        }
+        names
+    }
+
     /// Whether no limit is set (the user needs no `[secret-limits.NAME]` table).
     pub fn is_unlimited(&self) -> bool {
         *self == Self::default()
@@ -480,9 +495,11 @@ impl SecretLimits {
                 Err(_) => table.insert("rate-limit", toml_edit::value(format!("{rate}b"))),
             };
         }
-        if self.cluster_wide_connections {
+        if self.cluster_wide_connections || self.cluster_wide_ips {
             let mut list = toml_edit::Array::new();
-            list.push("max-connections");
+            for name in self.cluster_wide_names() {
+                list.push(name);
+            }
             table.insert("cluster-wide", toml_edit::value(list));
         }
         Some(table)

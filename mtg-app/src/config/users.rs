@@ -129,6 +129,7 @@ pub(super) fn limits_at(r: &Reader<'_>, prefix: &str) -> Result<SecretLimits, Co
         ),
         _ => r.parsed(&field("expires"), timestamp::unix_seconds)?,
     };
+    let wide = cluster_wide(r, &field("cluster-wide"))?;
     Ok(SecretLimits {
         max_connections: r.count(&field("max-connections"))?.unwrap_or(0),
         quota: r.bytes(&field("quota"))?,
@@ -137,24 +138,35 @@ pub(super) fn limits_at(r: &Reader<'_>, prefix: &str) -> Result<SecretLimits, Co
         disabled: r.flag(&field("disabled"))?,
         max_ips: r.count(&field("max-ips"))?.unwrap_or(0),
         rate_limit: r.rate(&field("rate-limit"))?,
-        cluster_wide_connections: cluster_wide(r, &field("cluster-wide"))?,
+        cluster_wide_connections: wide.contains(&ClusterWide::Connections),
+        cluster_wide_ips: wide.contains(&ClusterWide::Ips),
     })
 }
 
-/// `cluster-wide`: the limits counted across the fleet; only `max-connections` can be.
-fn cluster_wide(r: &Reader<'_>, key: &str) -> Result<bool, ConfigError> {
-    let names = r.list(
+/// A limit `cluster-wide` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClusterWide {
+    Connections,
+    Ips,
+}
+
+/// `cluster-wide`: the limits counted across the fleet: a list of `"max-connections"` and
+/// `"max-ips"`, or `true` (both) / `false` (none).
+fn cluster_wide(r: &Reader<'_>, key: &str) -> Result<Vec<ClusterWide>, ConfigError> {
+    match r.value(key) {
+        Some(toml::Value::Boolean(true)) => return Ok(vec![ClusterWide::Connections, ClusterWide::Ips]),
+        Some(toml::Value::Boolean(false)) => return Ok(Vec::new()),
+        _ => {}
+    }
+    r.list(
         key,
-        |s| {
-            if s == "max-connections" {
-                Ok(())
-            } else {
-                Err("\"max-connections\" (the only limit counted fleet-wide)")
-            }
+        |s| match s {
+            "max-connections" => Ok(ClusterWide::Connections),
+            "max-ips" => Ok(ClusterWide::Ips),
+            _ => Err("\"max-connections\" or \"max-ips\" (the limits counted fleet-wide), or true/false"),
         },
         str::to_owned,
-    )?;
-    Ok(!names.is_empty())
+    )
 }
 
 /// Reads the ad tag at `key` (`""` = none); a tag equal to a user's secret key is refused.

@@ -99,7 +99,7 @@ impl UserView {
             disabled: limits.disabled.then_some(true),
             max_ips: Some(limits.max_ips).filter(|&n| n > 0),
             rate_limit: limits.rate_limit,
-            cluster_wide: limits.cluster_wide_connections.then(|| vec!["max-connections"]),
+            cluster_wide: Some(limits.cluster_wide_names()).filter(|names| !names.is_empty()),
         }
     }
 }
@@ -860,6 +860,7 @@ mod tests {
             max_ips in 0u32..10,
             rate_limit in proptest::option::of(1u64..=u64::MAX),
             cluster_wide in proptest::bool::ANY,
+            cluster_wide_ips in proptest::bool::ANY,
             own_tag in proptest::option::of(proptest::array::uniform16(1u8..)),
             global_tag in proptest::option::of(proptest::array::uniform16(1u8..)),
         ) {
@@ -873,6 +874,7 @@ mod tests {
                 max_ips,
                 rate_limit,
                 cluster_wide_connections: cluster_wide,
+                cluster_wide_ips,
             };
             let hex = |bytes: [u8; 16]| AdTag::parse(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()).unwrap();
             let mut want = state(&[("alice", &user(1)), ("bob", &user(2))], &[("bob", limits)]);
@@ -944,6 +946,7 @@ mod tests {
             max_ips: 2,
             rate_limit: Some(2_500_000),
             cluster_wide_connections: true,
+            cluster_wide_ips: true,
         };
         let some = SecretLimits { quota: Some(5), ..SecretLimits::default() };
         let want = state(&[("alice", &a), ("bob", &b), ("carol", &c)], &[("bob", full), ("carol", some)]);
@@ -1061,7 +1064,7 @@ mod tests {
         let ok = fields(serde_json::json!({
             "quota": "10GB", "quota_reset": "Monthly", "expires": "2026-12-31",
             "disabled": true, "max_connections": 2, "max_ips": 3, "rate_limit": "20mbit",
-            "cluster_wide": ["max-connections"]
+            "cluster_wide": ["max-connections", "max-ips"]
         }))
         .unwrap();
         assert_eq!(
@@ -1075,8 +1078,11 @@ mod tests {
                 max_ips: 3,
                 rate_limit: Some(2_500_000),
                 cluster_wide_connections: true,
+                cluster_wide_ips: true,
             }
         );
+        let both = fields(serde_json::json!({"cluster_wide": true})).unwrap();
+        assert!(both.cluster_wide_connections && both.cluster_wide_ips);
         let wrong = fields(serde_json::json!({"cluster_wide": ["quota"]})).unwrap_err().message;
         assert!(wrong.contains("field `cluster_wide`") && wrong.contains("max-connections"), "{wrong}");
         assert_eq!(fields(serde_json::json!({"quota": 1024})).unwrap().quota, Some(1024));

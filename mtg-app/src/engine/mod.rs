@@ -516,6 +516,7 @@ mod tests {
         max_ips: 0,
         rate_limit: None,
         cluster_wide_connections: false,
+        cluster_wide_ips: false,
     };
 
     fn user(name: &str, n: u8) -> (String, Secret) {

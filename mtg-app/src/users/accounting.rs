@@ -61,24 +61,37 @@ impl Default for UserStats {
     }
 }
 
-/// Client addresses with their live session counts: an address counts until its last session
-/// ends. A user has few addresses, so a list beats a map.
+/// Client addresses with their live session counts (an address counts until its last session
+/// ends), and the addresses live on the fleet's other instances (empty without cluster-wide
+/// `max-ips`). A user has few addresses, so lists beat maps.
 #[derive(Debug, Default, Clone)]
-pub struct Addresses(Vec<(IpAddr, u32)>);
+pub struct Addresses(Vec<(IpAddr, u32)>, Vec<IpAddr>);
 
 impl Addresses {
     /// Counts one more session from `ip`, unless `ip` is new and `max` (> 0) other addresses
-    /// already have live sessions; `false` = refused, nothing counted.
+    /// already have live sessions, here or (cluster-wide `max-ips`) on the fleet's other
+    /// instances as last read; `false` = refused, nothing counted.
     pub fn try_add(&mut self, ip: IpAddr, max: u32) -> bool {
         if let Some((_, n)) = self.0.iter_mut().find(|(a, _)| *a == ip) {
             *n += 1;
             return true;
         }
-        if max > 0 && self.0.len() >= max as usize {
+        let elsewhere = self.1.iter().filter(|a| !self.0.iter().any(|(own, _)| own == *a)).count();
+        if max > 0 && !self.1.contains(&ip) && self.0.len() + elsewhere >= max as usize {
             return false;
         }
         self.0.push((ip, 1));
         true
+    }
+
+    /// Sets the addresses with live sessions on the fleet's other instances.
+    pub fn set_others(&mut self, others: Vec<IpAddr>) {
+        self.1 = others;
+    }
+
+    /// The addresses with live sessions here.
+    pub fn own(&self) -> Vec<IpAddr> {
+        self.0.iter().map(|(a, _)| *a).collect()
     }
 
     /// Counts one session from `ip` less.
@@ -170,6 +183,17 @@ impl UserStats {
     /// Distinct client addresses with live sessions.
     pub fn addresses(&self) -> usize {
         self.lock_addresses().len()
+    }
+
+    /// The client addresses with live sessions here (for the fleet's heartbeat).
+    pub fn address_list(&self) -> Vec<IpAddr> {
+        self.lock_addresses().own()
+    }
+
+    /// Records the user's client addresses with live sessions on the fleet's other instances
+    /// (cluster-wide `max-ips`): [`Self::try_admit`] counts them as taken.
+    pub fn set_others_addresses(&self, others: Vec<IpAddr>) {
+        self.lock_addresses().set_others(others);
     }
 
     /// The user's rate limit and its buckets.
@@ -349,6 +373,25 @@ mod tests {
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n))
+    }
+
+    #[test]
+    fn cluster_wide_max_ips_counts_the_other_instances_addresses() {
+        let stats = Arc::new(UserStats::default());
+        let gate = Arc::new(UserGate::default());
+        let admit = |n| stats.try_admit(None, ip(n), 2, 1, gate.clone());
+        // .2 and .3 are live elsewhere: the two addresses are taken fleet-wide.
+        stats.set_others_addresses(vec![ip(2), ip(3)]);
+        assert_eq!(admit(4).unwrap_err(), NotAdmitted::TooManyAddresses);
+        let two = admit(2).expect("an address live elsewhere is not a new one");
+        assert_eq!(stats.address_list(), [ip(2)]);
+        assert_eq!(admit(4).unwrap_err(), NotAdmitted::TooManyAddresses, ".2 counted once");
+        // .3 left the other instance: one address is free again.
+        stats.set_others_addresses(vec![ip(2)]);
+        let four = admit(4).expect(".2 here and there is one address");
+        assert_eq!(admit(5).unwrap_err(), NotAdmitted::TooManyAddresses);
+        drop((two, four));
+        assert_eq!(stats.address_list(), Vec::<IpAddr>::new());
     }
 
     #[test]
